@@ -1,0 +1,21 @@
+"""lrsched: learning-rate strategies for PyTorch runs of any length.
+
+Pure math in ``lrsched.schedules``; the run-length policy in ``lrsched.strategy``;
+the shared flags in ``lrsched.args``; the torch adapter in ``lrsched.torch_sched``.
+"""
+
+from lrsched.schedules import SHAPES, Replanned, Schedule, ScheduleError, replan
+from lrsched.strategy import Plan, UsageError, resolve_finetune, resolve_pretrain
+
+__all__ = [
+    "SHAPES",
+    "Plan",
+    "Replanned",
+    "Schedule",
+    "ScheduleError",
+    "UsageError",
+    "replan",
+    "resolve_finetune",
+    "resolve_pretrain",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,211 @@
+"""The one argparse definition of every schedule flag, shared by ``lrsched``, train.py and
+phase5_big_run.py, and the step from parsed flags to a ``Plan``.
+
+Every flag accepts both spellings (``--warmup-steps`` and ``--warmup_steps``). Bad input
+gives one line naming the flag, the value and the rule, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from fractions import Fraction
+from typing import Any, NoReturn
+
+from lrsched.schedules import ScheduleError
+from lrsched.strategy import STRATEGIES, Plan, UsageError, resolve_finetune, resolve_pretrain
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line: ``prog: error: message``, status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+@contextmanager
+def usage_errors(prog: str) -> Iterator[None]:
+    """Turn a ``UsageError`` or ``ScheduleError`` raised inside into one line and exit status 2."""
+    try:
+        yield
+    except (UsageError, ScheduleError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be > 0")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be >= 0")
+    return value
+
+
+def _fraction(text: str) -> Fraction:
+    _number(text)
+    return Fraction(text.strip())
+
+
+def positive_fraction(text: str) -> Fraction:
+    """An exact decimal > 0 (``2.5`` epochs stays 5/2, not a nearby float)."""
+    value = _fraction(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be > 0")
+    return value
+
+
+def unit_ratio(text: str) -> Fraction:
+    """An exact decimal in [0, 1)."""
+    value = _fraction(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be in [0, 1)")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def nonnegative_int(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be >= 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be >= 1")
+    return value
+
+
+def strategy_name(text: str) -> str:
+    if text in STRATEGIES:
+        return text
+    close = difflib.get_close_matches(text, STRATEGIES, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise argparse.ArgumentTypeError(f"unknown strategy '{text}'; {hint}(choose from {', '.join(STRATEGIES)})")
+
+
+# name -> add_argument keywords. Defaults are None: the resolver fills in each program's
+# default and records that it was one.
+FLAGS: dict[str, dict[str, Any]] = {
+    # seed 000, phase5_big_run.py
+    "lr": dict(type=positive_float, metavar="LR", help="peak learning rate (default 5e-4)"),
+    "warmup_steps": dict(
+        type=nonnegative_int,
+        metavar="W",
+        help="linear warm-up steps from 0 to the peak (phase5 default 2500; train.py: from the ratio)",
+    ),
+    "min_lr": dict(
+        type=nonnegative_float,
+        metavar="LR",
+        help="floor at the end of the decay (phase5 default 1e-6; train.py default 0)",
+    ),
+    "max_steps": dict(
+        type=positive_int,
+        metavar="T",
+        help="total optimizer updates; phase5 without it: open-ended, LR held after warm-up",
+    ),
+    "replan": dict(
+        action="store_true",
+        help="on resume, accept a new horizon and decay from the current LR with no jump",
+    ),
+    # seed 004, train.py
+    "num_epochs": dict(type=positive_fraction, metavar="E", help="epochs, a number > 0 (default 3)"),
+    "learning_rate": dict(type=positive_float, metavar="LR", help="peak LR (default: auto by epochs)"),
+    "lr_strategy": dict(
+        type=strategy_name,
+        metavar="{" + ",".join(STRATEGIES) + "}",
+        help="LR shape; auto picks constant (E <= 1), linear (E < 4) or cosine (default auto)",
+    ),
+    "scale_lr_for_short_training": dict(
+        action="store_true",
+        help="below 4 epochs, scale --learning_rate by x0.6 (E <= 1) or x0.8 and warm up 5%%",
+    ),
+    "cosine_restarts": dict(action="store_true", help="legacy: same as --lr_strategy cosine_restarts"),
+    "warmup_ratio": dict(type=unit_ratio, metavar="R", help="warm-up as a fraction of total steps, in [0, 1)"),
+    "num_cycles": dict(
+        type=positive_float,
+        metavar="C",
+        help="cycles of cosine_restarts (default: 0.5, 1 or 2 by epochs)",
+    ),
+}
+
+PRETRAIN_FLAGS = ("lr", "warmup_steps", "min_lr", "max_steps", "replan")
+FINETUNE_FLAGS = (
+    "num_epochs",
+    "learning_rate",
+    "lr_strategy",
+    "scale_lr_for_short_training",
+    "cosine_restarts",
+    "warmup_ratio",
+    "warmup_steps",
+    "num_cycles",
+    "min_lr",
+    "max_steps",
+)
+
+
+def spellings(name: str) -> list[str]:
+    """``warmup_steps`` -> ``["--warmup-steps", "--warmup_steps"]``; ``lr`` -> ``["--lr"]``."""
+    dashed = f"--{name.replace('_', '-')}"
+    return [dashed] if "_" not in name else [dashed, f"--{name}"]
+
+
+def add_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: str, **kwargs: Any) -> None:
+    """Add one flag under both spellings, ``dest`` its underscore name."""
+    parser.add_argument(*spellings(name), dest=name, **kwargs)
+
+
+def add_schedule_flags(parser: argparse.ArgumentParser, names: Sequence[str], title: str = "schedule") -> None:
+    """Add the named schedule flags (from ``FLAGS``) once each."""
+    group = parser.add_argument_group(title)
+    for name in names:
+        add_flag(group, name, **FLAGS[name])
+
+
+def finetune_plan(args: argparse.Namespace, steps_per_epoch: int | None) -> Plan:
+    """train.py's plan from its parsed flags and the run size (updates per epoch)."""
+    return resolve_finetune(
+        epochs=args.num_epochs if args.num_epochs is not None else Fraction(3),
+        steps_per_epoch=steps_per_epoch,
+        max_steps=args.max_steps,
+        strategy=args.lr_strategy or "auto",
+        learning_rate=args.learning_rate,
+        scale_lr_for_short_training=args.scale_lr_for_short_training,
+        cosine_restarts=args.cosine_restarts,
+        warmup_ratio=args.warmup_ratio,
+        warmup_steps=args.warmup_steps,
+        num_cycles=args.num_cycles,
+        min_lr=args.min_lr,
+    )
+
+
+def pretrain_plan(args: argparse.Namespace) -> Plan:
+    """phase5_big_run.py's plan from its parsed flags."""
+    return resolve_pretrain(lr=args.lr, warmup_steps=args.warmup_steps, min_lr=args.min_lr, max_steps=args.max_steps)

@@ -1,0 +1,243 @@
+"""The run-length policy (DESIGN section 4) and the plans both programs resolve to.
+
+A ``Plan`` is a ``Schedule`` plus, for every value in it, where that value came
+from (a flag, a default, or the ``auto`` row), and notes for the reader.
+Step counts are computed exactly from the decimals the user typed (``Fraction``):
+10% of 70 steps is 7.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Literal
+
+from lrsched.schedules import Schedule, Shape
+
+Strategy = Literal["auto", "constant", "linear", "cosine", "cosine_restarts"]
+STRATEGIES: tuple[Strategy, ...] = ("auto", "constant", "linear", "cosine", "cosine_restarts")
+FULL_LR = 5e-5
+
+
+class UsageError(ValueError):
+    """Bad input (a flag, a path, a checkpoint): one line naming it and the rule, exit status 2."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the run-length table: what ``auto`` chooses for a number of epochs."""
+
+    label: str
+    shape: Shape
+    lr: float
+    warmup_ratio: Fraction
+    scaled_warmup_ratio: Fraction
+    cycles: float
+
+
+ROWS = (
+    Row("E <= 1", "constant", 3e-5, Fraction(5, 100), Fraction(5, 100), 0.5),
+    Row("1 < E < 4", "linear", 4e-5, Fraction(10, 100), Fraction(5, 100), 1.0),
+    Row("E >= 4", "cosine", 5e-5, Fraction(10, 100), Fraction(10, 100), 2.0),
+)
+
+
+def row_for(epochs: Fraction) -> Row:
+    """The table row for ``epochs``: ``<= 1``, ``< 4``, or ``>= 4``."""
+    if epochs <= 1:
+        return ROWS[0]
+    return ROWS[1] if epochs < 4 else ROWS[2]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A resolved schedule and the source of each of its values."""
+
+    schedule: Schedule
+    sources: tuple[tuple[str, str], ...]
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def shape(self) -> Shape:
+        return self.schedule.shape
+
+    @property
+    def cycles(self) -> float | None:
+        return self.schedule.cycles if self.schedule.shape == "cosine_restarts" else None
+
+    def source(self, key: str) -> str:
+        return dict(self.sources)[key]
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable machine form: see README, "lrsched show --json"."""
+        s = self.schedule
+        return {
+            "shape": s.shape,
+            "base_lr": s.base,
+            "min_lr": s.final,
+            "warmup_steps": s.warmup,
+            "total_steps": s.total,
+            "cycles": self.cycles,
+            "sources": dict(self.sources),
+            "notes": list(self.notes),
+        }
+
+    def lines(self) -> list[str]:
+        """The plan as people read it: one value per line, each with its source."""
+        s = self.schedule
+        values = {
+            "shape": s.shape,
+            "peak": f"{s.base:g}",
+            "min_lr": f"{s.final:g}",
+            "warmup": f"{s.warmup} steps",
+            "total": "open-ended" if s.total is None else f"{s.total} steps",
+            "cycles": "n/a" if self.cycles is None else f"{self.cycles:g}",
+        }
+        out = [f"  {key:<7} {value:<16} ({dict(self.sources).get(key, '')})" for key, value in values.items()]
+        return out + [f"  note: {note}" for note in self.notes]
+
+
+def updates_per_epoch(batches: int, accumulation: int) -> int:
+    """``ceil(B / A)``: a last partial accumulation still makes an update."""
+    return -(-batches // accumulation)
+
+
+def _pct(ratio: Fraction) -> str:
+    return f"{float(ratio * 100):g}%"
+
+
+def _fmt_num(x: Fraction) -> str:
+    return f"{float(x):g}"
+
+
+def resolve_finetune(
+    *,
+    epochs: Fraction,
+    steps_per_epoch: int | None = None,
+    max_steps: int | None = None,
+    strategy: Strategy = "auto",
+    learning_rate: float | None = None,
+    scale_lr_for_short_training: bool = False,
+    cosine_restarts: bool = False,
+    warmup_ratio: Fraction | None = None,
+    warmup_steps: int | None = None,
+    num_cycles: float | None = None,
+    min_lr: float | None = None,
+) -> Plan:
+    """train.py's plan (seed 004): shape, peak, warm-up, cycles and floor, each with a source.
+
+    ``total = max_steps`` when given, else ``ceil(epochs * steps_per_epoch)``.
+    """
+    if epochs <= 0:
+        raise UsageError(f"--num_epochs {_fmt_num(epochs)}: must be > 0")
+    row = row_for(epochs)
+    e = _fmt_num(epochs)
+    sources: dict[str, str] = {}
+    notes: list[str] = []
+
+    if cosine_restarts and strategy not in ("auto", "cosine_restarts"):
+        raise UsageError(
+            f"--cosine_restarts: conflicts with --lr_strategy {strategy} (it means --lr_strategy cosine_restarts)"
+        )
+    shape: Shape
+    if cosine_restarts:
+        shape, sources["shape"] = "cosine_restarts", "--cosine_restarts (legacy flag)"
+    elif strategy == "auto":
+        shape, sources["shape"] = row.shape, f"auto: {e} epochs -> {row.shape}"
+    else:
+        shape, sources["shape"] = strategy, f"--lr_strategy {strategy}"
+
+    short = epochs < 4
+    factor = row.lr / FULL_LR
+    if learning_rate is None:
+        peak, sources["peak"] = row.lr, f"auto: {e} epochs -> {row.lr:g}"
+    elif scale_lr_for_short_training and short:
+        peak = learning_rate * factor
+        sources["peak"] = f"--learning_rate {learning_rate:g} x{factor:g}, --scale_lr_for_short_training"
+    else:
+        peak, sources["peak"] = learning_rate, f"--learning_rate {learning_rate:g}"
+    if scale_lr_for_short_training and not short:
+        notes.append(f"--scale_lr_for_short_training changes nothing at {e} epochs (only below 4)")
+
+    if max_steps is not None:
+        total, sources["total"] = max_steps, f"--max_steps {max_steps}"
+    elif steps_per_epoch is not None:
+        total = math.ceil(epochs * steps_per_epoch)
+        sources["total"] = f"{e} epochs x {steps_per_epoch} updates"
+    else:
+        raise UsageError("--steps_per_epoch: required (or --max_steps) to size the run")
+    if total < 1:
+        raise UsageError(f"--max_steps {total}: must be >= 1")
+
+    if warmup_steps is not None:
+        warmup, sources["warmup"] = warmup_steps, f"--warmup_steps {warmup_steps}"
+        flag = f"--warmup_steps {warmup_steps}"
+    else:
+        if warmup_ratio is not None:
+            ratio, how = warmup_ratio, f"--warmup_ratio {_fmt_num(warmup_ratio)}"
+        elif scale_lr_for_short_training and short:
+            ratio, how = row.scaled_warmup_ratio, "auto, --scale_lr_for_short_training"
+        else:
+            ratio, how = row.warmup_ratio, "auto"
+        warmup = math.ceil(ratio * total)
+        sources["warmup"] = f"{how}: {_pct(ratio)} of {total}"
+        flag = f"--warmup_ratio {_fmt_num(ratio)}"
+    if warmup >= total:
+        raise UsageError(f"{flag}: gives {warmup} warm-up steps, must be fewer than the {total} total steps")
+
+    if num_cycles is not None:
+        cycles, sources["cycles"] = num_cycles, f"--num_cycles {num_cycles:g}"
+    else:
+        cycles, sources["cycles"] = row.cycles, f"auto: {e} epochs -> {row.cycles:g}"
+
+    floor = 0.0 if min_lr is None else min_lr
+    sources["min_lr"] = "default" if min_lr is None else f"--min_lr {min_lr:g}"
+    _check_floor(floor, peak, "--min_lr")
+    schedule = Schedule(shape, base=peak, final=floor, warmup=warmup, total=total, cycles=cycles)
+    return Plan(schedule, tuple(sources.items()), tuple(notes))
+
+
+PRETRAIN_DEFAULTS = {"lr": 5e-4, "warmup_steps": 2500, "min_lr": 1e-6}
+
+
+def resolve_pretrain(
+    *,
+    lr: float | None = None,
+    warmup_steps: int | None = None,
+    min_lr: float | None = None,
+    max_steps: int | None = None,
+) -> Plan:
+    """phase5_big_run.py's plan (seed 000): warm-up + cosine to ``min_lr``, or warm-up + hold."""
+    sources: dict[str, str] = {"shape": "phase5_big_run.py: warm-up + cosine (seed 000)"}
+
+    def pick(name: str, flag: str, value: Any) -> Any:
+        if value is None:
+            sources[_KEYS[name]] = "default"
+            return PRETRAIN_DEFAULTS[name]
+        sources[_KEYS[name]] = f"{flag} {value:g}"
+        return value
+
+    peak = pick("lr", "--lr", lr)
+    warmup = pick("warmup_steps", "--warmup-steps", warmup_steps)
+    floor = pick("min_lr", "--min-lr", min_lr)
+    _check_floor(floor, peak, "--min-lr")
+    notes = []
+    if max_steps is None:
+        sources["total"] = "no --max-steps: open-ended"
+        notes.append(f"no --max-steps: holding {peak:g} after warm-up")
+    else:
+        sources["total"] = f"--max-steps {max_steps}"
+        if warmup >= max_steps:
+            raise UsageError(f"--warmup-steps {warmup}: must be less than --max-steps {max_steps}")
+    sources["cycles"] = "n/a"
+    schedule = Schedule("cosine", base=peak, final=floor, warmup=warmup, total=max_steps)
+    return Plan(schedule, tuple(sources.items()), tuple(notes))
+
+
+_KEYS = {"lr": "peak", "warmup_steps": "warmup", "min_lr": "min_lr"}
+
+
+def _check_floor(floor: float, peak: float, flag: str) -> None:
+    if not 0 <= floor <= peak:
+        raise UsageError(f"{flag} {floor:g}: must be between 0 and the peak LR {peak:g}")
