@@ -1,0 +1,1 @@
+"""What both programs share: checkpoints, device and precision, distributed, run logs, stopping."""

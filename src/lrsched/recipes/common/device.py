@@ -1,0 +1,55 @@
+"""Device and precision: CUDA (ROCm shows as CUDA), MPS or CPU; bf16 autocast everywhere."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import warnings
+from pathlib import Path
+
+import torch
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """``auto``: CUDA/ROCm when present, then Apple MPS, then CPU."""
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); otherwise it is emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[object]:
+    """bf16 autocast on ``device`` when asked; warns once on a CPU without native bf16."""
+    if not bf16:
+        return contextlib.nullcontext()
+    if device.type == "cpu" and not cpu_has_native_bf16():
+        _warn_slow_bf16()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@functools.cache
+def _warn_slow_bf16() -> None:
+    warnings.warn(
+        "--bf16 on a CPU without native bf16: it works, but runs several times slower than fp32",
+        stacklevel=3,
+    )
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        flavour = "ROCm" if torch.version.hip else "CUDA"
+        return f"{flavour} {torch.cuda.get_device_name(device)}"
+    return device.type.upper()
