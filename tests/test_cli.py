@@ -1,0 +1,326 @@
+"""Tests of the ``lrsched`` command: show, show --json, plot, and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lrsched import args, cli
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+# Independent formulas (DESIGN section 3, seed 000), written here from the text, not imported.
+def seed000(t: int, base: float, floor: float, warmup: int, total: int) -> float:
+    if t < warmup:
+        return base * t / warmup
+    return floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * (t - warmup) / (total - warmup)))
+
+
+def linear_decay(t: int, base: float, warmup: int, total: int) -> float:
+    if t < warmup:
+        return base * t / warmup
+    return base * (1 - (t - warmup) / (total - warmup))
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def show_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
+    code, out, err = run(capsys, "show", *argv, "--json")
+    assert (code, err) == (0, "")
+    data: dict[str, Any] = json.loads(out)
+    return data
+
+
+def key_values(out: str) -> dict[int, float]:
+    return {int(s): float(v) for s, v in re.findall(r"step\s+(\d+)\s+lr\s+(\S+)", out)}
+
+
+def plan_line(out: str, key: str) -> str:
+    return next(line for line in out.splitlines() if line.strip().startswith(key + " "))
+
+
+# --- show -----------------------------------------------------------------------------------
+
+
+def test_show_one_epoch(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "show", "--num_epochs", "1", "--steps_per_epoch", "200")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0] == "plan for train.py"
+    assert "constant" in plan_line(out, "shape") and "auto: 1 epochs" in plan_line(out, "shape")
+    assert "3e-05" in plan_line(out, "peak") and "(auto" in plan_line(out, "peak")
+    assert "10 steps" in plan_line(out, "warmup") and "5% of 200" in plan_line(out, "warmup")
+    assert "200 steps" in plan_line(out, "total") and "1 epochs x 200 updates" in plan_line(out, "total")
+    assert "(default)" in plan_line(out, "min_lr")
+    assert key_values(out) == pytest.approx({0: 0.0, 9: 2.7e-5, 10: 3e-5, 105: 3e-5, 199: 3e-5, 200: 3e-5})
+    assert "┤" in out and "W=10" in out and "T=200" in out
+
+
+@pytest.mark.parametrize(
+    "argv, shape, peak, warmup, cycles",
+    [
+        (["--num_epochs", "3", "--steps_per_epoch", "100"], "linear", "4e-05", "30 steps", "n/a"),
+        (
+            ["--num_epochs", "10", "--steps_per_epoch", "100", "--cosine_restarts"],
+            "cosine_restarts",
+            "5e-05",
+            "100",
+            "2",
+        ),
+        (
+            ["--num-epochs", "2.5", "--steps-per-epoch", "28", "--scale_lr_for_short_training"],
+            "linear",
+            "4e-05",
+            "4",
+            "n/a",
+        ),
+    ],
+)
+def test_show_strategy_rows(
+    capsys: pytest.CaptureFixture[str], argv: list[str], shape: str, peak: str, warmup: str, cycles: str
+) -> None:
+    code, out, _ = run(capsys, "show", *argv)
+    assert code == 0
+    assert plan_line(out, "shape").split()[1] == shape
+    assert plan_line(out, "peak").split()[1] == peak
+    assert plan_line(out, "warmup").split()[1] == warmup.split()[0]
+    assert plan_line(out, "cycles").split()[1] == cycles
+
+
+def test_show_linear_key_steps_follow_formula(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "show", "--num_epochs", "3", "--steps_per_epoch", "100")
+    values = key_values(out)
+    assert sorted(values) == [0, 29, 30, 165, 299, 300]
+    for t, v in values.items():
+        assert v == pytest.approx(linear_decay(t, 4e-5, 30, 300), rel=1e-3, abs=1e-12)
+
+
+def test_show_without_warmup_merges_key_steps(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "show", "--max-steps", "100", "--warmup-steps", "0")
+    assert sorted(key_values(out)) == [0, 50, 99, 100]
+    assert "W-1" not in out
+    assert "┴" not in out
+
+
+def test_show_open_ended(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "show", "--warmup-steps", "100")
+    assert code == 0
+    assert out.splitlines()[0] == "plan for phase5_big_run.py"
+    assert "open-ended" in plan_line(out, "total")
+    assert "note: no --max-steps: holding 0.0005 after warm-up" in out
+    values = key_values(out)
+    assert sorted(values) == [0, 99, 100, 1100, 1_000_100]
+    assert values[1_000_100] == 5e-4
+    assert "lr, steps 0..1100:" in out
+
+
+def test_show_json_phase5_follows_seed_formula(capsys: pytest.CaptureFixture[str]) -> None:
+    data = show_json(capsys, "--max-steps", "10000", "--warmup-steps", "2500", "--min-lr", "1e-6", "--lr", "4e-4")
+    assert set(data) == {"plan", "lr"}
+    plan = data["plan"]
+    assert set(plan) == {"shape", "base_lr", "min_lr", "warmup_steps", "total_steps", "cycles", "sources", "notes"}
+    assert (plan["shape"], plan["base_lr"], plan["min_lr"]) == ("cosine", 4e-4, 1e-6)
+    assert (plan["warmup_steps"], plan["total_steps"], plan["cycles"]) == (2500, 10000, None)
+    assert plan["sources"]["peak"] == "--lr 0.0004"
+    lr = data["lr"]
+    assert len(lr) == 10001
+    for t, value in enumerate(lr):
+        assert value == pytest.approx(seed000(t, 4e-4, 1e-6, 2500, 10000), rel=1e-12, abs=1e-18)
+    assert lr[0] == 0.0 and lr[2500] == 4e-4 and lr[-1] == pytest.approx(1e-6)
+
+
+def test_show_json_train(capsys: pytest.CaptureFixture[str]) -> None:
+    data = show_json(capsys, "--num_epochs", "3", "--steps_per_epoch", "100")
+    assert data["plan"]["shape"] == "linear"
+    assert data["plan"]["sources"]["shape"] == "auto: 3 epochs -> linear"
+    assert data["lr"] == pytest.approx([linear_decay(t, 4e-5, 30, 300) for t in range(301)], rel=1e-12, abs=1e-18)
+
+
+def test_show_json_restarts_cycles(capsys: pytest.CaptureFixture[str]) -> None:
+    data = show_json(capsys, "--num_epochs", "10", "--steps_per_epoch", "100", "--lr_strategy", "cosine_restarts")
+    assert data["plan"]["cycles"] == 2
+    lr = data["lr"]
+    # Two decays after the warm-up: a restart to the peak halfway through [100, 1000].
+    assert lr[100] == lr[550] == 5e-5
+    assert lr[549] < 1e-8 and lr[1000] == 0.0
+
+
+def test_show_json_open_ended_steps(capsys: pytest.CaptureFixture[str]) -> None:
+    data = show_json(capsys, "--warmup-steps", "2000")
+    assert data["plan"]["total_steps"] is None
+    assert len(data["lr"]) == 2000 + 2000 + 1
+    data = show_json(capsys, "--warmup-steps", "10", "--steps", "50")
+    assert len(data["lr"]) == 51
+    assert data["lr"][5] == pytest.approx(5e-4 * 5 / 10)
+    assert set(data["lr"][10:]) == {5e-4}
+
+
+def test_max_steps_alone_is_phase5_and_with_epochs_is_train(capsys: pytest.CaptureFixture[str]) -> None:
+    assert show_json(capsys, "--max-steps", "1000", "--warmup-steps", "10")["plan"]["shape"] == "cosine"
+    data = show_json(capsys, "--max-steps", "1000", "--num_epochs", "2")
+    assert data["plan"]["sources"]["total"] == "--max_steps 1000"
+    assert data["plan"]["shape"] == "linear" and data["plan"]["warmup_steps"] == 100
+
+
+# --- plot -----------------------------------------------------------------------------------
+
+
+def test_plot_compare(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "lr.png"
+    argv = ["--num_epochs", "10", "--steps_per_epoch", "100", "--compare", "auto,linear,cosine,cosine_restarts"]
+    code, stdout, err = run(capsys, "plot", *argv, "-o", str(out))
+    assert (code, err) == (0, "")
+    assert "4 curves" in stdout
+    data = out.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) > 10_000
+
+
+def test_compare_labels() -> None:
+    ns = cli.build_parser().parse_args(
+        [
+            "plot",
+            "--num_epochs",
+            "10",
+            "--steps_per_epoch",
+            "100",
+            "-o",
+            "x.png",
+            "--compare",
+            "auto,linear,cosine_restarts",
+        ]
+    )
+    plans = cli.compare_plans(ns, ns.compare)
+    assert list(plans) == ["auto (cosine)", "linear", "cosine_restarts (2 cycles)"]
+    assert [p.shape for p in plans.values()] == ["cosine", "linear", "cosine_restarts"]
+
+
+def test_plot_single_plan_replaces_existing(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "lr.png"
+    out.write_bytes(b"old")
+    code, stdout, _ = run(capsys, "plot", "--max-steps", "10000", "--warmup-steps", "2500", "-o", str(out))
+    assert code == 0 and "1 curve" in stdout
+    assert out.read_bytes()[:8] == PNG_SIGNATURE
+    assert [p.name for p in tmp_path.iterdir()] == ["lr.png"]
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+BAD = [
+    (["show", "--num_epochs", "0", "--steps_per_epoch", "10"], "--num_epochs"),
+    (["show", "--num_epochs", "3", "--steps_per_epoch", "10", "--lr", "1e-4"], "--learning_rate"),
+    (["show", "--replan"], "--replan"),
+    (["show", "--lr", "nan"], "--lr"),
+    (["show", "--lr", "-1"], "--lr"),
+    (["show", "--min-lr", "1", "--max-steps", "10", "--warmup-steps", "0"], "--min-lr"),
+    (["show", "--warmup-steps", "10", "--max-steps", "10"], "--warmup-steps"),
+    (["show", "--lr_strategy", "cosin", "--steps_per_epoch", "10"], "did you mean 'cosine'"),
+    (["show", "--num_cycles", "0", "--steps_per_epoch", "10"], "--num_cycles"),
+    (["show", "--cosine_restarts", "--lr_strategy", "linear", "--steps_per_epoch", "10"], "--cosine_restarts"),
+    (["show", "--num_epochs", "3"], "--steps_per_epoch"),
+    (["show", "--steps_per_epoch", "0"], "--steps_per_epoch"),
+    (["show", "--max-steps", "100", "--warmup-steps", "5", "--steps", "50"], "--steps"),
+    (["show", "--bogus"], "--bogus"),
+    (["show", "--warmup_ratio", "1", "--steps_per_epoch", "10"], "--warmup_ratio"),
+]
+
+
+@pytest.mark.parametrize("argv, needle", BAD)
+def test_bad_show_input(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("lrsched: error: ")
+    assert needle in err
+    assert "Traceback" not in err
+
+
+BAD_PLOT = [
+    (["--steps_per_epoch", "10", "--compare", "auto,cosin"], "did you mean 'cosine'"),
+    (["--steps_per_epoch", "10", "--compare", "auto,,linear"], "--compare"),
+    (["--steps_per_epoch", "10", "--compare", "linear", "--lr_strategy", "cosine"], "--lr_strategy"),
+    (["--steps_per_epoch", "10", "--compare", "linear", "--cosine_restarts"], "--cosine_restarts"),
+    (["--num_epochs", "0", "--steps_per_epoch", "10"], "--num_epochs"),
+    (["--max-steps", "10", "--warmup-steps", "20"], "--warmup-steps"),
+    (["--compare", "linear"], "--steps_per_epoch"),
+]
+
+
+@pytest.mark.parametrize("argv, needle", BAD_PLOT)
+def test_bad_plot_input_leaves_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], needle: str
+) -> None:
+    out = tmp_path / "lr.png"
+    out.write_bytes(b"keep me")
+    code, stdout, err = run(capsys, "plot", *argv, "-o", str(out))
+    assert (code, stdout) == (2, "")
+    assert err.count("\n") == 1 and err.startswith("lrsched: error: ") and needle in err
+    assert out.read_bytes() == b"keep me"
+    assert [p.name for p in tmp_path.iterdir()] == ["lr.png"]
+
+
+@pytest.mark.parametrize("name", ["missing/lr.png", "lr.txt", "."])
+def test_bad_output_path(capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str) -> None:
+    code, _, err = run(capsys, "plot", "--steps_per_epoch", "10", "-o", str(tmp_path / name))
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("lrsched: error: --output ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_needs_output(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "plot", "--steps_per_epoch", "10")
+    assert code == 2 and "-o/--output" in err and err.count("\n") == 1
+
+
+def test_no_subcommand_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys)
+    assert code == 2
+    assert "usage: lrsched" in out + err and "show" in err and "plot" in err
+
+
+@pytest.mark.parametrize("command", ["show", "plot"])
+def test_subcommand_help_lists_every_flag(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    code, out, _ = run(capsys, command, "--help")
+    assert code == 0
+    names = dict.fromkeys((*args.PRETRAIN_FLAGS, *args.FINETUNE_FLAGS, "steps_per_epoch", "steps"))
+    for name in names:
+        for spelling in args.spellings(name):
+            assert spelling in out, spelling
+    assert ("--json" if command == "show" else "--compare") in out
+
+
+# --- the installed console script ------------------------------------------------------------
+
+
+def console_script() -> Path:
+    path = Path(sys.executable).parent / "lrsched"
+    if not path.exists():
+        pytest.skip("console script lrsched not installed beside this Python")
+    return path
+
+
+def test_console_script_json() -> None:
+    argv = ["show", "--max-steps", "10000", "--warmup-steps", "2500", "--min-lr", "1e-6", "--lr", "4e-4", "--json"]
+    proc = subprocess.run([str(console_script()), *argv], capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    lr = json.loads(proc.stdout)["lr"]
+    assert len(lr) == 10001
+    assert lr[6250] == pytest.approx(seed000(6250, 4e-4, 1e-6, 2500, 10000), rel=1e-12)
+
+
+def test_console_script_bad_input_exit_status() -> None:
+    proc = subprocess.run(
+        [str(console_script()), "show", "--num_epochs", "-1"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("lrsched: error: ") and proc.stderr.count("\n") == 1
