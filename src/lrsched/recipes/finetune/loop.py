@@ -1,0 +1,321 @@
+"""The fine-tuning loop: updates, evaluation, checkpoints, the log and the report.
+
+The step ``t`` (optimizer updates done, ``ScheduledLR.last_epoch``) is the single source of
+truth: the LR, the epoch, the batches of the next update, the log row and the checkpoint
+names all derive from it. Update ``t`` of epoch ``e = t // U`` uses batches
+``[(t % U) * A, (t % U + 1) * A)`` of that epoch's order (a pure function of seed and epoch),
+so a resumed run continues exactly where the checkpoint was taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from lrsched.recipes.common.checkpoint import (
+    prune_checkpoints,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    step_path,
+)
+from lrsched.recipes.common.device import autocast
+from lrsched.recipes.common.distributed import World, barrier, mean_across
+from lrsched.recipes.common.runlog import RunLog, write_json
+from lrsched.recipes.common.stopping import StopRequest
+from lrsched.recipes.finetune import data as D
+from lrsched.recipes.finetune import metrics
+from lrsched.recipes.finetune import model as M
+from lrsched.recipes.finetune.main import PROGRAM, NonFiniteLoss, Run
+from lrsched.torch_sched import ScheduledLR
+
+COLUMNS = ("step", "epoch", "lr", "loss", "grad_norm", "seconds")
+
+
+@dataclass
+class State:
+    """The loop's mutable state: the modules and the evaluation history."""
+
+    model: nn.Module
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: ScheduledLR
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+
+    @property
+    def step(self) -> int:
+        return int(self.scheduler.last_epoch)
+
+
+# ---------------------------------------------------------------- setup and checkpoints
+
+
+def build_state(run: Run) -> State:
+    """Model on the device, AdamW, ScheduledLR; restored from the checkpoint when resuming."""
+    model = run.model.to(run.device)
+    optimizer = M.adamw(model, run.plan.schedule.base, run.args.weight_decay)
+    scheduler = ScheduledLR(optimizer, run.plan.schedule)
+    state = State(model, model, optimizer, scheduler)
+    if run.resume is not None:
+        ck = run.resume
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        state.history, state.best = list(ck["history"]), ck["best"]
+        set_rng_state(ck["rng"][run.world.rank])
+    else:
+        torch.manual_seed(run.args.seed * 1000 + run.world.rank)  # dropout streams, one per rank
+    if run.world.distributed:
+        state.net = DistributedDataParallel(model)
+    model.train()
+    return state
+
+
+def all_rng_states(world: World) -> list[dict[str, Any]]:
+    """Every rank's RNG state (dropout), gathered so that rank 0 can save them."""
+    mine = rng_state()
+    if not world.distributed:
+        return [mine]
+    out: list[Any] = [None] * world.size
+    dist.all_gather_object(out, mine)
+    return out
+
+
+def save(run: Run, state: State) -> None:
+    """A resumable checkpoint at the current step (rank 0 writes; every rank gives its RNG)."""
+    rngs = all_rng_states(run.world)
+    if run.world.is_main:
+        payload = {
+            "step": state.step,
+            "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict(),
+            "rng": rngs,
+            "history": state.history,
+            "best": state.best,
+            "identity": run.identity,
+            "plan": run.plan.to_json(),
+        }
+        directory = run.output_dir / "checkpoints"
+        save_checkpoint(payload, step_path(directory, state.step), PROGRAM)
+        prune_checkpoints(directory, run.args.save_total_limit)
+    barrier(run.world)
+
+
+def save_model(run: Run, model: nn.Module, name: str) -> None:
+    """A Hugging Face model directory (weights, config with label names, tokenizer)."""
+    if run.world.is_main:
+        target = run.output_dir / name
+        model.save_pretrained(str(target))  # type: ignore[operator]
+        run.tokenizer.save_pretrained(str(target))
+    barrier(run.world)
+
+
+# ---------------------------------------------------------------- one update
+
+
+def labels_tensor(run: Run, indices: list[int]) -> torch.Tensor:
+    return torch.tensor([run.splits.train.labels[i] for i in indices], device=run.device)
+
+
+def update(run: Run, state: State, group: list[list[int]]) -> tuple[float, float, float]:
+    """One optimizer update over ``group`` (A batches); returns (lr used, mean loss, grad norm).
+
+    The loss is the mean over the group's examples (each micro-batch weighted by its size),
+    so a short last batch or a partial last accumulation counts each example once.
+    """
+    lr = float(state.optimizer.param_groups[0]["lr"])
+    n = sum(len(b) for b in group)
+    total = torch.zeros((), device=run.device)
+    for i, indices in enumerate(group):
+        texts = [run.splits.train.texts[j] for j in indices]
+        enc = M.tokenize(run.tokenizer, texts, run.args.max_seq_length, run.device)
+        sync = not run.world.distributed or i == len(group) - 1
+        with contextlib.nullcontext() if sync else state.net.no_sync():  # type: ignore[operator]
+            with autocast(run.device, run.args.bf16):
+                logits = state.net(**enc).logits
+            loss = F.cross_entropy(logits.float(), labels_tensor(run, indices), reduction="sum") / n
+            loss.backward()
+        total += loss.detach()
+    mean_loss = float(mean_across(total, run.world))
+    if not math.isfinite(mean_loss):
+        raise NonFiniteLoss(f"training loss is {mean_loss} at step {state.step}; stopped before that update")
+    norm = grad_norm(run, state)
+    if not math.isfinite(norm):
+        raise NonFiniteLoss(f"gradient norm is {norm} at step {state.step}; stopped before that update")
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scheduler.step()
+    return lr, mean_loss, norm
+
+
+def grad_norm(run: Run, state: State) -> float:
+    """The global gradient norm, clipped to --max_grad_norm when that is > 0."""
+    params = [p for p in state.model.parameters() if p.grad is not None]
+    limit = run.args.max_grad_norm
+    if limit > 0:
+        return float(torch.nn.utils.clip_grad_norm_(params, limit))
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(run: Run, model: nn.Module, data: D.Examples) -> dict[str, float]:
+    """Loss, accuracy and macro-F1 over ``data`` (sharded across ranks, then summed)."""
+    was_training = model.training
+    model.eval()
+    k = len(run.splits.label_names)
+    conf = torch.zeros(k, k, dtype=torch.float64)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    w = run.world
+    for indices in D.eval_shard(len(data), run.args.per_device_eval_batch_size, w.rank, w.size):
+        enc = M.tokenize(run.tokenizer, [data.texts[i] for i in indices], run.args.max_seq_length, run.device)
+        labels = torch.tensor([data.labels[i] for i in indices], device=run.device)
+        with autocast(run.device, run.args.bf16):
+            logits = model(**enc).logits.float()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").double().cpu()
+        for t, p in zip(labels.tolist(), logits.argmax(-1).tolist()):
+            conf[t, p] += 1
+    if w.distributed:
+        for tensor in (conf, loss_sum):
+            dist.all_reduce(tensor)
+    model.train(was_training)
+    m = conf.long().tolist()
+    return {"loss": float(loss_sum) / len(data), "accuracy": metrics.accuracy(m), "macro_f1": metrics.macro_f1(m)}
+
+
+def end_epoch(run: Run, state: State) -> dict[str, Any]:
+    """Validate at the end of an epoch (or of the run); keep the best model by accuracy."""
+    step = state.step
+    result = {"epoch": round(step / run.updates_per_epoch, 4), "step": step}
+    result.update(evaluate(run, state.model, run.splits.validation))
+    state.history.append(result)
+    if state.best is None or result["accuracy"] > state.best["accuracy"]:
+        state.best = dict(result)
+        save_model(run, state.model, "best")
+    return result
+
+
+def write_eval(run: Run, state: State, test: dict[str, Any] | None) -> None:
+    if run.world.is_main:
+        report = {
+            "validation": state.history,
+            "best": state.best,
+            "test": test,
+            "labels": run.splits.label_names,
+            "majority_baseline": {
+                "validation": metrics.majority_baseline(run.splits.train.labels, run.splits.validation.labels),
+                "test": None
+                if run.splits.test is None
+                else metrics.majority_baseline(run.splits.train.labels, run.splits.test.labels),
+            },
+        }
+        write_json(run.output_dir / "eval.json", report)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def stop_requested(stop: StopRequest, world: World) -> bool:
+    """Whether any rank got SIGINT/SIGTERM (all ranks agree, so they stop at the same step)."""
+    flag = torch.tensor(1.0 if stop.requested else 0.0)
+    if world.distributed:
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item() > 0)
+
+
+def run_updates(run: Run, state: State, log: RunLog | None, bar: tqdm[Any], stop: StopRequest) -> bool:
+    """Updates from the current step to T; returns False when stopped early by a signal."""
+    a, upe = run.args, run.updates_per_epoch
+    total = run.plan.schedule.total
+    assert total is not None
+    accum = a.gradient_accumulation_steps
+    while state.step < total:
+        epoch = state.step // upe
+        batches = D.rank_batches(len(run.splits.train), a.per_device_train_batch_size, a.seed, epoch, *_rw(run))
+        k = state.step - epoch * upe
+        started = time.perf_counter()
+        lr, loss, norm = update(run, state, batches[k * accum : (k + 1) * accum])
+        row = {"step": state.step - 1, "epoch": epoch + 1, "lr": lr, "loss": loss, "grad_norm": norm}
+        row["seconds"] = round(time.perf_counter() - started, 4)
+        if log is not None:
+            log.write(row)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}")
+        epoch_done = k == upe - 1 or state.step == total
+        if epoch_done:
+            result = end_epoch(run, state)
+            write_eval(run, state, None)
+            bar.write(f"epoch {result['epoch']:g} step {result['step']}: validation {_fmt(result)}")
+        if epoch_done or (a.save_steps and state.step % a.save_steps == 0):
+            save(run, state)
+        if state.step < total and stop_requested(stop, run.world):
+            save(run, state)
+            bar.write(f"stopped at step {state.step}; continue with --resume_from_checkpoint latest")
+            return False
+    return True
+
+
+def _rw(run: Run) -> tuple[int, int]:
+    return run.world.rank, run.world.size
+
+
+def _fmt(result: dict[str, Any]) -> str:
+    return f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f}"
+
+
+def finish(run: Run, state: State) -> dict[str, Any] | None:
+    """Save the last model, test the best one, write eval.json and curves.png."""
+    save_model(run, state.model, "last")
+    test: dict[str, Any] | None = None
+    if run.splits.test is not None:
+        best = M.load_model(run.output_dir / "best", run.splits.label_names).to(run.device)
+        assert state.best is not None
+        test = {"model": f"best (epoch {state.best['epoch']:g}, step {state.best['step']})"}
+        test.update(evaluate(run, best, run.splits.test))
+    write_eval(run, state, test)
+    if run.world.is_main:
+        from lrsched.recipes.finetune.curves import draw_curves
+
+        draw_curves(run.output_dir)
+    return test
+
+
+def train(run: Run) -> None:
+    """Train from the current step to the plan's end, then report (rank 0 prints)."""
+    state = build_state(run)
+    main = run.world.is_main
+    log = RunLog(run.output_dir, COLUMNS, resume_step=state.step if run.resume else None) if main else None
+    total = run.plan.schedule.total
+    bar = tqdm(total=total, initial=state.step, disable=not main or run.args.disable_tqdm, unit="update")
+    try:
+        with StopRequest() as stop:
+            done = run_updates(run, state, log, bar, stop)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    if not done:
+        return
+    test = finish(run, state)
+    if main:
+        best = state.best or {}
+        print(f"best validation: epoch {best.get('epoch', 0):g}, {_fmt(best)}" if best else "no validation")
+        if test is not None:
+            print(f"test ({test['model']}): {_fmt(test)}")
+        print(f"wrote {run.output_dir}/: plan.json args.json log.csv eval.json curves.png best/ last/ checkpoints/")
+        sys.stdout.flush()
