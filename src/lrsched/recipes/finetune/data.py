@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.util
 import json
 import random
@@ -216,13 +217,20 @@ class DataFlags:
     seed: int
 
 
+@functools.cache
+def corpus_pairs(path: Path) -> tuple[tuple[str, str], ...]:
+    """The corpus's deduplicated (text, label) pairs, read once per process."""
+    rows = read_rows(path, "corpus", CORPUS_ENCODING)
+    return tuple(dedupe(columns(rows, path, "corpus", CORPUS_TEXT, CORPUS_LABEL)))
+
+
 def load_splits(flags: DataFlags) -> Splits:
     """The run's splits: the corpus split 80/10/10, or the user's files; then the subsets."""
     if flags.train_file is None:
         if flags.validation_file is not None or flags.test_file is not None:
             raise UsageError("--validation_file/--test_file: need --train_file (the default corpus has its own split)")
         path = corpus_path()
-        pairs = dedupe(columns(read_rows(path, "corpus", CORPUS_ENCODING), path, "corpus", CORPUS_TEXT, CORPUS_LABEL))
+        pairs = corpus_pairs(path)
         names = label_order(lab for _, lab in pairs)
         test: Examples | None
         train, val, test = stratified_split(encode(pairs, names, path, "corpus"), SPLIT, SPLIT_SEED)

@@ -210,7 +210,22 @@ def end_epoch(run: Run, state: State) -> dict[str, Any]:
     return result
 
 
-def write_eval(run: Run, state: State, test: dict[str, Any] | None) -> None:
+def rank_summary(run: Run, state: State) -> list[dict[str, Any]]:
+    """Every rank's step and a checksum of its weights: under DDP they must all agree."""
+    mine = {
+        "rank": run.world.rank,
+        "step": state.step,
+        "weights_sum": float(sum(float(p.detach().double().sum()) for p in state.model.parameters())),
+    }
+    if not run.world.distributed:
+        return [mine]
+    out: list[Any] = [None] * run.world.size
+    dist.all_gather_object(out, mine)
+    return out
+
+
+def write_eval(run: Run, state: State, test: dict[str, Any] | None, ranks: list[dict[str, Any]] | None = None) -> None:
+    """eval.json: per-epoch validation, the best epoch, the test result and the baselines."""
     if run.world.is_main:
         report = {
             "validation": state.history,
@@ -223,6 +238,7 @@ def write_eval(run: Run, state: State, test: dict[str, Any] | None) -> None:
                 if run.splits.test is None
                 else metrics.majority_baseline(run.splits.train.labels, run.splits.test.labels),
             },
+            "ranks": ranks,
         }
         write_json(run.output_dir / "eval.json", report)
 
@@ -260,14 +276,20 @@ def run_updates(run: Run, state: State, log: RunLog | None, bar: tqdm[Any], stop
         if epoch_done:
             result = end_epoch(run, state)
             write_eval(run, state, None)
-            bar.write(f"epoch {result['epoch']:g} step {result['step']}: validation {_fmt(result)}")
+            say(run, bar, f"epoch {result['epoch']:g} step {result['step']}: validation {_fmt(result)}")
         if epoch_done or (a.save_steps and state.step % a.save_steps == 0):
             save(run, state)
         if state.step < total and stop_requested(stop, run.world):
             save(run, state)
-            bar.write(f"stopped at step {state.step}; continue with --resume_from_checkpoint latest")
+            say(run, bar, f"stopped at step {state.step}; continue with --resume_from_checkpoint latest")
             return False
     return True
+
+
+def say(run: Run, bar: tqdm[Any], message: str) -> None:
+    """Print a line above the progress bar, on rank 0 only."""
+    if run.world.is_main:
+        bar.write(message)
 
 
 def _rw(run: Run) -> tuple[int, int]:
@@ -281,13 +303,14 @@ def _fmt(result: dict[str, Any]) -> str:
 def finish(run: Run, state: State) -> dict[str, Any] | None:
     """Save the last model, test the best one, write eval.json and curves.png."""
     save_model(run, state.model, "last")
+    ranks = rank_summary(run, state)
     test: dict[str, Any] | None = None
     if run.splits.test is not None:
         best = M.load_model(run.output_dir / "best", run.splits.label_names).to(run.device)
         assert state.best is not None
         test = {"model": f"best (epoch {state.best['epoch']:g}, step {state.best['step']})"}
         test.update(evaluate(run, best, run.splits.test))
-    write_eval(run, state, test)
+    write_eval(run, state, test, ranks)
     if run.world.is_main:
         from lrsched.recipes.finetune.curves import draw_curves
 

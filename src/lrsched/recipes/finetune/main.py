@@ -62,6 +62,7 @@ class Run:
     plan: Plan
     output_dir: Path
     resume: dict[str, Any] | None
+    resume_path: Path | None
     identity: dict[str, Any]
 
 
@@ -162,7 +163,20 @@ def prepare(args: argparse.Namespace, world: World, device: torch.device) -> Run
     if state is not None:
         check_resume(state, plan, identity, f"{flag} {resume_path}")
     return Run(
-        args, world, device, splits, model_dir, tokenizer, model, batches, upe, plan, output_dir, state, identity
+        args,
+        world,
+        device,
+        splits,
+        model_dir,
+        tokenizer,
+        model,
+        batches,
+        upe,
+        plan,
+        output_dir,
+        state,
+        resume_path,
+        identity,
     )
 
 
@@ -203,6 +217,10 @@ def start_output(run: Run) -> None:
             elif target.exists():
                 target.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    if run.resume_path is not None:  # resuming into another directory: bring the best model along
+        old_best = run.resume_path.resolve().parent.parent / "best"
+        if old_best.is_dir() and not (out / "best").exists():
+            shutil.copytree(old_best, out / "best")
     write_json(out / "plan.json", run.plan.to_json())
     write_json(out / "args.json", {k: (str(v) if v is not None else None) for k, v in vars(run.args).items()})
 

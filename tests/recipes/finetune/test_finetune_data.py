@@ -1,0 +1,152 @@
+"""train.py's data: the fixed corpus split, stratified subsets, user files, and batch order."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from lrsched.recipes.finetune import data as D
+from lrsched.recipes.finetune import metrics
+from lrsched.strategy import UsageError
+
+
+def flags(**kw: object) -> D.DataFlags:
+    base: dict[str, object] = dict(
+        train_file=None,
+        validation_file=None,
+        test_file=None,
+        text_column="text",
+        label_column="label",
+        max_train_samples=None,
+        max_eval_samples=None,
+        max_test_samples=None,
+        seed=42,
+    )
+    base.update(kw)
+    return D.DataFlags(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def corpus() -> D.Splits:
+    return D.load_splits(flags())
+
+
+def test_corpus_split_is_disjoint_stratified_and_fixed(corpus: D.Splits) -> None:
+    s = corpus
+    assert s.label_names == ["negative", "neutral", "positive"]
+    sizes = [len(s.train), len(s.validation), len(s.test or [])]
+    total = sum(sizes)
+    assert 36_000 < total < 38_159  # 38,158 rows, minus duplicates and conflicting texts
+    assert abs(sizes[0] / total - 0.8) < 0.002 and abs(sizes[1] / total - 0.1) < 0.002
+    texts = [set(s.train.texts), set(s.validation.texts), set((s.test or s.validation).texts)]
+    assert sum(map(len, texts)) == total  # no duplicates inside a split
+    assert not texts[0] & texts[1] and not texts[0] & texts[2] and not texts[1] & texts[2]
+    for part in (s.validation, s.test):
+        assert part is not None
+        for label, count in Counter(part.labels).items():
+            share = Counter(s.train.labels)[label] / len(s.train)
+            assert abs(count / len(part) - share) < 0.002
+    again = D.load_splits(flags(seed=7))  # --seed does not move the split
+    assert again.test == s.test and again.validation == s.validation
+
+
+def test_subsets_are_stratified_seeded_and_inside_their_split(corpus: D.Splits) -> None:
+    a = D.load_splits(flags(max_train_samples=100, max_eval_samples=50, max_test_samples=30))
+    b = D.load_splits(flags(max_train_samples=100, max_eval_samples=50, max_test_samples=30))
+    c = D.load_splits(flags(max_train_samples=100, max_eval_samples=50, max_test_samples=30, seed=1))
+    assert (len(a.train), len(a.validation), len(a.test or [])) == (100, 50, 30)
+    assert a == b and a.train != c.train
+    assert set(a.train.texts) <= set(corpus.train.texts)
+    assert set(a.validation.texts) <= set(corpus.validation.texts)
+    full = Counter(corpus.train.labels)
+    for label, count in Counter(a.train.labels).items():
+        assert abs(count - 100 * full[label] / len(corpus.train)) < 1
+
+
+def test_dedupe_drops_conflicting_texts_and_keeps_first() -> None:
+    pairs = [("a", "x"), ("b", "y"), ("a", "x"), ("c", "x"), ("c", "y"), ("", "x")]
+    assert D.dedupe(pairs) == [("a", "x"), ("b", "y")]
+
+
+def test_label_order_numeric_and_text() -> None:
+    assert D.label_order(["10", "2", "1"]) == ["1", "2", "10"]
+    assert D.label_order(["pos", "neg"]) == ["neg", "pos"]
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]], header: str = "text,label") -> Path:
+    path.write_text(header + "\n" + "".join(f'"{t}",{lab}\n' for t, lab in rows))
+    return path
+
+
+def test_user_csv_and_jsonl_files(tmp_path: Path) -> None:
+    rows = [(f"text number {i}", "pos" if i % 3 else "neg") for i in range(30)]
+    train = write_csv(tmp_path / "train.csv", rows)
+    val = tmp_path / "val.jsonl"
+    val.write_text("\n".join(json.dumps({"sentence": f"v {i}", "y": "neg"}) for i in range(4)) + "\n")
+    with pytest.raises(UsageError, match=r"--validation_file .*no column 'text'"):
+        D.load_splits(flags(train_file=train, validation_file=val))
+    val.write_text("\n".join(json.dumps({"text": f"v {i}", "label": "neg"}) for i in range(4)) + "\n")
+    s = D.load_splits(flags(train_file=train, validation_file=val))
+    assert s.label_names == ["neg", "pos"] and len(s.train) == 30 and s.validation.labels == [0] * 4
+    assert s.test is None
+    held = D.load_splits(flags(train_file=train))  # no --validation_file: 10% of each label held out
+    assert len(held.validation) == 1 + 2 and not set(held.validation.texts) & set(held.train.texts)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'text,lab\n"a",neg\n', "no column 'label'"),
+        (b"text,label\n\xff\xfe,neg\n", "unreadable"),
+        (b"text,label\n", "no rows"),
+    ],
+)
+def test_bad_train_files(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "train.csv"
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match=f"--train_file {path}: .*{message}"):
+        D.load_splits(flags(train_file=path))
+
+
+def test_unknown_label_in_test_file(tmp_path: Path) -> None:
+    train = write_csv(tmp_path / "train.csv", [(f"t {i}", "pos" if i % 2 else "neg") for i in range(20)])
+    test = write_csv(tmp_path / "test.csv", [("x", "neutral")])
+    with pytest.raises(UsageError, match=r"--test_file .*label 'neutral'.*not among the training labels"):
+        D.load_splits(flags(train_file=train, test_file=test))
+
+
+def test_bad_jsonl_line(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\nnot json\n')
+    with pytest.raises(UsageError, match="line 2 is not JSON"):
+        D.load_splits(flags(train_file=path))
+
+
+@pytest.mark.parametrize(("n", "batch", "world"), [(100, 8, 1), (101, 8, 2), (7, 3, 2), (5, 4, 3)])
+def test_batch_order_is_a_function_of_seed_and_epoch(n: int, batch: int, world: int) -> None:
+    shards = [D.rank_batches(n, batch, 3, 5, rank, world) for rank in range(world)]
+    assert shards == [D.rank_batches(n, batch, 3, 5, rank, world) for rank in range(world)]
+    assert all(len(s) == D.batches_per_epoch(n, batch, world) for s in shards)
+    seen = [i for s in shards for b in s for i in b]
+    assert set(seen) == set(range(n)) and len(seen) == world * -(-n // world)
+    assert D.rank_batches(n, batch, 3, 6) != D.rank_batches(n, batch, 3, 5)
+    assert D.rank_batches(n, batch, 4, 5) != D.rank_batches(n, batch, 3, 5)
+
+
+def test_eval_shards_cover_each_example_once() -> None:
+    shards = [i for r in range(3) for b in D.eval_shard(10, 2, r, 3) for i in b]
+    assert sorted(shards) == list(range(10))
+
+
+def test_macro_f1_against_hand_counts() -> None:
+    true = [0, 0, 0, 1, 1, 2, 2, 2, 2]
+    pred = [0, 1, 0, 1, 2, 2, 2, 0, 1]
+    m = metrics.confusion(true, pred, 3)
+    # label 0: tp 2 fp 1 fn 1 -> 4/6; label 1: tp 1 fp 2 fn 1 -> 2/5; label 2: tp 2 fp 1 fn 2 -> 4/7
+    assert metrics.macro_f1(m) == pytest.approx((4 / 6 + 2 / 5 + 4 / 7) / 3)
+    assert metrics.accuracy(m) == pytest.approx(5 / 9)
+    assert metrics.macro_f1(metrics.confusion([0, 0], [0, 0], 2)) == pytest.approx(0.5)
+    assert metrics.majority_baseline([1, 1, 0], [1, 0, 0, 1]) == 0.5
