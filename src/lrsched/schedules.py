@@ -157,11 +157,12 @@ AnySchedule = Schedule | Replanned
 def replan(current: AnySchedule, t0: int, target: Schedule) -> AnySchedule:
     """The schedule to follow from step ``t0`` when the horizon changes to ``target.total``.
 
-    Still in warm-up (``t0 <= target.warmup``): ``target`` itself, whose warm-up is the same
-    line. Past it: ``current`` up to ``t0``, then a cosine from ``current(t0)`` to the value
-    ``target`` ends on (``target.final``, or ``target.base`` for a constant shape).
+    Still in warm-up (``t0 <= target.warmup``) on the same line (``target(t0) == current(t0)``):
+    ``target`` itself. Otherwise: ``current`` up to ``t0``, then a cosine from ``current(t0)``
+    to the value ``target`` ends on (``target.final``, or ``target.base`` for a constant shape),
+    so the value at ``t0`` never jumps.
     """
-    if t0 <= target.warmup:
+    if t0 <= target.warmup and math.isclose(target(t0), current(t0), rel_tol=1e-12, abs_tol=0.0):
         return target
     if target.total is not None and target.total <= t0:
         raise ScheduleError(f"total={target.total}: must be greater than the current step {t0}")
@@ -185,13 +186,16 @@ def describe(schedule: AnySchedule) -> dict[str, Any]:
 def from_description(data: dict[str, Any]) -> AnySchedule:
     """Inverse of ``describe``; raises ``ScheduleError`` on anything else."""
     kind = data.get("type") if isinstance(data, dict) else None
-    if kind == "Replanned":
-        return Replanned(
-            before=from_description(data["before"]), t0=data["t0"], total=data["total"], final=data["final"]
-        )
-    if kind == "Schedule":
-        names = {f.name for f in fields(Schedule)}
-        return Schedule(**{k: v for k, v in data.items() if k in names})
+    try:
+        if kind == "Replanned":
+            return Replanned(
+                before=from_description(data["before"]), t0=data["t0"], total=data["total"], final=data["final"]
+            )
+        if kind == "Schedule":
+            names = {f.name for f in fields(Schedule)}
+            return Schedule(**{k: v for k, v in data.items() if k in names})
+    except (KeyError, TypeError) as err:
+        raise ScheduleError(f"description={data!r}: not a schedule description ({err})") from None
     raise ScheduleError(f"description={data!r}: not a schedule description")
 
 

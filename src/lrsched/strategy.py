@@ -163,6 +163,8 @@ def resolve_finetune(
     if max_steps is not None:
         total, sources["total"] = max_steps, f"--max_steps {max_steps}"
     elif steps_per_epoch is not None:
+        if steps_per_epoch < 1:
+            raise UsageError(f"--steps_per_epoch {steps_per_epoch}: must be >= 1 (no batches to train on?)")
         total = math.ceil(epochs * steps_per_epoch)
         sources["total"] = f"{e} epochs x {steps_per_epoch} updates"
     else:

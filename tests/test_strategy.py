@@ -1,0 +1,316 @@
+"""Tests for lrsched.strategy: the DESIGN section 4 table, sources and notes, exact step counts, errors."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pytest
+
+from lrsched.schedules import Schedule
+from lrsched.strategy import Plan, UsageError, resolve_finetune, resolve_pretrain, row_for, updates_per_epoch
+
+# DESIGN section 4, with 100 updates per epoch: E -> (shape, peak, total, warm-up steps, cycles)
+TABLE = {
+    "0.5": ("constant", 3e-5, 50, 3, 0.5),  # ceil(0.05 * 50) = ceil(2.5)
+    "1": ("constant", 3e-5, 100, 5, 0.5),
+    "1.5": ("linear", 4e-5, 150, 15, 1.0),
+    "2": ("linear", 4e-5, 200, 20, 1.0),
+    "3": ("linear", 4e-5, 300, 30, 1.0),
+    "3.99": ("linear", 4e-5, 399, 40, 1.0),  # ceil(0.1 * 399) = ceil(39.9)
+    "4": ("cosine", 5e-5, 400, 40, 2.0),
+    "10": ("cosine", 5e-5, 1000, 100, 2.0),
+}
+
+
+@pytest.mark.parametrize("epochs", list(TABLE))
+def test_auto_row(epochs: str) -> None:
+    shape, peak, total, warmup, cycles = TABLE[epochs]
+    plan = resolve_finetune(epochs=Fraction(epochs), steps_per_epoch=100)
+    s = plan.schedule
+    assert (s.shape, s.base, s.final, s.total, s.warmup) == (shape, peak, 0.0, total, warmup)
+    assert plan.shape == shape
+    assert plan.cycles is None  # not a cosine_restarts plan
+    assert plan.source("shape").startswith("auto") and shape in plan.source("shape")
+    assert plan.source("peak").startswith("auto") and f"{peak:g}" in plan.source("peak")
+    assert plan.source("warmup").startswith("auto") and str(total) in plan.source("warmup")
+    assert plan.source("cycles").startswith("auto")
+    assert plan.source("min_lr") == "default"
+    assert plan.source("total") == f"{epochs} epochs x 100 updates"
+    assert plan.notes == ()
+    # the same row with cosine_restarts gets the row's cycles
+    restarts = resolve_finetune(epochs=Fraction(epochs), steps_per_epoch=100, strategy="cosine_restarts")
+    assert restarts.shape == "cosine_restarts"
+    assert restarts.cycles == cycles
+    assert restarts.schedule.base == peak and restarts.schedule.warmup == warmup
+    assert restarts.source("shape") == "--lr_strategy cosine_restarts"
+
+
+@pytest.mark.parametrize(
+    ("epochs", "label"), [("0.5", "E <= 1"), ("1", "E <= 1"), ("1.01", "1 < E < 4"), ("4", "E >= 4")]
+)
+def test_row_for(epochs: str, label: str) -> None:
+    assert row_for(Fraction(epochs)).label == label
+
+
+@pytest.mark.parametrize("strategy", ["constant", "linear", "cosine", "cosine_restarts"])
+@pytest.mark.parametrize("epochs", ["1", "2", "10"])
+def test_explicit_strategy_overrides_the_row_shape_only(strategy: str, epochs: str) -> None:
+    plan = resolve_finetune(epochs=Fraction(epochs), steps_per_epoch=100, strategy=strategy)
+    auto = resolve_finetune(epochs=Fraction(epochs), steps_per_epoch=100)
+    assert plan.shape == strategy
+    assert plan.source("shape") == f"--lr_strategy {strategy}"
+    assert (plan.schedule.base, plan.schedule.warmup, plan.schedule.total) == (
+        auto.schedule.base,
+        auto.schedule.warmup,
+        auto.schedule.total,
+    )
+
+
+def test_legacy_cosine_restarts_flag() -> None:
+    plan = resolve_finetune(epochs=Fraction(2), steps_per_epoch=100, cosine_restarts=True)
+    assert plan.shape == "cosine_restarts"
+    assert plan.cycles == 1.0
+    assert "--cosine_restarts" in plan.source("shape")
+    same = resolve_finetune(epochs=Fraction(2), steps_per_epoch=100, cosine_restarts=True, strategy="cosine_restarts")
+    assert same.schedule == plan.schedule
+
+
+@pytest.mark.parametrize("strategy", ["constant", "linear", "cosine"])
+def test_legacy_flag_with_another_strategy_is_an_error(strategy: str) -> None:
+    with pytest.raises(UsageError, match="--cosine_restarts") as err:
+        resolve_finetune(epochs=Fraction(5), steps_per_epoch=10, cosine_restarts=True, strategy=strategy)
+    assert f"--lr_strategy {strategy}" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+# --- peak LR and --scale_lr_for_short_training ---
+
+
+@pytest.mark.parametrize(("epochs", "factor"), [("0.5", 0.6), ("1", 0.6), ("1.5", 0.8), ("3.99", 0.8)])
+def test_scale_lr_multiplies_an_explicit_lr_below_4_epochs(epochs: str, factor: float) -> None:
+    plan = resolve_finetune(
+        epochs=Fraction(epochs), steps_per_epoch=100, learning_rate=1e-4, scale_lr_for_short_training=True
+    )
+    assert plan.schedule.base == pytest.approx(1e-4 * factor, rel=1e-12)
+    assert "--scale_lr_for_short_training" in plan.source("peak")
+    assert f"x{factor:g}" in plan.source("peak")
+    assert plan.notes == ()
+    total = plan.schedule.total
+    assert total is not None
+    assert plan.schedule.warmup == math.ceil(Fraction(5, 100) * total)  # 5% warm-up below 4 epochs
+    assert "--scale_lr_for_short_training" in plan.source("warmup")
+
+
+@pytest.mark.parametrize("epochs", ["4", "10"])
+def test_scale_lr_changes_nothing_from_4_epochs_and_says_so(epochs: str) -> None:
+    plain = resolve_finetune(epochs=Fraction(epochs), steps_per_epoch=100, learning_rate=1e-4)
+    scaled = resolve_finetune(
+        epochs=Fraction(epochs), steps_per_epoch=100, learning_rate=1e-4, scale_lr_for_short_training=True
+    )
+    assert scaled.schedule == plain.schedule
+    assert scaled.schedule.base == 1e-4
+    assert len(scaled.notes) == 1
+    assert "--scale_lr_for_short_training" in scaled.notes[0] and "nothing" in scaled.notes[0]
+    assert any("note:" in line for line in scaled.lines())
+
+
+def test_scale_without_explicit_lr_keeps_the_row_lr() -> None:
+    plan = resolve_finetune(epochs=Fraction(2), steps_per_epoch=100, scale_lr_for_short_training=True)
+    assert plan.schedule.base == 4e-5
+    assert plan.schedule.warmup == 10  # 5% of 200
+
+
+def test_explicit_lr_is_used_as_given() -> None:
+    plan = resolve_finetune(epochs=Fraction(1), steps_per_epoch=100, learning_rate=2e-5)
+    assert plan.schedule.base == 2e-5
+    assert plan.source("peak") == "--learning_rate 2e-05"
+
+
+# --- warm-up, cycles, floor, total ---
+
+
+def test_warmup_steps_beat_ratio_beat_row() -> None:
+    both = resolve_finetune(epochs=Fraction(3), steps_per_epoch=100, warmup_steps=7, warmup_ratio=Fraction("0.5"))
+    assert both.schedule.warmup == 7
+    assert both.source("warmup") == "--warmup_steps 7"
+    ratio = resolve_finetune(epochs=Fraction(3), steps_per_epoch=100, warmup_ratio=Fraction("0.25"))
+    assert ratio.schedule.warmup == 75
+    assert ratio.source("warmup").startswith("--warmup_ratio 0.25")
+    zero = resolve_finetune(epochs=Fraction(3), steps_per_epoch=100, warmup_steps=0)
+    assert zero.schedule.warmup == 0
+    assert zero.schedule(0) == zero.schedule.base
+
+
+def test_exact_ceil_from_decimals() -> None:
+    plan = resolve_finetune(epochs=Fraction(3), max_steps=70, warmup_ratio=Fraction("0.1"))
+    assert plan.schedule.total == 70
+    assert plan.schedule.warmup == 7
+    assert resolve_finetune(epochs=Fraction(3), steps_per_epoch=10).schedule.warmup == 3  # the row's 10% of 30
+    assert math.ceil(0.07 * 100) == 8  # 7.000000000000001 in floating point
+    assert resolve_finetune(epochs=Fraction(3), max_steps=100, warmup_ratio=Fraction("0.07")).schedule.warmup == 7
+    assert resolve_finetune(epochs=Fraction("2.5"), steps_per_epoch=3).schedule.total == 8  # ceil(7.5)
+    # the floating-point trap: 1.1 * 50 = 55.00000000000001 and 2.2 * 25 = 55.00000000000001
+    assert math.ceil(1.1 * 50) == 56 and math.ceil(2.2 * 25) == 56
+    assert resolve_finetune(epochs=Fraction("1.1"), steps_per_epoch=50).schedule.total == 55
+    assert resolve_finetune(epochs=Fraction("2.2"), steps_per_epoch=25).schedule.total == 55
+
+
+def test_max_steps_sizes_the_run() -> None:
+    plan = resolve_finetune(epochs=Fraction(3), steps_per_epoch=100, max_steps=50)
+    assert plan.schedule.total == 50
+    assert plan.source("total") == "--max_steps 50"
+    assert plan.schedule.warmup == 5
+
+
+def test_num_cycles_and_min_lr_flags() -> None:
+    plan = resolve_finetune(
+        epochs=Fraction(10), steps_per_epoch=100, strategy="cosine_restarts", num_cycles=3.5, min_lr=1e-6
+    )
+    assert plan.cycles == 3.5
+    assert plan.source("cycles") == "--num_cycles 3.5"
+    assert plan.schedule.final == 1e-6
+    assert plan.source("min_lr") == "--min_lr 1e-06"
+    assert plan.schedule(plan.schedule.total) == 1e-6
+
+
+def test_updates_per_epoch_counts_a_partial_accumulation() -> None:
+    assert updates_per_epoch(10, 1) == 10
+    assert updates_per_epoch(10, 4) == 3
+    assert updates_per_epoch(12, 4) == 3
+    assert updates_per_epoch(1, 8) == 1
+
+
+# --- errors ---
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "flag"),
+    [
+        (dict(epochs=Fraction(0), steps_per_epoch=10), "--num_epochs"),
+        (dict(epochs=Fraction(-1), steps_per_epoch=10), "--num_epochs"),
+        (dict(epochs=Fraction(3), steps_per_epoch=100, warmup_steps=300), "--warmup_steps"),
+        (dict(epochs=Fraction(3), steps_per_epoch=100, warmup_steps=1000), "--warmup_steps"),
+        (dict(epochs=Fraction(3), max_steps=10, warmup_steps=10), "--warmup_steps"),
+        (dict(epochs=Fraction(3), steps_per_epoch=100, min_lr=1e-4), "--min_lr"),
+        (dict(epochs=Fraction(3), steps_per_epoch=100, learning_rate=1e-5, min_lr=2e-5), "--min_lr"),
+        (dict(epochs=Fraction(3)), "--steps_per_epoch"),
+        (dict(epochs=Fraction(3), steps_per_epoch=0), "--steps_per_epoch"),
+        (dict(epochs=Fraction(3), steps_per_epoch=100, max_steps=0), "--max_steps"),
+    ],
+)
+def test_bad_input_is_a_one_line_usage_error_naming_the_flag(kwargs: dict, flag: str) -> None:
+    with pytest.raises(UsageError) as err:
+        resolve_finetune(**kwargs)
+    message = str(err.value)
+    assert message.startswith(flag), message
+    assert "\n" not in message
+
+
+def test_warmup_error_states_both_counts() -> None:
+    with pytest.raises(UsageError, match="300") as err:
+        resolve_finetune(epochs=Fraction(3), steps_per_epoch=100, warmup_steps=400)
+    assert "400" in str(err.value)
+
+
+def test_min_lr_equal_to_peak_is_allowed() -> None:
+    plan = resolve_finetune(epochs=Fraction(3), steps_per_epoch=100, min_lr=4e-5)
+    assert plan.schedule.final == plan.schedule.base
+
+
+# --- the issue's examples ---
+
+
+@pytest.mark.parametrize(
+    ("epochs", "steps", "restarts", "want"),
+    [
+        ("1", 200, False, ("constant", 3e-05, 10, 200, None)),
+        ("3", 100, False, ("linear", 4e-05, 30, 300, None)),
+        ("10", 100, True, ("cosine_restarts", 5e-05, 100, 1000, 2.0)),
+    ],
+)
+def test_issue_examples(epochs: str, steps: int, restarts: bool, want: tuple) -> None:
+    plan = resolve_finetune(epochs=Fraction(epochs), steps_per_epoch=steps, cosine_restarts=restarts)
+    s = plan.schedule
+    assert (s.shape, s.base, s.warmup, s.total, plan.cycles) == want
+
+
+# --- Plan presentation ---
+
+
+def test_plan_json_and_lines() -> None:
+    plan = resolve_finetune(epochs=Fraction(10), steps_per_epoch=100, cosine_restarts=True, min_lr=1e-7)
+    data = plan.to_json()
+    assert data == {
+        "shape": "cosine_restarts",
+        "base_lr": 5e-5,
+        "min_lr": 1e-7,
+        "warmup_steps": 100,
+        "total_steps": 1000,
+        "cycles": 2.0,
+        "sources": dict(plan.sources),
+        "notes": [],
+    }
+    assert set(data["sources"]) == {"shape", "peak", "total", "warmup", "cycles", "min_lr"}
+    text = "\n".join(plan.lines())
+    for piece in ("cosine_restarts", "5e-05", "1e-07", "100 steps", "1000 steps", "--cosine_restarts"):
+        assert piece in text
+    assert isinstance(plan, Plan)
+
+
+# --- phase5_big_run.py (seed 000) ---
+
+
+def test_pretrain_defaults_are_open_ended() -> None:
+    plan = resolve_pretrain()
+    s = plan.schedule
+    assert (s.shape, s.base, s.warmup, s.final, s.total) == ("cosine", 5e-4, 2500, 1e-6, None)
+    assert s.open_ended
+    assert plan.notes == ("no --max-steps: holding 0.0005 after warm-up",)
+    assert plan.source("peak") == plan.source("warmup") == plan.source("min_lr") == "default"
+    assert "open-ended" in plan.source("total")
+    assert s(2500) == s(10**8) == 5e-4
+    assert "open-ended" in "\n".join(plan.lines())
+
+
+def test_pretrain_with_max_steps_decays_to_min_lr() -> None:
+    plan = resolve_pretrain(lr=1e-3, warmup_steps=100, min_lr=1e-5, max_steps=1100)
+    s = plan.schedule
+    assert (s.shape, s.base, s.warmup, s.final, s.total) == ("cosine", 1e-3, 100, 1e-5, 1100)
+    assert plan.notes == ()
+    assert plan.source("peak") == "--lr 0.001"
+    assert plan.source("warmup") == "--warmup-steps 100"
+    assert plan.source("min_lr") == "--min-lr 1e-05"
+    assert plan.source("total") == "--max-steps 1100"
+    assert s(600) == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5), rel=1e-12)
+    assert s(1100) == pytest.approx(1e-5, rel=1e-12)
+
+
+def test_pretrain_open_ended_note_uses_the_given_lr() -> None:
+    plan = resolve_pretrain(lr=2e-4, warmup_steps=10)
+    assert plan.notes == ("no --max-steps: holding 0.0002 after warm-up",)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "flag"),
+    [
+        (dict(warmup_steps=100, max_steps=100), "--warmup-steps"),
+        (dict(warmup_steps=200, max_steps=100), "--warmup-steps"),
+        (dict(max_steps=2500), "--warmup-steps"),
+        (dict(lr=1e-3, min_lr=2e-3), "--min-lr"),
+        (dict(lr=5e-7), "--min-lr"),
+    ],
+)
+def test_pretrain_errors(kwargs: dict, flag: str) -> None:
+    with pytest.raises(UsageError) as err:
+        resolve_pretrain(**kwargs)
+    assert str(err.value).startswith(flag)
+    assert "\n" not in str(err.value)
+
+
+def test_pretrain_schedule_is_seed_000() -> None:
+    plan = resolve_pretrain(max_steps=12500)
+    want = Schedule("cosine", base=5e-4, final=1e-6, warmup=2500, total=12500)
+    assert plan.schedule == want
+    t = 7500
+    assert plan.schedule(t) == pytest.approx(1e-6 + 0.5 * (5e-4 - 1e-6) * (1 + math.cos(math.pi * 0.5)), rel=1e-12)
