@@ -1,0 +1,19 @@
+"""Every DINO test runs torch on one thread (the machine is shared), with no test hooks set."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """One torch thread (the machine is shared) and no hooks leaking from the environment."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    for name in ("LRSCHED_INJECT_NAN_AT_STEP", "LRSCHED_STOP_AT_STEP"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,193 @@
+"""phase5_big_run.py in this process: logged schedules, resume, replan, bad input, NaN stop."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from dino_helpers import FASHION, SMALL, needs_data, read_rows
+
+from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint
+from lrsched.recipes.dino.pretrain import PROGRAM, main
+from lrsched.schedules import from_description
+
+pytestmark = needs_data
+
+
+def run(out: Path, *extra: str) -> int:
+    return main([*SMALL, "--output-dir", str(out), *extra])
+
+
+def plan_schedules(out: Path) -> dict[str, object]:
+    plan = json.loads((out / "plan.json").read_text())
+    return {k: from_description(plan[k]["schedule"]) for k in ("lr", "weight_decay", "momentum", "teacher_temp")}
+
+
+def test_every_logged_value_is_the_plans(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert run(out, "--max-steps", "12", "--warmup-steps", "4", "--warmup-teacher-temp-steps", "6") == 0
+    assert "learning rate:" in capsys.readouterr().out  # the plan is printed before training
+    schedules = plan_schedules(out)
+    rows = read_rows(out / "log.csv")
+    assert [int(r["step"]) for r in rows] == list(range(12))
+    assert list(rows[0])[:7] == ["step", "lr", "weight_decay", "momentum", "teacher_temp", "loss", "images_per_s"]
+    for r in rows:
+        t = int(r["step"])
+        for name, col in (("lr", "lr"), ("weight_decay", "weight_decay"), ("momentum", "momentum")):
+            assert float(r[col]) == pytest.approx(schedules[name](t), rel=1e-12, abs=1e-15), (name, t)  # type: ignore[operator]
+        assert float(r["teacher_temp"]) == pytest.approx(schedules["teacher_temp"](t), rel=1e-12)  # type: ignore[operator]
+        assert math.isfinite(float(r["loss"])) and float(r["images_per_s"]) > 0
+        assert int(r["last_layer_frozen"]) == (t < 4)
+    assert float(rows[0]["lr"]) == 0.0 and float(rows[4]["lr"]) == pytest.approx(5e-4)
+    assert float(rows[0]["teacher_temp"]) == pytest.approx(0.04) and float(rows[6]["teacher_temp"]) == 0.07
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("knn_top1", "knn_top1_at_init", "knn_top1_raw_pixels"):
+        assert 0.1 <= metrics[key] <= 1.0
+    assert (out / "curves.png").stat().st_size > 10_000
+    assert json.loads((out / "args.json").read_text())["max_steps"] == "12"
+    state = load_checkpoint(latest_checkpoint(out / "checkpoints") or Path("missing"), PROGRAM)
+    assert state["step"] == 12 and set(state["flags"]) >= {"lr", "preset", "seed"}
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    state = load_checkpoint(latest_checkpoint(out / "checkpoints") or Path("missing"), PROGRAM)
+    return {**{f"s.{k}": v for k, v in state["student"].items()}, **{f"t.{k}": v for k, v in state["teacher"].items()}}
+
+
+def test_interrupt_and_resume_reproduces_the_run_bitwise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    flags = ["--max-steps", "10", "--warmup-steps", "3", "--save-every", "0"]
+    assert run(tmp_path / "whole", *flags) == 0
+    monkeypatch.setenv("LRSCHED_STOP_AT_STEP", "6")
+    assert run(tmp_path / "split", *flags) == 0
+    assert len(read_rows(tmp_path / "split" / "log.csv")) == 6
+    monkeypatch.delenv("LRSCHED_STOP_AT_STEP")
+    assert run(tmp_path / "split", *flags, "--resume", "latest") == 0
+    whole, split = read_rows(tmp_path / "whole" / "log.csv"), read_rows(tmp_path / "split" / "log.csv")
+    assert [r["lr"] for r in whole] == [r["lr"] for r in split]
+    assert [r["loss"] for r in whole] == [r["loss"] for r in split]
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "split")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_open_ended_stop_then_replan_decays_without_a_jump(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "open"
+    monkeypatch.setenv("LRSCHED_STOP_AT_STEP", "8")
+    assert run(out, "--warmup-steps", "3", "--lr", "1e-3", "--min-lr", "1e-5") == 0
+    monkeypatch.delenv("LRSCHED_STOP_AT_STEP")
+    rows = read_rows(out / "log.csv")
+    assert [float(r["lr"]) for r in rows[3:]] == [pytest.approx(1e-3)] * 5  # held after warm-up
+    assert {r["momentum"] for r in rows} == {"0.996"}  # every schedule held when open-ended
+    capsys.readouterr()
+    # a new horizon without --replan: exit 2, the differences listed, nothing changed
+    before = (out / "log.csv").read_bytes()
+    with pytest.raises(SystemExit) as err:
+        run(out, "--warmup-steps", "3", "--lr", "1e-3", "--min-lr", "1e-5", "--max-steps", "14", "--resume", "latest")
+    assert err.value.code == 2
+    msg = capsys.readouterr().err.strip()
+    assert len(msg.splitlines()) == 1 and "lr.total: None -> 14" in msg and "--replan" in msg
+    assert (out / "log.csv").read_bytes() == before
+    flags = ["--warmup-steps", "3", "--lr", "1e-3", "--min-lr", "1e-5", "--max-steps", "14"]
+    assert run(out, *flags, "--resume", "latest", "--replan") == 0
+    lrs = [float(r["lr"]) for r in read_rows(out / "log.csv")]
+    assert len(lrs) == 14
+    for t in range(8, 14):  # DESIGN 5: cosine from lr(t0) to min_lr over [t0, T]
+        expected = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * (t - 8) / (14 - 8)))
+        assert lrs[t] == pytest.approx(expected, rel=1e-9)
+    assert lrs[8] == pytest.approx(lrs[7])  # no jump
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["replanned_at"] == 8 and plan["lr"]["schedule"]["type"] == "Replanned"
+    momentum = [float(r["momentum"]) for r in read_rows(out / "log.csv")]
+    assert momentum[8] == pytest.approx(0.996) and momentum[13] > momentum[9] > 0.996  # replanned too
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--lr", "-1"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--max-steps", "5", "--warmup-steps", "5"], "--warmup-steps 5: must be less than --max-steps 5"),
+        (["--min-lr", "1", "--lr", "0.1"], "--min-lr 1"),
+        (["--layer-decay", "1.5"], "--layer-decay"),
+        (["--preset", "huge"], "--preset"),
+        (["--data-dir", "/nonexistent/images"], "--data-dir /nonexistent/images: no such directory"),
+        (["--resume", "/nonexistent/step.pt"], "--resume /nonexistent/step.pt: no such checkpoint file"),
+        (["--resume", "latest"], "--resume latest: needs --output-dir"),
+        (
+            ["--max-steps", "10", "--warmup-steps", "2", "--warmup-teacher-temp-steps", "10"],
+            "--warmup-teacher-temp-steps 10",
+        ),
+        (["--global-size", "2"], "--global-size 2: must be at least the patch size"),
+        (["--batch-size", "100000"], "--batch-size 100000"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(
+    argv: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "never"
+    args = argv if "latest" in argv else [*argv, "--output-dir", str(out)]
+    with pytest.raises(SystemExit) as err:
+        main(args)
+    assert err.value.code == 2
+    msg = capsys.readouterr().err.strip()
+    assert len(msg.splitlines()) == 1 and needle in msg and msg.startswith("phase5_big_run.py: error:")
+    assert not out.exists()
+
+
+def test_foreign_or_truncated_checkpoint_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"format": 1, "program": "train.py"}, foreign)
+    for path, needle in ((bad, "not a loadable checkpoint"), (foreign, "a checkpoint of 'train.py'")):
+        with pytest.raises(SystemExit) as err:
+            main([*SMALL, "--resume", str(path), "--output-dir", str(tmp_path / "out")])
+        assert err.value.code == 2 and needle in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.csv").write_text("precious\n")
+    with pytest.raises(SystemExit) as err:
+        run(out, "--max-steps", "3", "--warmup-steps", "1")
+    assert err.value.code == 2 and "already holds a run" in capsys.readouterr().err
+    assert (out / "log.csv").read_text() == "precious\n"
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "nan"
+    monkeypatch.setenv("LRSCHED_INJECT_NAN_AT_STEP", "5")
+    code = run(out, "--max-steps", "10", "--warmup-steps", "2", "--save-every", "4")
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "non-finite loss (nan) at step 5" in err and "step-00000004.pt" in err
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert ckpts == ["step-00000004.pt"]
+    state = load_checkpoint(out / "checkpoints" / ckpts[0], PROGRAM)
+    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["student"].values())
+    assert json.loads((out / "metrics.json").read_text())["status"].startswith("non-finite loss")
+
+
+def test_image_folder_with_class_subfolders(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from lrsched.recipes.dino.data import load_fashion_mnist
+
+    train, _ = load_fashion_mnist(FASHION)
+    for i in range(60):
+        label = int(train.labels[i])
+        folder = tmp_path / "images" / f"class{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(train.images[i, 0].numpy()).convert("RGB").save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    assert run(out, "--data-dir", str(tmp_path / "images"), "--max-steps", "3", "--warmup-steps", "1") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["knn_top1"] is not None and len(read_rows(out / "log.csv")) == 3
