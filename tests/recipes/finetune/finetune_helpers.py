@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +62,3 @@ def assert_log_follows_plan(out: Path) -> None:
     for r in rows:
         expected = schedule(int(r["step"]))
         assert float(r["lr"]) == pytest.approx(expected, rel=1e-12, abs=1e-20), r
-
-
-@pytest.fixture
-def train() -> Callable[[list[str]], int]:
-    return run_train
