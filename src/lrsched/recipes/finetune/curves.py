@@ -1,9 +1,19 @@
-"""curves.png of a run: LR and loss per optimizer step, validation accuracy and macro-F1 per epoch."""
+"""curves.png of a run, three panels over the optimizer step:
+
+1. the learning rate each update used (warm-up shaded);
+2. the training loss per update (thin) and its moving average (bold);
+3. validation accuracy and macro-F1 after each epoch, the test accuracy at the end (star)
+   and the majority-class baseline (dotted).
+
+Epoch ends are marked by faint vertical lines in every panel. Written with
+``lrsched.render.save_figure`` (atomic).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from lrsched import render
 from lrsched.recipes.common.runlog import read_log
@@ -20,24 +30,63 @@ def smoothed(values: list[float], beta: float = SMOOTH) -> list[float]:
     return out
 
 
+def _figure() -> tuple[Any, list[Any]]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9.0, 8.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, list(fig.subplots(3, 1, sharex=True))
+
+
+def _eval_panel(ax: Any, evals: dict[str, Any], last_step: int) -> None:
+    history = evals.get("validation") or []
+    xs = [h["step"] - 1 for h in history]
+    ax.plot(xs, [h["accuracy"] for h in history], "o-", label="validation accuracy")
+    ax.plot(xs, [h["macro_f1"] for h in history], "s--", label="validation macro-F1")
+    test = evals.get("test")
+    if test:
+        ax.plot([last_step], [test["accuracy"]], "*", markersize=14, label=f"test accuracy {test['accuracy']:.3f}")
+    base = (evals.get("majority_baseline") or {}).get("test") or (evals.get("majority_baseline") or {}).get(
+        "validation"
+    )
+    if base:
+        ax.axhline(base, color="0.3", linestyle=":", label=f"majority class {base:.3f}")
+    ax.set_ylabel("score")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="best", fontsize="small")
+
+
 def draw_curves(output_dir: Path) -> Path | None:
-    """Read ``log.csv`` and ``eval.json`` of ``output_dir`` and write ``curves.png`` there."""
+    """Read ``plan.json``, ``log.csv`` and ``eval.json`` of ``output_dir``; write ``curves.png``."""
     rows = read_log(output_dir / "log.csv")
     if not rows:
         return None
+    plan = json.loads((output_dir / "plan.json").read_text())
+    eval_path = output_dir / "eval.json"
+    evals = json.loads(eval_path.read_text()) if eval_path.exists() else {}
     steps = [int(r["step"]) for r in rows]
     loss = [float(r["loss"]) for r in rows]
-    columns = {
-        "learning rate": [float(r["lr"]) for r in rows],
-        "training loss": loss,
-        "loss (smoothed)": smoothed(loss),
-    }
-    extra: dict[str, tuple[list[float], list[float]]] = {}
-    evals = json.loads((output_dir / "eval.json").read_text()) if (output_dir / "eval.json").exists() else {}
-    history = evals.get("validation") or []
-    if history:
-        xs = [float(h["step"] - 1) for h in history]
-        extra["validation accuracy"] = (xs, [float(h["accuracy"]) for h in history])
-        extra["validation macro-F1"] = (xs, [float(h["macro_f1"]) for h in history])
-    title = f"train.py: {output_dir.name}"
-    return render.plot_run(output_dir / "curves.png", columns, steps, title=title, extra=extra)
+    fig, (lr_ax, loss_ax, eval_ax) = _figure()
+    lr_ax.plot(steps, [float(r["lr"]) for r in rows], linewidth=1.6)
+    if plan["warmup_steps"]:
+        lr_ax.axvspan(0, plan["warmup_steps"], color="0.6", alpha=0.2, label=f"warm-up ({plan['warmup_steps']})")
+        lr_ax.legend(loc="upper right", fontsize="small")
+    lr_ax.set_ylabel("learning rate")
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0), useMathText=True)
+    lr_ax.set_ylim(bottom=0)
+    loss_ax.plot(steps, loss, linewidth=0.8, alpha=0.45, label="per update")
+    loss_ax.plot(steps, smoothed(loss), linewidth=2.0, label="moving average")
+    loss_ax.set_ylabel("training loss")
+    loss_ax.legend(loc="upper right", fontsize="small")
+    _eval_panel(eval_ax, evals, steps[-1])
+    for ax in (lr_ax, loss_ax, eval_ax):
+        for h in evals.get("validation") or []:
+            ax.axvline(h["step"] - 1, color="0.8", linewidth=0.8, zorder=0)
+        ax.grid(True, alpha=0.3)
+    eval_ax.set_xlabel("optimizer step (faint lines: end of each epoch)")
+    cycles = f", {plan['cycles']:g} cycles" if plan.get("cycles") else ""
+    lr_ax.set_title(
+        f"train.py {output_dir.name}: {plan['shape']}{cycles}, peak {plan['base_lr']:g}, {plan['total_steps']} updates"
+    )
+    return render.save_figure(fig, output_dir / "curves.png")
