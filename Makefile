@@ -36,7 +36,7 @@ test-slow: $(STAMP) data
 	$(BIN)/python -m pytest -q -m slow
 
 demo: $(STAMP)
-	$(BIN)/python train.py --num_epochs 1 --max_train_samples 640 --max_eval_samples 256 --output_dir runs/demo
+	$(BIN)/python train.py --num_epochs 1 --max_train_samples 640 --max_eval_samples 256 --output_dir runs/demo --overwrite_output_dir
 
 demo-dino: $(STAMP) data
 	$(BIN)/python phase5_big_run.py --preset tiny --max-steps 300 --warmup-steps 30 --output-dir runs/demo-dino

@@ -27,8 +27,8 @@ SMALL = ["--max_train_samples", "24", "--per_device_train_batch_size", "8", *TIN
     ("command", "shape"),
     [
         ("--num_epochs 10", "cosine"),
-        ("--num_epochs 3", "linear"),
-        ("--num_epochs 2 --lr_strategy cosine_restarts", "cosine_restarts"),
+        pytest.param("--num_epochs 3", "linear", marks=pytest.mark.slow),
+        pytest.param("--num_epochs 2 --lr_strategy cosine_restarts", "cosine_restarts", marks=pytest.mark.slow),
     ],
 )
 def test_seed_command_trains_with_the_plans_lrs(tmp_path: Path, command: str, shape: str) -> None:

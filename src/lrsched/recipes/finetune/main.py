@@ -243,12 +243,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     world = World()
     try:
         device = pick_device(args.device)
+    except RuntimeError as err:  # an unknown device name
+        return fail(world, f"--device {args.device}: {str(err).splitlines()[0]}", EXIT_USAGE)
+    try:
         world = init_world(device.type)
         run = prepare(args, world, device)
     except (UsageError, ScheduleError) as err:
         return fail(world, str(err), EXIT_USAGE)
-    except RuntimeError as err:  # e.g. an unknown --device
-        return fail(world, f"--device {args.device}: {str(err).splitlines()[0]}", EXIT_USAGE)
     if world.is_main:
         print(plan_text(run), flush=True)
         start_output(run)
