@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ from lrsched.recipes.finetune.main import PROGRAM, NonFiniteLoss, Run
 from lrsched.torch_sched import ScheduledLR
 
 COLUMNS = ("step", "epoch", "lr", "loss", "grad_norm", "seconds")
+INJECT_NAN = "LRSCHED_INJECT_NAN_AT_STEP"
+"""Test hook (fault tests): the training loss of this step is taken as NaN."""
 
 
 @dataclass
@@ -150,6 +153,8 @@ def update(run: Run, state: State, group: list[list[int]]) -> tuple[float, float
             loss.backward()
         total += loss.detach()
     mean_loss = float(mean_across(total, run.world))
+    if os.environ.get(INJECT_NAN, "").strip() == str(state.step):
+        mean_loss = float("nan")
     if not math.isfinite(mean_loss):
         raise NonFiniteLoss(f"training loss is {mean_loss} at step {state.step}; stopped before that update")
     norm = grad_norm(run, state)
