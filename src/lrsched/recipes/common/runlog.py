@@ -39,10 +39,12 @@ class RunLog:
         """Keep the rows of steps before ``step``: a resumed run writes the rest again."""
         with self.path.open(newline="") as f:
             rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) < step]
-        with self.path.open("w", newline="") as f:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")  # a kill here keeps the old log whole
+        with tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
+        os.replace(tmp, self.path)
 
     def write(self, row: dict[str, Any]) -> None:
         self._writer.writerow(row)
