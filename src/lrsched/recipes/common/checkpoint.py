@@ -20,6 +20,7 @@ from lrsched.strategy import UsageError
 
 CHECKPOINT_FORMAT = 1
 _STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
+_STALE_TMP = re.compile(r"^\.step-\d+\.pt\..+\.tmp$")
 
 
 class CheckpointError(UsageError):
@@ -72,10 +73,13 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 
 def prune_checkpoints(directory: Path, keep: int) -> None:
-    """Delete all but the ``keep`` newest step checkpoints."""
+    """Delete all but the ``keep`` newest step checkpoints, and temporary files of writes a kill cut short."""
     steps = sorted((int(m.group(1)), p) for p in directory.iterdir() if (m := _STEP_FILE.match(p.name)))
     for _, path in steps[:-keep] if keep > 0 else []:
         path.unlink(missing_ok=True)
+    for path in directory.iterdir():  # the caller's own write has finished: any temporary left is stale
+        if _STALE_TMP.match(path.name):
+            path.unlink(missing_ok=True)
 
 
 def resolve_resume(value: str | None, output_dir: Path, flag: str) -> Path | None:
