@@ -11,9 +11,19 @@ import torch
 
 
 def pick_device(requested: str = "auto") -> torch.device:
-    """``auto``: CUDA/ROCm when present, then Apple MPS, then CPU."""
+    """``auto``: CUDA/ROCm when present, then Apple MPS, then CPU; an unknown or absent device is a RuntimeError."""
     if requested != "auto":
-        return torch.device(requested)
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise RuntimeError("not a device (auto, cpu, cuda, cuda:N, mps)") from None
+        if device.type == "cuda" and not (
+            torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+        ):
+            raise RuntimeError(f"no such device here ({torch.cuda.device_count()} CUDA/ROCm device(s))")
+        if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise RuntimeError("MPS is not available here")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
