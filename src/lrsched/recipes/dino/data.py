@@ -126,8 +126,11 @@ def _load_images(files: list[tuple[Path, str]], size: int, rgb: bool, classes: l
 def _is_rgb(files: list[tuple[Path, str]]) -> bool:
     from PIL import Image
 
-    with Image.open(files[0][0]) as img:
-        return img.mode not in ("L", "LA", "1", "I", "I;16", "F")
+    try:
+        with Image.open(files[0][0]) as img:
+            return img.mode not in ("L", "LA", "1", "I", "I;16", "F")
+    except OSError as err:  # PIL's UnidentifiedImageError is an OSError
+        raise UsageError(f"--data-dir: cannot read image {files[0][0]} ({err})") from None
 
 
 def load_folder(directory: Path, size: int) -> tuple[Split, Split | None, Split | None]:
