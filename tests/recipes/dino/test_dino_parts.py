@@ -31,7 +31,8 @@ def micro_net(channels: int = 1) -> DINONet:
 
 def test_vit_takes_global_and_local_crops_through_one_network() -> None:
     net = micro_net()
-    out = net([torch.randn(4, 1, 28, 28), torch.randn(6, 1, 16, 16)])
+    features, out = net([torch.randn(4, 1, 28, 28), torch.randn(6, 1, 16, 16)])
+    assert features.shape == (10, PRESETS["micro"].dim)
     assert out.shape == (10, PRESETS["micro"].out_dim)
     assert net.backbone(torch.randn(3, 1, 28, 28)).shape == (3, PRESETS["micro"].dim)
 
@@ -189,3 +190,13 @@ def test_truncated_idx_file_is_one_line_error(tmp_path: Path) -> None:
         read_idx(path)
     with pytest.raises(UsageError, match="apt-get install dataset-fashion-mnist"):
         load_fashion_mnist(tmp_path / "nowhere")
+
+
+def test_koleo_is_minus_mean_log_nearest_neighbour_distance() -> None:
+    from lrsched.recipes.dino.loss import koleo
+
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0]])
+    # normalised: (1,0), (0,1), (-1,0); nearest distances sqrt(2), sqrt(2), sqrt(2)
+    assert float(koleo(x)) == pytest.approx(-math.log(math.sqrt(2)), rel=1e-6)
+    tight = torch.tensor([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0]])
+    assert float(koleo(tight)) > float(koleo(x))  # clustered features cost more

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -191,3 +192,20 @@ def test_image_folder_with_class_subfolders(tmp_path: Path) -> None:
     assert run(out, "--data-dir", str(tmp_path / "images"), "--max-steps", "3", "--warmup-steps", "1") == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["knn_top1"] is not None and len(read_rows(out / "log.csv")) == 3
+
+
+def test_bf16_autocast_runs_on_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "bf16"
+    with pytest.warns(UserWarning, match="--bf16 on a CPU without native bf16") if not _native_bf16() else _nothing():
+        assert run(out, "--bf16", "--max-steps", "2", "--warmup-steps", "1", "--batch-size", "4") == 0
+    assert all(math.isfinite(float(r["loss"])) for r in read_rows(out / "log.csv"))
+
+
+def _native_bf16() -> bool:
+    from lrsched.recipes.common.device import cpu_has_native_bf16
+
+    return cpu_has_native_bf16()
+
+
+def _nothing() -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()

@@ -100,11 +100,13 @@ class MultiCrop:
         local_crops: int,
         mean: tuple[float, ...],
         std: tuple[float, ...],
+        global_scale: tuple[float, float] = GLOBAL_SCALE,
+        local_scale: tuple[float, float] = LOCAL_SCALE,
     ) -> None:
         self.views = [
-            CropSpec(global_size, GLOBAL_SCALE, 1.0, 0.0),
-            CropSpec(global_size, GLOBAL_SCALE, 0.1, 0.2),
-            *[CropSpec(local_size, LOCAL_SCALE, 0.5, 0.0)] * local_crops,
+            CropSpec(global_size, global_scale, 1.0, 0.0),
+            CropSpec(global_size, global_scale, 0.1, 0.2),
+            *[CropSpec(local_size, local_scale, 0.5, 0.0)] * local_crops,
         ]
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)

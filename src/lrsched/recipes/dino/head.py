@@ -45,7 +45,7 @@ class DINONet(nn.Module):
 
     ``forward([global_crops, local_crops])``: each tensor holds crops of one resolution, which
     pass through the backbone together; the CLS features are concatenated in order and go
-    through the head once. One forward per step keeps DistributedDataParallel simple.
+    through the head once; both are returned. One forward per step keeps DistributedDataParallel simple.
     """
 
     def __init__(self, backbone: ViT, head: DINOHead) -> None:
@@ -53,6 +53,7 @@ class DINONet(nn.Module):
         self.backbone = backbone
         self.head = head
 
-    def forward(self, crops: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, crops: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(CLS features, head logits)``, rows in the order of ``crops``."""
         features = torch.cat([self.backbone(x) for x in crops if x.shape[0] > 0])
-        return self.head(features)
+        return features, self.head(features)

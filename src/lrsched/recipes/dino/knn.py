@@ -7,8 +7,6 @@ and the prediction is the class with the largest vote (``k = 20``, ``T = 0.07``)
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 
@@ -40,12 +38,6 @@ def knn_top1(
         pred = votes.argmax(dim=1).cpu()
         correct += int((pred == test_labels[start : start + chunk].cpu()).sum())
     return correct / test.shape[0]
-
-
-@torch.no_grad()
-def extract(model: Callable[[torch.Tensor], torch.Tensor], batches: list[torch.Tensor]) -> torch.Tensor:
-    """Features of each batch, concatenated on the CPU."""
-    return torch.cat([model(batch).float().cpu() for batch in batches])
 
 
 def subset(n: int, limit: int, seed: int = 0) -> torch.Tensor:

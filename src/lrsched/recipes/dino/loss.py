@@ -61,3 +61,18 @@ class DINOLoss(nn.Module):
             dist.all_reduce(batch_sum)
             dist.all_reduce(count)
         self.center.mul_(self.center_momentum).add_(batch_sum / count, alpha=1 - self.center_momentum)
+
+
+def koleo(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """KoLeo regulariser (DINOv2): spreads features over the sphere.
+
+    With ``x_i`` the L2-normalised features of a batch and ``d_i = min_{j != i} ||x_i - x_j||``,
+    ``koleo = -mean_i log(d_i + eps)``: small when every feature is far from its nearest neighbour.
+    """
+    x = F.normalize(features.float(), dim=-1)
+    with torch.no_grad():
+        dots = x @ x.T
+        dots.fill_diagonal_(-2.0)
+        nearest = dots.argmax(dim=1)
+    distance = (x - x[nearest]).norm(dim=-1)
+    return -(distance + eps).log().mean()

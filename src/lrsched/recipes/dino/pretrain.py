@@ -38,10 +38,10 @@ from lrsched.recipes.common.distributed import World, barrier, close_world, init
 from lrsched.recipes.common.runlog import RunLog, read_log, write_json
 from lrsched.recipes.common.stopping import StopRequest
 from lrsched.recipes.dino import knn
-from lrsched.recipes.dino.augment import MultiCrop, eval_view
+from lrsched.recipes.dino.augment import GLOBAL_SCALE, LOCAL_SCALE, MultiCrop, eval_view
 from lrsched.recipes.dino.data import Dataset, Sampler, load_dataset, mix
 from lrsched.recipes.dino.head import DINOHead, DINONet
-from lrsched.recipes.dino.loss import DINOLoss
+from lrsched.recipes.dino.loss import DINOLoss, koleo
 from lrsched.recipes.dino.vit import PRESETS, Preset, ViT
 from lrsched.schedules import AnySchedule, Schedule, describe, differences, from_description, replan
 from lrsched.strategy import Plan, UsageError
@@ -59,6 +59,7 @@ LOG_COLUMNS = (
     "loss",
     "images_per_s",
     "teacher_entropy",
+    "koleo",
     "grad_norm",
     "last_layer_frozen",
 )
@@ -137,6 +138,13 @@ def build_parser() -> flags.ArgumentParser:
         help="layer-wise LR decay: block i gets decay**(depth+1-i) (default 1: off)",
     )
     add(o, "center_momentum", type=_probability, default=0.9, help="momentum of the loss centre (default 0.9)")
+    add(
+        o,
+        "koleo_weight",
+        type=flags.nonnegative_float,
+        default=0.0,
+        help="weight of DINOv2's KoLeo regulariser on the student's global-crop CLS features (default 0: plain DINO)",
+    )
     add(o, "student_temp", type=flags.positive_float, default=0.1, help="student temperature (default 0.1)")
     m = p.add_argument_group("model and crops")
     add(m, "preset", choices=sorted(PRESETS), default="tiny", help="model size (default tiny: CPU-sized)")
@@ -144,6 +152,24 @@ def build_parser() -> flags.ArgumentParser:
     add(m, "global_size", type=flags.positive_int, help="global crop size in pixels (default: the preset's)")
     add(m, "local_size", type=flags.positive_int, help="local crop size in pixels (default: the preset's)")
     add(m, "local_crops", type=flags.nonnegative_int, default=6, help="local crops per image (default 6)")
+    add(
+        m,
+        "global_crops_scale",
+        type=_unit_interval,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=list(GLOBAL_SCALE),
+        help=f"area range of global crops (default {GLOBAL_SCALE[0]} {GLOBAL_SCALE[1]})",
+    )
+    add(
+        m,
+        "local_crops_scale",
+        type=_unit_interval,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=list(LOCAL_SCALE),
+        help=f"area range of local crops (default {LOCAL_SCALE[0]} {LOCAL_SCALE[1]})",
+    )
     d = p.add_argument_group("data")
     add(
         d,
@@ -344,6 +370,10 @@ def settle(argv: Sequence[str] | None) -> Settings:
         raise UsageError("--resume latest: needs --output-dir (the run whose newest checkpoint to load)")
     schedules = resolve_schedules(args)
     preset = resolve_preset(args)
+    for name in ("global_crops_scale", "local_crops_scale"):
+        lo, hi = getattr(args, name)
+        if lo > hi:
+            raise UsageError(f"{flags.spellings(name)[0]} {lo:g} {hi:g}: the low end must not exceed the high end")
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise UsageError(f"--data-dir {args.data_dir}: no such directory")
     state, path = None, None
@@ -484,7 +514,15 @@ def build_run(s: Settings, world: World, device: torch.device) -> Run:
         momentum=sch.momentum,
         teacher_temp=sch.teacher_temp,
         loss=DINOLoss(s.preset.out_dim, a.student_temp, a.center_momentum).to(device),
-        crops=MultiCrop(s.preset.global_size, s.preset.local_size, a.local_crops, s.data.mean, s.data.std),
+        crops=MultiCrop(
+            s.preset.global_size,
+            s.preset.local_size,
+            a.local_crops,
+            s.data.mean,
+            s.data.std,
+            global_scale=(a.global_crops_scale[0], a.global_crops_scale[1]),
+            local_scale=(a.local_crops_scale[0], a.local_crops_scale[1]),
+        ),
         sampler=Sampler(len(s.data.train), a.batch_size, world.size, a.seed),
     )
     if s.resume is not None:
@@ -575,13 +613,14 @@ def knn_eval(run: Run, net: DINONet | None) -> float | None:
     te = knn.subset(len(s.data.knn_test), s.args.knn_test_samples, seed=1)
     train_x, test_x = s.data.knn_train.images[tr], s.data.knn_test.images[te]
     if net is None:
-        train_f, test_f = train_x.flatten(1).float(), test_x.flatten(1).float()
+        train_f = train_x.flatten(1).to(run.device).float()
+        test_f = test_x.flatten(1).to(run.device).float()
     else:
         was_training = net.training
         net.eval()
         with autocast(run.device, s.args.bf16):
-            train_f = torch.cat([net.backbone(b).float().cpu() for b in _batches(train_x, run)])
-            test_f = torch.cat([net.backbone(b).float().cpu() for b in _batches(test_x, run)])
+            train_f = torch.cat([net.backbone(b).float() for b in _batches(train_x, run)])
+            test_f = torch.cat([net.backbone(b).float() for b in _batches(test_x, run)])
         net.train(was_training)
     return knn.knn_top1(train_f, s.data.knn_train.labels[tr], test_f, s.data.knn_test.labels[te])
 
@@ -644,18 +683,22 @@ def train_step(run: Run, stop: StopRequest) -> tuple[dict[str, Any], bool]:
     images = s.data.train.images[idx].to(run.device, non_blocking=True)
     crops = run.crops(images, torch.Generator().manual_seed(mix(s.args.seed, t, run.world.rank)))
     with autocast(run.device, s.args.bf16):
-        student_out = run.ddp([crops.global_crops, crops.local_crops])
+        features, student_out = run.ddp([crops.global_crops, crops.local_crops])
         with torch.no_grad():
-            teacher_out = run.teacher([crops.global_crops])
+            _, teacher_out = run.teacher([crops.global_crops])
     loss, entropy = run.loss(student_out, teacher_out, 2, temp)
+    spread = torch.stack([koleo(f) for f in features[: crops.global_crops.shape[0]].chunk(2)]).mean()
+    if s.args.koleo_weight > 0:
+        loss = loss + s.args.koleo_weight * spread
     if _env_step(INJECT_NAN) == t:
         loss = loss * float("nan")
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    stats = torch.stack([loss.detach(), entropy, torch.tensor(float(stop.requested is not None), device=loss.device)])
+    stop_flag = torch.tensor(float(stop.requested is not None), device=loss.device)
+    stats = torch.stack([loss.detach(), entropy, spread.detach(), stop_flag])
     if run.world.distributed:
         dist.all_reduce(stats)
-        stats[:2] /= run.world.size
+        stats[:3] /= run.world.size
     if not math.isfinite(float(stats[0])):
         raise NonFiniteLoss(f"non-finite loss ({float(stats[0])}) at step {t}")
     params = [p for p in run.student.parameters() if p.grad is not None]
@@ -680,10 +723,11 @@ def train_step(run: Run, stop: StopRequest) -> tuple[dict[str, Any], bool]:
         "loss": float(stats[0]),
         "images_per_s": s.args.batch_size * run.world.size / seconds,
         "teacher_entropy": float(stats[1]),
+        "koleo": float(stats[2]),
         "grad_norm": float(norm),
         "last_layer_frozen": int(frozen),
     }
-    return row, bool(stats[2] > 0) or _env_step(STOP_AT) == run.t
+    return row, bool(stats[3] > 0) or _env_step(STOP_AT) == run.t
 
 
 def train(run: Run, log: RunLog | None) -> str:
@@ -692,7 +736,10 @@ def train(run: Run, log: RunLog | None) -> str:
 
     a = run.settings.args
     total = run.settings.schedules.lr.schedule.total
-    bar = tqdm(total=total, initial=run.t, disable=not run.world.is_main, unit="step", mininterval=1.0, file=sys.stderr)
+    interval = 1.0 if sys.stderr.isatty() else 30.0  # a log file gets a line every 30 s, not a flood
+    bar = tqdm(
+        total=total, initial=run.t, disable=not run.world.is_main, unit="step", mininterval=interval, file=sys.stderr
+    )
     try:
         with StopRequest() as stop:
             while total is None or run.t < total:

@@ -1,0 +1,136 @@
+"""phase5_big_run.py as a real process: signals, SIGKILL and resume, torchrun with 2 ranks, learning."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from dino_helpers import ENTRY, PYTHON, SMALL, needs_data, read_rows, subprocess_env
+
+from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint
+from lrsched.recipes.dino.pretrain import PROGRAM
+
+pytestmark = needs_data
+TORCHRUN = Path(PYTHON).with_name("torchrun")
+
+
+def start(out: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [PYTHON, str(ENTRY), *SMALL, "--output-dir", str(out), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env or subprocess_env(),
+    )
+
+
+def wait_for(predicate: object, proc: subprocess.Popen[str], timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if proc.poll() is not None:
+            raise AssertionError(f"exited early ({proc.returncode}): {proc.stderr.read() if proc.stderr else ''}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("timed out")
+        time.sleep(0.2)
+
+
+def logged_steps(out: Path) -> int:
+    path = out / "log.csv"
+    return len(read_rows(path)) if path.exists() else 0
+
+
+def test_bad_flag_from_the_command_line_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [PYTHON, str(ENTRY), "--warmup-steps", "10", "--max-steps", "10", "--output-dir", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "phase5_big_run.py: error: --warmup-steps 10: must be less than --max-steps 10"
+    assert not (tmp_path / "x").exists()
+
+
+def test_open_ended_run_exits_0_on_sigterm_with_a_loadable_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "open"
+    proc = start(out, "--warmup-steps", "2")
+    wait_for(lambda: logged_steps(out) >= 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    path = latest_checkpoint(out / "checkpoints")
+    assert path is not None
+    state = load_checkpoint(path, PROGRAM)
+    assert state["step"] == logged_steps(out) >= 3
+    assert json.loads((out / "metrics.json").read_text())["status"].startswith("stopped at step")
+    assert "stopped on request" in stdout
+
+
+@pytest.mark.slow
+def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    flags = ["--max-steps", "16", "--warmup-steps", "3", "--save-every", "4", "--keep-checkpoints", "10"]
+    whole = start(tmp_path / "whole", *flags)
+    assert whole.wait(timeout=600) == 0
+    out = tmp_path / "killed"
+    proc = start(out, *flags)
+    wait_for(lambda: (out / "checkpoints" / "step-00000008.pt").exists(), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    again = start(out, *flags, "--resume", "latest")
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    a, b = read_rows(tmp_path / "whole" / "log.csv"), read_rows(out / "log.csv")
+    assert [r["step"] for r in b] == [str(t) for t in range(16)]
+    assert [r["lr"] for r in a] == [r["lr"] for r in b]
+    sa = load_checkpoint(tmp_path / "whole" / "checkpoints" / "step-00000016.pt", PROGRAM)
+    sb = load_checkpoint(out / "checkpoints" / "step-00000016.pt", PROGRAM)
+    for key in ("student", "teacher"):
+        assert all(torch.equal(sa[key][k], sb[key][k]) for k in sa[key])
+    assert torch.equal(sa["center"], sb["center"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not beside this Python")
+def test_torchrun_two_ranks_agree_on_every_lr_and_the_weights(tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(ENTRY), *SMALL]
+    cmd += ["--max-steps", "6", "--warmup-steps", "2", "--output-dir", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    ranks = metrics["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1] and metrics["world_size"] == 2
+    assert ranks[0]["lr_trace"] == ranks[1]["lr_trace"] and ranks[0]["weights"] == ranks[1]["weights"]
+    rows = read_rows(out / "log.csv")
+    assert len(rows) == 6 and float(rows[2]["lr"]) == pytest.approx(5e-4)
+    state = load_checkpoint(out / "checkpoints" / "step-00000006.pt", PROGRAM)
+    assert state["data"]["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_student_learns_its_teacher_and_knn_beats_the_network_at_init(tmp_path: Path) -> None:
+    """The CPU recipe of docs/phase5.md, smaller: k-NN ends clearly above the network at init.
+
+    DINO's cross-entropy ``H(P_t) + KL(P_t || P_s)`` is not monotone: centering raises the
+    teacher's entropy early on. Its KL part, the student's mismatch with its teacher, must fall.
+    """
+    out = tmp_path / "learn"
+    flags = ["--max-steps", "400", "--warmup-steps", "30", "--batch-size", "64", "--out-dim", "512"]
+    flags += ["--lr", "1e-3", "--warmup-teacher-temp", "0.04", "--teacher-temp", "0.04", "--momentum-teacher", "0.99"]
+    flags += ["--koleo-weight", "0.1", "--knn-train-samples", "3000", "--knn-test-samples", "600"]
+    proc = start(out, *flags)
+    _, err = proc.communicate(timeout=1800)
+    assert proc.returncode == 0, err
+    rows = read_rows(out / "log.csv")
+    kl = [float(r["loss"]) - 0.1 * float(r["koleo"]) - float(r["teacher_entropy"]) for r in rows]
+    assert sum(kl[-50:]) / 50 < 0.5 * sum(kl[:20]) / 20
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["knn_top1"] > metrics["knn_top1_at_init"] + 0.03
