@@ -181,6 +181,4 @@ def tree(root: Path) -> dict[str, bytes | None]:
     """Every path under ``root`` with its bytes (None for folders): to prove nothing changed."""
     if not root.exists():
         return {}
-    return {
-        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))
-    }
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}

@@ -124,9 +124,11 @@ def kill_chain(program: Program, out: Path, points: list[Point]) -> list[str]:
 
         assert wait_for(proc, reached, timeout=400, poll=0.02), f"point {i} {point}: never reached; {proc.stderr}"
         if point.write:
-            assert wait_for(proc, lambda: bool(set(tmp_files(out)) - stale), timeout=200, poll=0.002), (
-                f"point {i}: no checkpoint write seen"
-            )
+
+            def writing(stale: set[Path] = stale) -> bool:
+                return bool(set(tmp_files(out)) - stale)
+
+            assert wait_for(proc, writing, timeout=200, poll=0.002), f"point {i}: no checkpoint write seen"
         else:
             time.sleep(point.delay)
         err = kill9(proc)
