@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -175,3 +177,26 @@ def test_two_torchrun_processes_count_updates_and_agree(tmp_path: Path) -> None:
     assert [r["rank"] for r in ranks] == [0, 1] and {r["step"] for r in ranks} == {3}
     assert ranks[0]["weights_sum"] == ranks[1]["weights_sum"]
     assert proc.stdout.count("plan for train.py") == 1  # rank 0 alone prints
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_exits_0_and_latest_finishes_the_run(tmp_path: Path) -> None:
+    out = tmp_path / "stop"
+    argv = ["--num_epochs", "1", "--max_train_samples", "16", "--per_device_train_batch_size", "2"]
+    argv += [*TINY, "--output_dir", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    log = out / "log.csv"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (log.exists() and len(read_log(log)) >= 1):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr[-2000:]
+    stopped = [p.name for p in (out / "checkpoints").iterdir()]
+    assert len(stopped) == 1 and "stopped at step" in stderr + stdout
+    step = int(stopped[0][5:13])
+    assert 1 <= step < 8 and len(read_log(log)) == step
+    assert run_train([*argv, "--resume_from_checkpoint", "latest"]) == 0
+    assert_log_follows_plan(out)
