@@ -55,16 +55,19 @@ class Program:
         return [*self.base, self.output_flag, str(out), *extra]
 
 
-DINO_RUN = Program(
-    DINO,
-    DINO_PROGRAM,
-    (*DINO_SMALL, "--max-steps", "40", "--warmup-steps", "4", "--save-every", "2", "--keep-checkpoints", "3"),
-    "--output-dir",
-    ("--resume", "latest"),
-    40,
-    ("step", "lr", "weight_decay", "momentum", "teacher_temp", "loss", "grad_norm", "last_layer_frozen"),
-    ("step", "student", "teacher", "optimizer", "lr_scheduler", "wd_scheduler", "center", "schedules"),
-)
+def dino_run(total: int) -> Program:
+    return Program(
+        DINO,
+        DINO_PROGRAM,
+        (*DINO_SMALL, "--max-steps", str(total), "--warmup-steps", "4", "--save-every", "2", "--keep-checkpoints", "3"),
+        "--output-dir",
+        ("--resume", "latest"),
+        total,
+        ("step", "lr", "weight_decay", "momentum", "teacher_temp", "loss", "grad_norm", "last_layer_frozen"),
+        ("step", "student", "teacher", "optimizer", "lr_scheduler", "wd_scheduler", "center", "schedules"),
+    )
+
+
 TRAIN_RUN = Program(
     TRAIN,
     TRAIN_PROGRAM,
@@ -170,14 +173,14 @@ def check_program(program: Program, tmp_path: Path, points: list[Point]) -> None
 
 
 @needs_data
-def test_dino_kill_during_a_checkpoint_write_and_between_steps_resumes_identically(tmp_path: Path) -> None:
-    check_program(DINO_RUN, tmp_path, [Point(3, 0.0, True), Point(2, 0.1, False)])
+def test_dino_kill_during_a_checkpoint_write_resumes_identically(tmp_path: Path) -> None:
+    check_program(dino_run(10), tmp_path, [Point(3, 0.0, True)])
 
 
 @needs_data
 @pytest.mark.slow
 def test_dino_twelve_random_kills_resume_identically(tmp_path: Path) -> None:
-    check_program(DINO_RUN, tmp_path, random_points(random.Random(6), 12, writes=4, max_rows=2))
+    check_program(dino_run(40), tmp_path, random_points(random.Random(6), 12, writes=4, max_rows=2))
 
 
 @pytest.mark.slow
