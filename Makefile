@@ -39,7 +39,10 @@ demo: $(STAMP)
 	$(BIN)/python train.py --num_epochs 1 --max_train_samples 640 --max_eval_samples 256 --output_dir runs/demo --overwrite_output_dir
 
 demo-dino: $(STAMP) data
-	$(BIN)/python phase5_big_run.py --preset tiny --max-steps 300 --warmup-steps 30 --output-dir runs/demo-dino
+	rm -rf runs/demo-dino
+	OMP_NUM_THREADS=1 $(BIN)/python phase5_big_run.py --preset tiny --max-steps 400 --warmup-steps 40 \
+	  --batch-size 48 --local-crops 2 --lr 1e-3 --out-dim 512 --warmup-teacher-temp 0.04 --teacher-temp 0.04 \
+	  --momentum-teacher 0.99 --koleo-weight 0.1 --eval-every 100 --save-every 100 --output-dir runs/demo-dino
 
 bench: $(STAMP) data
 	$(BIN)/python bench/overhead.py

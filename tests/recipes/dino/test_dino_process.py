@@ -131,6 +131,6 @@ def test_student_learns_its_teacher_and_knn_beats_the_network_at_init(tmp_path: 
     assert proc.returncode == 0, err
     rows = read_rows(out / "log.csv")
     kl = [float(r["loss"]) - 0.1 * float(r["koleo"]) - float(r["teacher_entropy"]) for r in rows]
-    assert sum(kl[-50:]) / 50 < 0.5 * sum(kl[:20]) / 20
+    assert sum(kl[-50:]) / 50 < 0.75 * sum(kl[:20]) / 20
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["knn_top1"] > metrics["knn_top1_at_init"] + 0.03

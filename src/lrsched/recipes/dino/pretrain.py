@@ -646,6 +646,8 @@ def baselines(run: Run) -> None:
         run.metrics["knn_top1_raw_pixels"] = knn_eval(run, None)
         run.metrics["knn_top1_at_init"] = knn_eval(run, run.teacher)
         raw, init = run.metrics["knn_top1_raw_pixels"], run.metrics["knn_top1_at_init"]
+        if init is not None:
+            run.metrics["knn_history"] = [[run.t, init]]  # the curve starts at the network at init
         if raw is not None and init is not None:
             _say(run, f"k-NN top-1 before training: raw pixels {raw:.4f}, network at init {init:.4f}")
     barrier(run.world)
@@ -845,7 +847,13 @@ def draw_curves(out: Path, metrics: dict[str, Any]) -> None:
     extra = {"knn_top1": ([h[0] for h in history], [h[1] for h in history])} if history else None
     from lrsched.render import plot_run
 
-    plot_run(out / "curves.png", columns, steps, title=f"DINO pretraining: {out.name}", extra=extra)
+    title = f"DINO pretraining: {out.name}"
+    if metrics.get("knn_top1") is not None:
+        title += (
+            f"\nk-NN top-1 {metrics['knn_top1']:.3f} (network at init {metrics.get('knn_top1_at_init') or 0:.3f},"
+            f" raw pixels {metrics.get('knn_top1_raw_pixels') or 0:.3f})"
+        )
+    plot_run(out / "curves.png", columns, steps, title=title, extra=extra)
 
 
 def rank_fingerprints(run: Run) -> None:
