@@ -904,7 +904,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the program; returns the exit status (0 done or stopped, 2 bad input, 3 non-finite loss)."""
     with flags.usage_errors(PROG):
         settings = settle(argv)
-    device = pick_device(settings.args.device)
+        try:
+            device = pick_device(settings.args.device)
+        except RuntimeError as err:  # an unknown device, or one this machine lacks
+            raise UsageError(f"--device {settings.args.device}: {err}") from None
     world = init_world(device.type)
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)
