@@ -387,3 +387,23 @@ def test_hf_trainer_logs_the_planned_learning_rate(tmp_path: Path) -> None:
     assert logged[0][1] == 0.0  # the first update ran at lr(0) = 0 (seed 000's warm-up)
     assert sched.last_epoch == 12
     assert opt.param_groups[0]["lr"] == pytest.approx(schedule(12), rel=1e-12)
+
+
+def test_replan_at_step_zero_to_a_new_peak_keeps_each_group_multiplier() -> None:
+    """Replanning adopts a schedule with another base: groups follow it times their multiplier."""
+    old = Schedule("cosine", base=1e-3, final=0.0, warmup=10, total=100)
+    new = Schedule("cosine", base=4e-4, final=0.0, warmup=10, total=200)
+    weight, bias = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([{"params": [weight], "lr": 1e-3}, {"params": [bias], "lr": 1e-4}])
+    state = ScheduledLR(opt, old).state_dict()
+
+    weight2, bias2 = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    opt2 = torch.optim.SGD([{"params": [weight2], "lr": 4e-4}, {"params": [bias2], "lr": 4e-5}])
+    sched2 = ScheduledLR(opt2, new, on_mismatch="replan")
+    sched2.load_state_dict(state)
+    for _ in range(15):
+        opt2.step()
+        sched2.step()
+    expected = new(15)
+    assert opt2.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12)
+    assert opt2.param_groups[1]["lr"] == pytest.approx(expected * 0.1, rel=1e-12)

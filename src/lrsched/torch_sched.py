@@ -42,6 +42,16 @@ def _adopt(target: AnySchedule, state: dict[str, Any], on_mismatch: OnMismatch) 
     return replan(from_description(state["schedule"]), int(state["step"]), target)
 
 
+def _rescaled(initial: list[float], state: dict[str, Any], adopted: AnySchedule) -> list[float]:
+    """Saved per-group initial values, re-expressed against the adopted schedule's base.
+
+    A group's value is ``initial * schedule(t) / schedule.base``; when a replan adopts a
+    schedule with another base, ``initial`` scales with it so each group keeps its multiplier.
+    """
+    factor = adopted.base / from_description(state["schedule"]).base
+    return [value * factor for value in initial]
+
+
 class ScheduledLR(LRScheduler):
     """An ``LRScheduler`` following ``schedule`` in closed form.
 
@@ -81,7 +91,8 @@ class ScheduledLR(LRScheduler):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.schedule = _adopt(self.target, state_dict, self.on_mismatch)
         self.last_epoch = int(state_dict["step"])
-        self.base_lrs = list(state_dict.get("base_lrs", self.base_lrs))
+        saved = list(state_dict.get("base_lrs", self.base_lrs))
+        self.base_lrs = [*_rescaled(saved, state_dict, self.schedule)]
         for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
             group["lr"] = lr
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
@@ -125,5 +136,5 @@ class ScheduledField:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.schedule = _adopt(self.target, state_dict, self.on_mismatch)
         self.last_epoch = int(state_dict["step"])
-        self.initial = list(state_dict.get("initial", self.initial))
+        self.initial = _rescaled(list(state_dict.get("initial", self.initial)), state_dict, self.schedule)
         self._apply()
