@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from lrsched import args as flags
 from lrsched.recipes.common import checkpoint as ckpt
-from lrsched.recipes.common.device import autocast, describe_device, pick_device
+from lrsched.recipes.common.device import add_device_flags, autocast, describe_device, pick_device
 from lrsched.recipes.common.distributed import World, barrier, close_world, init_world
 from lrsched.recipes.common.runlog import RunLog, read_log, write_json
 from lrsched.recipes.common.stopping import StopRequest
@@ -208,8 +208,7 @@ def build_parser() -> flags.ArgumentParser:
         help="checkpoint every N steps (0: only at the end and on stop; default 1000)",
     )
     add(r, "keep_checkpoints", type=flags.positive_int, default=3, help="step checkpoints kept (default 3)")
-    add(r, "device", default="auto", help="auto (CUDA/ROCm, MPS, CPU), cpu, cuda, cuda:1, mps (default auto)")
-    add(r, "bf16", action="store_true", help="bf16 autocast (slow on CPUs without native bf16)")
+    add_device_flags(r)
     return p
 
 

@@ -18,6 +18,7 @@ from lrsched.args import (
     nonnegative_int,
     positive_int,
 )
+from lrsched.recipes.common.device import add_device_flags
 
 PROG = "train.py"
 DESCRIPTION = (
@@ -63,9 +64,8 @@ def _loop_flags(parser: argparse.ArgumentParser) -> None:
     )
     add_flag(g, "weight_decay", type=nonnegative_float, default=0.01, metavar="WD", help="AdamW (default 0.01)")
     add_flag(g, "max_grad_norm", type=nonnegative_float, default=1.0, metavar="N", help="clip, 0 = off (default 1.0)")
-    add_flag(g, "bf16", action="store_true", help="bf16 autocast (slow on CPUs without native bf16)")
     add_flag(g, "seed", type=nonnegative_int, default=42, metavar="S", help="head init, dropout, data order")
-    add_flag(g, "device", default="auto", metavar="DEV", help="auto (CUDA/ROCm, MPS, CPU), cpu, cuda, ...")
+    add_device_flags(g)
 
 
 def _output_flags(parser: argparse.ArgumentParser) -> None:
