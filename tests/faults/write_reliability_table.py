@@ -50,6 +50,8 @@ What is proved, on real programs, real checkpoints on disk and real signals:
   finishes the run, and its `log.csv` (LR and the other scheduled values, loss, gradient norm) and
   its final checkpoint (weights, optimizer, scheduler) are bitwise equal to a run never killed (CPU,
   one thread, fixed seed). No temporary checkpoint file is left once the run has finished.
+  Moments: phase5_big_run.py 1 (fast) + 12 (slow, 4 of them during a checkpoint write, 40 steps);
+  train.py 1 + 10 (slow, 4 during a write, 12 updates, a 270 MB checkpoint after each).
 - **bad input** (`test_bad_input.py`): every flag of both programs and of `lrsched show/plot`
   (a test fails when a flag has no row below), with out-of-range, zero, negative, NaN, inf,
   wrong-type, missing and conflicting values, and missing, unreadable or wrong-format paths:
@@ -67,7 +69,8 @@ What is proved, on real programs, real checkpoints on disk and real signals:
   status 3 and a message naming the step; the last good checkpoint loads and `latest` finishes the run.
 - **signals** (`test_signals.py`): SIGTERM or SIGINT at random moments (some during a checkpoint
   write) of an open-ended `phase5_big_run.py` run: exit status 0, a loadable checkpoint at the last
-  logged step; each resume continues the open-ended LR with every step logged once.
+  logged step; each resume continues the open-ended LR with every step logged once. Moments: 1 (fast)
+  + 6 in one chain (slow, SIGTERM or SIGINT drawn at random, 2 during a checkpoint write).
 """
 
 
