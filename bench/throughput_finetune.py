@@ -1,0 +1,370 @@
+"""Training throughput of train.py's loop against Hugging Face ``Trainer`` on the same job.
+
+Usage: ``python bench/throughput_finetune.py [--quick] [--out DIR] [--no-cache]``
+(``make bench`` runs it). Both contenders share one process and its torch threads: one by
+default (``--threads``), because on this 2-core machine shared with other jobs two threads
+were up to 6x slower than one whenever another job was busy.
+
+Contenders, both in this one process, on the same work:
+
+- ``train.py``: the package's own loop pieces: ``main.prepare`` (data, tokenizer, model, plan),
+  ``loop.build_state`` (model, AdamW in two groups, ``ScheduledLR``) and ``loop.update`` (one
+  optimizer update: tokenize the batch padded to its longest text, forward, loss, backward,
+  gradient clipping, AdamW, scheduler), on the batches ``loop.run_updates`` would take;
+- ``hf_trainer``: ``transformers.Trainer`` with ``DataCollatorWithPadding`` (per-batch
+  padding), ``optim="adamw_torch"`` (the same ``torch.optim.AdamW`` as ours; HF's default
+  would be the fused one), linear schedule, fp32, ``use_cpu=True``, ``report_to=[]``, no
+  saving, logging or evaluation, no DataLoader workers. Its dataset is the same tweets,
+  tokenized once up front (the usual ``Dataset.map`` practice), so its collator only pads.
+
+Same model (local all-MiniLM-L6-v2, a new 3-class head from the same seed), same 640
+training tweets (a stratified subset of train.py's split), batch 32, max length 128, weight
+decay 0.01, max grad norm 1.0. Each draws its own batch order (train.py: its seeded
+permutation; Trainer: its RandomSampler), so batch padding differs a little; the mean padded
+length per contender is reported beside the throughput.
+
+Interleaving: Trainer runs ``train()`` in a second thread; a callback parks it at the end
+of every ``block`` optimizer steps until the main thread lets it run the next block, so the
+two never run at once. One warm-up block of each, then ``rounds`` rounds, each running one
+block of each contender in an order shuffled per round. Throughput of a block = its training
+samples / its wall time (for Trainer: from release to the callback's ``on_step_end`` after
+the block's last step, so its data loading and collation count). Reported: median
+samples/s over rounds and the interquartile range per contender, the ratio of medians
+Trainer / train.py and the median of the per-round ratios. Defaults: 6 rounds of 4 updates
+(plus warm-up), under ~8 minutes here; ``--quick``: 2 rounds of 1 update.
+
+Outputs under ``bench/results/``: ``throughput_finetune.json`` (machine, versions, command,
+every block), ``throughput_finetune.md`` (the table), ``throughput_finetune.png`` (samples/s
+per round). The whole measurement is one cell of ``bench/results/cache/``: a finished run is
+not repeated unless the settings or the script change (``--no-cache`` forces it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+# isort: split
+from _common import BENCH_DIR, RESULTS_DIR, CellCache, machine_info, markdown_table, quantiles, write_json, write_text
+
+SCRIPT = "throughput_finetune"
+SRC = BENCH_DIR.parent / "src"
+if str(SRC) not in sys.path:
+    sys.path.insert(0, str(SRC))
+
+CONTENDERS = {"train.py": "train.py loop (loop.update)", "hf_trainer": "HF Trainer + DataCollatorWithPadding"}
+COLOURS = {"train.py": "#1f77b4", "hf_trainer": "#ff7f0e"}
+WAIT_S = 900.0
+
+
+def sizes(quick: bool) -> dict[str, Any]:
+    base = {"train": 640, "batch": 32, "max_length": 128, "lr": 4e-5, "seed": 0, "weight_decay": 0.01}
+    return {**base, "rounds": 2, "block": 1} if quick else {**base, "rounds": 6, "block": 4}
+
+
+class Gate:
+    """Parks Trainer's thread after every ``block`` steps until the main thread releases it."""
+
+    def __init__(self, block: int) -> None:
+        self.block = block
+        self.go = threading.Semaphore(0)
+        self.done = threading.Semaphore(0)
+        self.stop = False
+        self.steps = 0
+        self.error: BaseException | None = None
+        self.threads = 0
+
+    def run_block(self) -> float:
+        """Let Trainer run one block; its wall time in seconds."""
+        start = time.perf_counter()
+        self.go.release()
+        if not self.done.acquire(timeout=WAIT_S):
+            raise RuntimeError("Trainer did not finish its block in time")
+        if self.error is not None:
+            raise RuntimeError("Trainer failed") from self.error
+        return time.perf_counter() - start
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        gate = self
+
+        class _Callback(TrainerCallback):  # type: ignore[misc]
+            def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                import torch
+
+                gate.threads = torch.get_num_threads()
+                gate.done.release()  # set up: ready for the first block
+                gate.go.acquire()
+
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+                gate.steps += 1
+                if gate.steps % gate.block == 0:
+                    gate.done.release()
+                    gate.go.acquire()
+                    if gate.stop:
+                        control.should_training_stop = True
+                return control
+
+        return _Callback()
+
+
+class PaddedLengths:
+    """``DataCollatorWithPadding`` that records each batch's padded length."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        from transformers import DataCollatorWithPadding
+
+        self.inner = DataCollatorWithPadding(tokenizer)
+        self.lengths: list[int] = []
+
+    def __call__(self, features: list[dict[str, Any]]) -> Any:
+        batch = self.inner(features)
+        self.lengths.append(int(batch["input_ids"].shape[1]))
+        return batch
+
+
+def measure(cfg: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from lrsched.recipes.common.distributed import World
+    from lrsched.recipes.finetune import data as D
+    from lrsched.recipes.finetune import loop
+    from lrsched.recipes.finetune import model as M
+    from lrsched.recipes.finetune.flags import parse
+    from lrsched.recipes.finetune.main import prepare
+
+    steps = (cfg["rounds"] + 1) * cfg["block"]
+    tmp = Path(tempfile.mkdtemp(prefix="throughput_finetune-"))
+    args = parse(
+        [
+            "--max_train_samples",
+            str(cfg["train"]),
+            "--max_eval_samples",
+            "32",
+            "--per_device_train_batch_size",
+            str(cfg["batch"]),
+            "--max_seq_length",
+            str(cfg["max_length"]),
+            "--learning_rate",
+            str(cfg["lr"]),
+            "--weight_decay",
+            str(cfg["weight_decay"]),
+            "--num_epochs",
+            "3",
+            "--max_steps",
+            str(steps),
+            "--seed",
+            str(cfg["seed"]),
+            "--device",
+            "cpu",
+            "--output_dir",
+            str(tmp / "ours"),
+        ]
+    )
+    run = prepare(args, World(), torch.device("cpu"))
+    state = loop.build_state(run)
+    train = run.splits.train
+    token_counts = [
+        len(ids) for ids in run.tokenizer(train.texts, truncation=True, max_length=cfg["max_length"])["input_ids"]
+    ]
+    ours_lengths: list[int] = []
+    ours_step = 0
+
+    def ours_block() -> float:
+        nonlocal ours_step
+        start = time.perf_counter()
+        for _ in range(cfg["block"]):
+            epoch = state.step // run.updates_per_epoch
+            batches = D.rank_batches(len(train), cfg["batch"], cfg["seed"], epoch)
+            group = [batches[state.step - epoch * run.updates_per_epoch]]
+            ours_lengths.append(max(token_counts[i] for i in group[0]))  # a list lookup: no time
+            loop.update(run, state, group)
+            ours_step += 1
+        return time.perf_counter() - start
+
+    # Trainer: same model and init, same tweets, pre-tokenized without padding
+    torch.manual_seed(cfg["seed"])
+    hf_model = M.load_model(run.model_dir, run.splits.label_names)
+    enc = run.tokenizer(train.texts, truncation=True, max_length=cfg["max_length"])
+    dataset = [{**{k: v[i] for k, v in enc.items()}, "labels": train.labels[i]} for i in range(len(train))]
+    collator = PaddedLengths(run.tokenizer)
+    gate = Gate(cfg["block"])
+    targs = TrainingArguments(
+        output_dir=str(tmp / "hf"),
+        per_device_train_batch_size=cfg["batch"],
+        learning_rate=cfg["lr"],
+        weight_decay=cfg["weight_decay"],
+        max_grad_norm=1.0,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        max_steps=steps + cfg["block"],  # never ends by itself: the gate stops it
+        optim="adamw_torch",
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=cfg["seed"],
+    )
+    trainer = Trainer(
+        model=hf_model, args=targs, train_dataset=dataset, data_collator=collator, callbacks=[gate.callback()]
+    )
+
+    def hf_thread() -> None:
+        try:
+            trainer.train()
+        except BaseException as err:  # surfaced by the main thread
+            gate.error = err
+            gate.done.release()
+
+    thread = threading.Thread(target=hf_thread, daemon=True)
+    thread.start()
+    if not gate.done.acquire(timeout=WAIT_S) or gate.error is not None:
+        raise RuntimeError("Trainer did not start") from gate.error
+
+    blocks = {"train.py": ours_block, "hf_trainer": gate.run_block}
+    samples = cfg["block"] * cfg["batch"]
+    rng = random.Random(cfg["seed"])
+    warmup = {name: round(samples / fn(), 3) for name, fn in blocks.items()}
+    print(f"warm-up block: {warmup} samples/s", flush=True)
+    rounds = []
+    for r in range(cfg["rounds"]):
+        order = list(blocks)
+        rng.shuffle(order)
+        row: dict[str, Any] = {"round": r, "order": order}
+        for name in order:
+            row[name] = samples / blocks[name]()
+        rounds.append(row)
+        print(f"round {r}: " + ", ".join(f"{n} {row[n]:.2f}" for n in CONTENDERS) + " samples/s", flush=True)
+    gate.stop = True
+    gate.go.release()
+    thread.join(timeout=WAIT_S)
+    return {
+        "warmup_samples_per_s": warmup,
+        "rounds": rounds,
+        "mean_padded_length": {
+            "train.py": statistics.fmean(ours_lengths),
+            "hf_trainer": statistics.fmean(collator.lengths),
+        },
+        "updates": {"train.py": ours_step, "hf_trainer": gate.steps},
+        "torch_threads": {"train.py": torch.get_num_threads(), "hf_trainer": gate.threads},
+        "hf_optimizer": repr(getattr(trainer.optimizer, "optimizer", trainer.optimizer)).splitlines()[0],
+    }
+
+
+def draw(result: dict[str, Any], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for name in CONTENDERS:
+        ys = [row[name] for row in result["rounds"]]
+        ax.plot(range(len(ys)), ys, "o-", color=COLOURS[name], label=CONTENDERS[name])
+        ax.axhline(statistics.median(ys), color=COLOURS[name], ls="--", lw=1)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("round (one block of each, shuffled order)")
+    ax.set_ylabel("training samples / s")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title("MiniLM-L6 fine-tuning, batch 32, fp32, CPU: throughput per block (dashed: median)", fontsize=10)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    tmp = path.with_suffix(".png.tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 1 update (a smoke test)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder (default bench/results)")
+    parser.add_argument("--no-cache", action="store_true", help="ignore and do not write the cache")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both (default 1; see above)")
+    opts = parser.parse_args(argv)
+    os.environ["OMP_NUM_THREADS"] = str(opts.threads)  # before torch starts: also Trainer's thread
+    import torch
+
+    torch.set_num_threads(opts.threads)
+    cfg = {**sizes(opts.quick), "threads": opts.threads}
+    name = SCRIPT + ("_quick" if opts.quick else "")
+    cache = CellCache(
+        name, cfg, opts.out / "cache", code=[Path(__file__), BENCH_DIR / "_common.py"], enabled=not opts.no_cache
+    )
+    started = time.perf_counter()
+    result = cache.compute("measurement", lambda: measure(cfg))
+    stats = {n: quantiles([row[n] for row in result["rounds"]]) for n in CONTENDERS}
+    ratio_of_medians = stats["hf_trainer"]["median"] / stats["train.py"]["median"]
+    per_round = quantiles([row["hf_trainer"] / row["train.py"] for row in result["rounds"]])
+    rows = [
+        [
+            CONTENDERS[n],
+            f"{stats[n]['median']:.2f}",
+            f"{stats[n]['q1']:.2f} - {stats[n]['q3']:.2f}",
+            f"{result['mean_padded_length'][n]:.1f}",
+            f"{stats[n]['median'] / stats['train.py']['median']:.3f}",
+        ]
+        for n in CONTENDERS
+    ]
+    table = markdown_table(
+        ["contender", "median samples/s", "IQR", "mean padded length", "ratio to train.py"], rows, "lrrrr"
+    )
+    info = machine_info(("torch", "transformers", "accelerate", "numpy"))
+    text = "\n".join(
+        [
+            "# Fine-tuning throughput: train.py's loop vs HF Trainer",
+            "",
+            f"MiniLM-L6 (3-class head), {cfg['train']} tweets, batch {cfg['batch']}, per-batch padding, max length "
+            f"{cfg['max_length']}, fp32, AdamW (torch, not fused), CPU, {cfg['threads']} torch thread(s). "
+            f"{cfg['rounds']} rounds, each one block of "
+            f"{cfg['block']} updates of each contender in shuffled order, after one warm-up block each.",
+            "",
+            table,
+            f"Ratio of medians Trainer / train.py: {ratio_of_medians:.3f}; median of per-round ratios: "
+            f"{per_round['median']:.3f} (IQR {per_round['q1']:.3f} - {per_round['q3']:.3f}).",
+            "",
+            f"Machine: {info['cpu_model']}, {info['usable_cores']} usable cores (shared), "
+            f"load {info['load_average_1_5_15min']}; torch {info['packages']['torch']}, "
+            f"transformers {info['packages']['transformers']}, accelerate {info['packages']['accelerate']}; "
+            f"commit {info['git_commit']}. Command: `{info['command']}`.",
+            "",
+        ]
+    )
+    write_text(opts.out / f"{name}.md", text)
+    write_json(
+        opts.out / f"{name}.json",
+        {
+            "machine": info,
+            "config": cfg,
+            "contenders": CONTENDERS,
+            "stats": stats,
+            "ratio_of_medians_hf_over_trainpy": ratio_of_medians,
+            "per_round_ratio_hf_over_trainpy": per_round,
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            **result,
+        },
+    )
+    draw(result, opts.out / f"{name}.png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
