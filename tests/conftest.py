@@ -1,4 +1,4 @@
-"""Fault tests run torch on one thread (the machine is shared) with no test hook leaking in."""
+"""Every test runs torch on one thread (the machine is shared), with no program test hook set."""
 
 from __future__ import annotations
 
