@@ -76,6 +76,8 @@ from typing import Any
 # isort: split
 from _common import BENCH_DIR, RESULTS_DIR, CellCache, machine_info, markdown_table, write_json, write_text
 
+from lrsched.render import save_figure
+
 SCRIPT = "schedule_study"
 SRC = BENCH_DIR.parent / "src"
 if str(SRC) not in sys.path:
@@ -326,12 +328,8 @@ def draw(results: dict[str, Any], cfg: dict[str, Any], path: Path) -> None:
         "bold line = what auto picks at that length (constant, linear, cosine); dotted = ln 3",
         fontsize=11,
     )
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".png.tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
+    save_figure(fig, path, dpi=110)
 
 
 # --- main ----------------------------------------------------------------------------------

@@ -42,7 +42,6 @@ not repeated unless the settings or the script change (``--no-cache`` forces it)
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import random
 import statistics
@@ -55,6 +54,8 @@ from typing import Any
 
 # isort: split
 from _common import BENCH_DIR, RESULTS_DIR, CellCache, machine_info, markdown_table, quantiles, write_json, write_text
+
+from lrsched.render import save_figure
 
 SCRIPT = "throughput_finetune"
 SRC = BENCH_DIR.parent / "src"
@@ -285,11 +286,8 @@ def draw(result: dict[str, Any], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     ax.set_title("MiniLM-L6 fine-tuning, batch 32, fp32, CPU: throughput per block (dashed: median)", fontsize=10)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    tmp = path.with_suffix(".png.tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:

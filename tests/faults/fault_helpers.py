@@ -8,6 +8,7 @@ checkpoint is being written (the program's own code is unchanged).
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +184,23 @@ def tree(root: Path) -> dict[str, bytes | None]:
     if not root.exists():
         return {}
     return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def call_main(program: str, argv: list[str]) -> tuple[int, str, str]:
+    """Run a program's ``main(argv)`` in this process: ``(exit status, stdout, stderr)``.
+
+    ``program``: ``phase5_big_run`` or ``phase5_big_run.py``, ``train.py``, or anything else for ``lrsched``.
+    """
+    if program.startswith(DINO_PROGRAM):
+        from lrsched.recipes.dino.pretrain import main
+    elif program == TRAIN_PROGRAM:
+        from lrsched.recipes.finetune.main import main
+    else:
+        from lrsched.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            status = main(argv)
+        except SystemExit as exit_:
+            status = exit_.code if isinstance(exit_.code, int) else 1
+    return int(status or 0), out.getvalue(), err.getvalue()

@@ -9,16 +9,14 @@ real entry points as subprocesses.
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 from collections.abc import Iterator
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 from fault_cases import CASES, DINO_FLAGS, KNOWN_BUGS, SHOW_FLAGS, TRAIN_FLAGS, Case
-from fault_helpers import DINO, DINO_SMALL, PYTHON, REPO, TRAIN, TRAIN_SMALL, child_env, tree
+from fault_helpers import DINO, DINO_SMALL, PYTHON, REPO, TRAIN, TRAIN_SMALL, call_main, child_env, tree
 
 from lrsched.recipes.common.checkpoint import save_checkpoint
 
@@ -69,23 +67,6 @@ def base_argv(program: str, out: Path, inputs: Path) -> list[str]:
     if program == "lrsched show":
         return ["show", "--max-steps", "100", "--warmup-steps", "10"]
     return ["plot", "--max-steps", "100", "--warmup-steps", "10", "-o", str(out / "lr.png")]
-
-
-def call_main(program: str, argv: list[str]) -> tuple[int, str, str]:
-    """The program's main(argv) in this process: (exit status, stdout, stderr)."""
-    if program == "phase5_big_run.py":
-        from lrsched.recipes.dino.pretrain import main
-    elif program == "train.py":
-        from lrsched.recipes.finetune.main import main
-    else:
-        from lrsched.cli import main
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            status = main(argv)
-        except SystemExit as exit_:
-            status = exit_.code if isinstance(exit_.code, int) else 1
-    return int(status or 0), out.getvalue(), err.getvalue()
 
 
 def expand(case: Case, out: Path, inputs: Path) -> list[str]:

@@ -8,16 +8,14 @@ program; and a real checkpoint resumed with a different schedule without ``--rep
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from fault_helpers import DINO_PROGRAM, DINO_SMALL, FASHION, TRAIN_PROGRAM, TRAIN_SMALL, tree
+from fault_helpers import DINO_PROGRAM, DINO_SMALL, FASHION, TRAIN_PROGRAM, TRAIN_SMALL, call_main, tree
 
 from lrsched.recipes.common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -36,20 +34,6 @@ class Evil:
         return (open, (self.marker, "w"))
 
 
-def call(program: str, argv: list[str]) -> tuple[int, str]:
-    if program == DINO_PROGRAM:
-        from lrsched.recipes.dino.pretrain import main
-    else:
-        from lrsched.recipes.finetune.main import main
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            status = main(argv)
-        except SystemExit as exit_:
-            status = exit_.code if isinstance(exit_.code, int) else 1
-    return int(status or 0), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def dino_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real phase5_big_run.py checkpoint at step 2 (a 2-step run)."""
@@ -57,7 +41,7 @@ def dino_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("Fashion-MNIST missing")
     out = tmp_path_factory.mktemp("dino") / "run"
     torch.set_num_threads(1)
-    status, err = call(DINO_PROGRAM, [*DINO_ARGS, "--output-dir", str(out)])
+    status, _, err = call_main(DINO_PROGRAM, [*DINO_ARGS, "--output-dir", str(out)])
     assert status == 0, err
     return out / "checkpoints" / "step-00000002.pt"
 
@@ -145,7 +129,7 @@ def test_the_programs_refuse_with_one_line_and_exit_2(
     out = tmp_path / "out"
     out.mkdir()
     (out / "sentinel.txt").write_bytes(SENTINEL)
-    status, err = call(program, program_argv(program, out, ckpt, tmp_path))
+    status, _, err = call_main(program, program_argv(program, out, ckpt, tmp_path))
     lines = err.strip().splitlines()
     assert status == 2 and len(lines) == 1, err[-2000:]
     prog = "phase5_big_run.py" if program == DINO_PROGRAM else "train.py"
@@ -170,7 +154,7 @@ def test_another_schedule_without_replan_lists_the_differences(
 ) -> None:
     out = tmp_path / "out"
     before = dino_ckpt.read_bytes()
-    status, err = call(DINO_PROGRAM, [*DINO_ARGS, *extra, "--output-dir", str(out), "--resume", str(dino_ckpt)])
+    status, _, err = call_main(DINO_PROGRAM, [*DINO_ARGS, *extra, "--output-dir", str(out), "--resume", str(dino_ckpt)])
     lines = err.strip().splitlines()
     assert status == 2 and len(lines) == 1, err[-2000:]
     assert "the schedule flags differ from the checkpoint's" in lines[0] and "--replan" in lines[0]

@@ -3,8 +3,6 @@ message naming the step; the last good checkpoint loads, and resuming from it fi
 
 from __future__ import annotations
 
-import io
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from fault_helpers import (
     TRAIN,
     TRAIN_PROGRAM,
     TRAIN_SMALL,
+    call_main,
     load_every_checkpoint,
     read_columns,
     run,
@@ -25,24 +24,12 @@ from fault_helpers import (
 from lrsched.schedules import Schedule
 
 
-def call_dino(argv: list[str]) -> tuple[int, str]:
-    from lrsched.recipes.dino.pretrain import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            status = main(argv)
-        except SystemExit as exit_:
-            status = exit_.code if isinstance(exit_.code, int) else 1
-    return int(status or 0), err.getvalue()
-
-
 @pytest.mark.skipif(not FASHION.is_dir(), reason="Fashion-MNIST missing")
 def test_dino_nan_at_step_3_stops_keeps_step_2_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "run"
     argv = [*DINO_SMALL, "--max-steps", "6", "--warmup-steps", "1", "--save-every", "2", "--output-dir", str(out)]
     monkeypatch.setenv("LRSCHED_INJECT_NAN_AT_STEP", "3")
-    status, err = call_dino(argv)
+    status, _, err = call_main(DINO_PROGRAM, argv)
     assert status == 3, err[-2000:]
     assert "non-finite loss (nan) at step 3" in err and "Last good checkpoint" in err and "step-00000002.pt" in err
     assert "Traceback" not in err
@@ -50,7 +37,7 @@ def test_dino_nan_at_step_3_stops_keeps_step_2_and_resumes(tmp_path: Path, monke
     assert [int(s["step"]) for s in load_every_checkpoint(out, DINO_PROGRAM)] == [2]
     assert [r[0] for r in read_columns(out, ("step",))] == ["0", "1", "2"]  # step 3 was never applied
     monkeypatch.delenv("LRSCHED_INJECT_NAN_AT_STEP")
-    status, err = call_dino([*argv, "--resume", "latest"])
+    status, _, err = call_main(DINO_PROGRAM, [*argv, "--resume", "latest"])
     assert status == 0, err[-2000:]
     rows = read_columns(out, ("step", "lr"))
     lr = Schedule("cosine", base=5e-4, final=1e-6, warmup=1, total=6)
