@@ -1,4 +1,9 @@
-"""Every test runs torch on one thread (the machine is shared), with no program test hook set."""
+"""Every test runs torch on one thread (the machine is shared), with no program test hook set.
+
+The thread count is set once per session, before any module fixture runs: a fixture that
+trains a reference run must use the same count as the test that resumes it, because a
+different count changes the order of float reductions and so the last bits of the loss.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,15 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+@pytest.fixture(scope="session", autouse=True)
+def one_thread() -> Iterator[None]:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    for name in ("LRSCHED_INJECT_NAN_AT_STEP", "LRSCHED_STOP_AT_STEP"):
-        monkeypatch.delenv(name, raising=False)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def no_test_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("LRSCHED_INJECT_NAN_AT_STEP", "LRSCHED_STOP_AT_STEP"):
+        monkeypatch.delenv(name, raising=False)

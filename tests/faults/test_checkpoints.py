@@ -40,7 +40,6 @@ def dino_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not FASHION.is_dir():
         pytest.skip("Fashion-MNIST missing")
     out = tmp_path_factory.mktemp("dino") / "run"
-    torch.set_num_threads(1)
     status, _, err = call_main(DINO_PROGRAM, [*DINO_ARGS, "--output-dir", str(out)])
     assert status == 0, err
     return out / "checkpoints" / "step-00000002.pt"
