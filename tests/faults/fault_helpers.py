@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from child_process import child_env
 
 from lrsched.recipes.common.checkpoint import load_checkpoint
 
@@ -76,14 +77,6 @@ _SLOW_DISK = (
     "sys.argv = sys.argv[1:]\n"
     "runpy.run_path(sys.argv[0], run_name='__main__')\n"
 )
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """One thread, src/ importable, offline, and no test hook unless given."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LRSCHED_")}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"), HF_HUB_OFFLINE="1")
-    env.update(extra)
-    return env
 
 
 def start(entry: Path, args: list[str], *, slow_disk: bool = False, **env: str) -> subprocess.Popen[str]:

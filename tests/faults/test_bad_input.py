@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from child_process import child_env
 from fault_cases import CASES, DINO_FLAGS, KNOWN_BUGS, SHOW_FLAGS, TRAIN_FLAGS, Case
-from fault_helpers import DINO, DINO_SMALL, PYTHON, REPO, TRAIN, TRAIN_SMALL, call_main, child_env, tree
+from fault_helpers import DINO, DINO_SMALL, PYTHON, REPO, TRAIN, TRAIN_SMALL, call_main, tree
 
 from lrsched.recipes.common.checkpoint import save_checkpoint
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import sys
 from pathlib import Path
 
@@ -38,13 +37,6 @@ needs_data = pytest.mark.skipif(
 def read_rows(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    """The environment for a child program: one thread, src/ importable, hooks only as given."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LRSCHED_")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"), **extra)
-    return env
 
 
 PYTHON = sys.executable

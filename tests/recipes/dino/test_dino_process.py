@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from dino_helpers import ENTRY, PYTHON, SMALL, needs_data, read_rows, subprocess_env
+from child_process import child_env
+from dino_helpers import ENTRY, PYTHON, SMALL, needs_data, read_rows
 
 from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint
 from lrsched.recipes.dino.pretrain import PROGRAM
@@ -25,7 +26,7 @@ def start(out: Path, *extra: str, env: dict[str, str] | None = None) -> subproce
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env or subprocess_env(),
+        env=env or child_env(),
     )
 
 
@@ -50,7 +51,7 @@ def test_bad_flag_from_the_command_line_is_one_line(tmp_path: Path) -> None:
         [PYTHON, str(ENTRY), "--warmup-steps", "10", "--max-steps", "10", "--output-dir", str(tmp_path / "x")],
         capture_output=True,
         text=True,
-        env=subprocess_env(),
+        env=child_env(),
         timeout=120,
     )
     assert proc.returncode == 2
@@ -103,7 +104,7 @@ def test_torchrun_two_ranks_agree_on_every_lr_and_the_weights(tmp_path: Path) ->
     out = tmp_path / "ddp"
     cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(ENTRY), *SMALL]
     cmd += ["--max-steps", "6", "--warmup-steps", "2", "--output-dir", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     ranks = metrics["ranks"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from child_process import child_env
 
 from lrsched.recipes.common.runlog import read_log
 from lrsched.recipes.finetune.main import main
@@ -32,7 +33,12 @@ def run_train(args: list[str]) -> int:
 
 def run_train_subprocess(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, str(ROOT / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=child_env(),
     )
 
 

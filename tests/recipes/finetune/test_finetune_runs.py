@@ -8,7 +8,6 @@ and weights; two torchrun processes agree; a non-finite loss stops the run with 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from child_process import child_env
 from finetune_helpers import ROOT, TINY, assert_log_follows_plan, outputs, run_train, schedule_from_plan
 
 from lrsched.recipes.common.checkpoint import load_checkpoint
@@ -166,8 +166,7 @@ def test_two_torchrun_processes_count_updates_and_agree(tmp_path: Path) -> None:
     argv = ["--num_epochs", "1", "--max_train_samples", "40", "--per_device_train_batch_size", "4"]
     argv += ["--gradient_accumulation_steps", "2", *TINY, "--output_dir", str(out)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(ROOT / "train.py"), *argv]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=child_env(), check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     plan, rows, ev = outputs(out)
     assert plan["total_steps"] == 3 and "1 epochs x 3 updates" in plan["sources"]["total"]
@@ -185,7 +184,11 @@ def test_sigterm_saves_a_checkpoint_exits_0_and_latest_finishes_the_run(tmp_path
     argv = ["--num_epochs", "1", "--max_train_samples", "16", "--per_device_train_batch_size", "2"]
     argv += [*TINY, "--output_dir", str(out)]
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, str(ROOT / "train.py"), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
     )
     log = out / "log.csv"
     deadline = time.monotonic() + 240
