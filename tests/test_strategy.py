@@ -213,6 +213,16 @@ def test_warmup_error_states_both_counts() -> None:
     assert "400" in str(err.value)
 
 
+def test_a_run_too_short_for_the_automatic_warmup_says_the_ratio_was_automatic() -> None:
+    with pytest.raises(UsageError) as err:
+        resolve_finetune(epochs=Fraction(1), steps_per_epoch=1)
+    assert str(err.value) == (
+        "--warmup_ratio (auto 5%): gives 1 warm-up steps, must be fewer than the 1 total steps;"
+        " pass --warmup_steps 0 or train longer"
+    )
+    assert resolve_finetune(epochs=Fraction(1), steps_per_epoch=1, warmup_steps=0).schedule.warmup == 0
+
+
 def test_min_lr_equal_to_peak_is_allowed() -> None:
     plan = resolve_finetune(epochs=Fraction(3), steps_per_epoch=100, min_lr=4e-5)
     assert plan.schedule.final == plan.schedule.base

@@ -184,9 +184,12 @@ def resolve_finetune(
             ratio, how = row.warmup_ratio, "auto"
         warmup = math.ceil(ratio * total)
         sources["warmup"] = f"{how}: {_pct(ratio)} of {total}"
-        flag = f"--warmup_ratio {_fmt_num(ratio)}"
+        flag = (
+            f"--warmup_ratio {_fmt_num(ratio)}" if warmup_ratio is not None else f"--warmup_ratio ({how} {_pct(ratio)})"
+        )
     if warmup >= total:
-        raise UsageError(f"{flag}: gives {warmup} warm-up steps, must be fewer than the {total} total steps")
+        hint = "" if warmup_steps is not None or warmup_ratio is not None else "; pass --warmup_steps 0 or train longer"
+        raise UsageError(f"{flag}: gives {warmup} warm-up steps, must be fewer than the {total} total steps{hint}")
 
     if num_cycles is not None:
         cycles, sources["cycles"] = num_cycles, f"--num_cycles {num_cycles:g}"
