@@ -1,5 +1,8 @@
 """Every test runs torch on one thread (the machine is shared), with no program test hook set.
 
+Hypothesis runs without its per-example deadline: on a shared 2-core machine a slow
+example is noise, not a failure.
+
 The thread count is set once per session, before any module fixture runs: a fixture that
 trains a reference run must use the same count as the test that resumes it, because a
 different count changes the order of float reductions and so the last bits of the loss.
@@ -11,6 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from hypothesis import settings
+
+settings.register_profile("shared-machine", deadline=None)
+settings.load_profile("shared-machine")
 
 
 @pytest.fixture(scope="session", autouse=True)

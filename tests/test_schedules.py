@@ -24,7 +24,7 @@ from lrsched.schedules import (
     replan,
 )
 
-PROPS = settings(max_examples=200, deadline=None)
+PROPS = settings(max_examples=200)
 
 
 def approx(x: float) -> object:
