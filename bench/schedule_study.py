@@ -339,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small smoke run (48 tweets, 1 seed, 1 and 3 epochs)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder (default bench/results)")
+    parser.add_argument("--train", type=int, default=0, help="training tweets in the subset (default: 128, --quick 48)")
     parser.add_argument("--no-cache", action="store_true", help="ignore and do not write the cell cache")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; see the docstring)")
     parser.add_argument(
@@ -349,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(opts.threads)
     cfg = sizes(opts.quick)
+    cfg["train"] = opts.train or cfg["train"]
     name = SCRIPT + ("_quick" if opts.quick else "")
     cache = CellCache(
         name, cfg, opts.out / "cache", code=[Path(__file__), BENCH_DIR / "_common.py"], enabled=not opts.no_cache

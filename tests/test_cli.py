@@ -161,7 +161,8 @@ def test_show_json_open_ended_steps(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["plan"]["total_steps"] is None
     assert len(data["lr"]) == 2000 + 2000 + 1
     data = show_json(capsys, "--warmup-steps", "10", "--steps", "50")
-    assert len(data["lr"]) == 51
+    assert len(data["lr"]) == 50  # --steps K: K values, lr(0) .. lr(K-1)
+    assert len(show_json(capsys, "--warmup-steps", "10", "--steps", "1")["lr"]) == 1
     assert data["lr"][5] == pytest.approx(5e-4 * 5 / 10)
     assert set(data["lr"][10:]) == {5e-4}
 

@@ -89,7 +89,7 @@ def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
         "steps",
         type=args.positive_int,
         metavar="K",
-        help=f"open-ended plan only: preview steps 0..K, K+1 values (default W + max(W, {OPEN_PREVIEW}))",
+        help=f"open-ended plan only: list K values, steps 0..K-1 (default steps 0..W + max(W, {OPEN_PREVIEW}))",
     )
 
 
@@ -174,10 +174,10 @@ def resolve(ns: argparse.Namespace) -> tuple[str, Plan]:
 
 
 def horizon(plan: Plan, steps: int | None) -> int:
-    """The last step to list: ``T``, or for an open-ended plan ``--steps`` (default ``W + max(W, 1000)``)."""
+    """The last step to list: ``T``; for an open-ended plan ``K - 1`` (``--steps K``), else ``W + max(W, 1000)``."""
     total, warmup = plan.schedule.total, plan.schedule.warmup
     if total is None:
-        return steps if steps is not None else warmup + max(warmup, OPEN_PREVIEW)
+        return steps - 1 if steps is not None else warmup + max(warmup, OPEN_PREVIEW)
     if steps is not None:
         raise UsageError(f"--steps {steps}: only for an open-ended plan; this one ends at step {total}")
     return total

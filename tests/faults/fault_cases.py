@@ -126,7 +126,7 @@ SHOW_FLAGS = {
     "--warmup-ratio": "ratio",
     "--num-cycles": "pos_float",
     "--steps-per-epoch": "pos_int",
-    "--steps": "nonneg_int",
+    "--steps": "pos_int",
     "--json": "switch",
 }
 
