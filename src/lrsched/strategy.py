@@ -174,7 +174,7 @@ def resolve_finetune(
 
     if warmup_steps is not None:
         warmup, sources["warmup"] = warmup_steps, f"--warmup_steps {warmup_steps}"
-        flag = f"--warmup_steps {warmup_steps}"
+        flag, hint = f"--warmup_steps {warmup_steps}", ""
     else:
         if warmup_ratio is not None:
             ratio, how = warmup_ratio, f"--warmup_ratio {_fmt_num(warmup_ratio)}"
@@ -184,11 +184,11 @@ def resolve_finetune(
             ratio, how = row.warmup_ratio, "auto"
         warmup = math.ceil(ratio * total)
         sources["warmup"] = f"{how}: {_pct(ratio)} of {total}"
-        flag = (
-            f"--warmup_ratio {_fmt_num(ratio)}" if warmup_ratio is not None else f"--warmup_ratio ({how} {_pct(ratio)})"
-        )
+        if warmup_ratio is not None:
+            flag, hint = how, ""
+        else:
+            flag, hint = f"--warmup_ratio ({how} {_pct(ratio)})", "; pass --warmup_steps 0 or train longer"
     if warmup >= total:
-        hint = "" if warmup_steps is not None or warmup_ratio is not None else "; pass --warmup_steps 0 or train longer"
         raise UsageError(f"{flag}: gives {warmup} warm-up steps, must be fewer than the {total} total steps{hint}")
 
     if num_cycles is not None:
