@@ -113,7 +113,10 @@ def test_rejects_a_non_positive_base() -> None:
 # --- resume ---
 
 
-def run(groups: int, schedule: Schedule, steps: int) -> tuple[list[list[float]], nn.Module]:
+def run(
+    groups: int, schedule: Schedule, steps: int
+) -> tuple[list[list[float]], nn.Module, torch.optim.Optimizer, ScheduledLR]:
+    """``steps`` updates from a fresh model: the LRs seen (``steps + 1`` rows), model, optimizer, scheduler."""
     model = make_model()
     opt = make_optimizer(model, schedule.base, groups)
     sched = ScheduledLR(opt, schedule)
@@ -121,7 +124,7 @@ def run(groups: int, schedule: Schedule, steps: int) -> tuple[list[list[float]],
     for t in range(1, steps + 1):
         train_step(model, opt, sched, t)
         seen.append(lrs(opt))
-    return seen, model
+    return seen, model, opt, sched
 
 
 def save(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: Any) -> None:
@@ -146,15 +149,9 @@ def resume(
 def test_resume_gives_the_uninterrupted_sequence(groups: int, seed: int, tmp_path: Path) -> None:
     steps = 45
     stop = random.Random(seed * 10 + groups).randint(1, steps - 1)
-    want, full_model = run(groups, SCHED, steps)
+    want, full_model, _, _ = run(groups, SCHED, steps)
 
-    model = make_model()
-    opt = make_optimizer(model, SCHED.base, groups)
-    sched = ScheduledLR(opt, SCHED)
-    seen = [lrs(opt)]
-    for t in range(1, stop + 1):
-        train_step(model, opt, sched, t)
-        seen.append(lrs(opt))
+    seen, model, opt, sched = run(groups, SCHED, stop)
     save(tmp_path / "ckpt.pt", model, opt, sched)
     del model, opt, sched
 
@@ -170,13 +167,9 @@ def test_resume_gives_the_uninterrupted_sequence(groups: int, seed: int, tmp_pat
 
 
 def _stopped_at(path: Path, schedule: Schedule, stop: int, groups: int = 3) -> list[float]:
-    model = make_model()
-    opt = make_optimizer(model, schedule.base, groups)
-    sched = ScheduledLR(opt, schedule)
-    for t in range(1, stop + 1):
-        train_step(model, opt, sched, t)
+    seen, model, opt, sched = run(groups, schedule, stop)
     save(path, model, opt, sched)
-    return lrs(opt)
+    return seen[-1]
 
 
 def test_a_different_schedule_is_refused_with_its_differences(tmp_path: Path) -> None:
