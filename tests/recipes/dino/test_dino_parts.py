@@ -16,7 +16,7 @@ from lrsched.recipes.dino.augment import MultiCrop, gaussian_blur, resized_crop_
 from lrsched.recipes.dino.data import Sampler, load_fashion_mnist, read_idx
 from lrsched.recipes.dino.head import DINOHead, DINONet
 from lrsched.recipes.dino.loss import DINOLoss
-from lrsched.recipes.dino.pretrain import ema_update, param_groups
+from lrsched.recipes.dino.model import ema_update, param_groups
 from lrsched.recipes.dino.vit import PRESETS, ViT
 from lrsched.schedules import Schedule
 from lrsched.strategy import UsageError

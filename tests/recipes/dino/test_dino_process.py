@@ -14,7 +14,7 @@ from child_process import child_env
 from dino_helpers import ENTRY, PYTHON, SMALL, needs_data, read_rows
 
 from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint
-from lrsched.recipes.dino.pretrain import PROGRAM
+from lrsched.recipes.dino.loop import PROGRAM
 
 pytestmark = needs_data
 TORCHRUN = Path(PYTHON).with_name("torchrun")

@@ -12,7 +12,8 @@ import torch
 from dino_helpers import FASHION, SMALL, needs_data, read_rows
 
 from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint
-from lrsched.recipes.dino.pretrain import PROGRAM, main
+from lrsched.recipes.dino.loop import PROGRAM
+from lrsched.recipes.dino.main import main
 from lrsched.schedules import from_description
 
 pytestmark = needs_data
