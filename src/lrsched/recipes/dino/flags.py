@@ -12,6 +12,7 @@ from pathlib import Path
 from lrsched import args as shared
 from lrsched.recipes.common.device import add_device_flags
 from lrsched.recipes.dino.augment import GLOBAL_SCALE, LOCAL_SCALE
+from lrsched.recipes.dino.stream import default_workers
 from lrsched.recipes.dino.vit import PRESETS
 
 PROG = "phase5_big_run.py"
@@ -140,6 +141,13 @@ def _optimisation_flags(p: argparse.ArgumentParser) -> None:
         help="weight of DINOv2's KoLeo regulariser on the student's global-crop CLS features (default 0: plain DINO)",
     )
     add(o, "student_temp", type=shared.positive_float, default=0.1, help="student temperature (default 0.1)")
+    add(
+        o,
+        "lr_ref_batch",
+        type=shared.positive_int,
+        help="DINO's rule: --lr is for this global batch, the peak is lr x batch-size x processes / N "
+        "(default: --lr is the peak, as typed)",
+    )
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
@@ -180,7 +188,20 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
         help="a folder of images (class sub-folders give k-NN labels; "
         "default: Fashion-MNIST from /usr/share/datasets/fashion-mnist)",
     )
-    add(d, "image_size", type=shared.positive_int, help="--data-dir images are resized to this (default: global size)")
+    add(
+        d,
+        "workers",
+        type=shared.nonnegative_int,
+        default=default_workers(),
+        help="DataLoader processes that decode and crop images (0: in the training process; "
+        f"default: usable cores minus one, at most 8: {default_workers()} here)",
+    )
+    add(
+        d,
+        "accept_data_change",
+        action="store_true",
+        help="on --resume, continue although the data differs from the checkpoint's (files added, removed, renamed)",
+    )
     add(d, "batch_size", type=shared.positive_int, default=64, help="images per step on each process (default 64)")
     add(d, "seed", type=shared.nonnegative_int, default=0, help="seed of the model, batches and crops (default 0)")
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import os
 import statistics
+import struct
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +34,13 @@ from lrsched.recipes.common.distributed import World, barrier
 from lrsched.recipes.common.runlog import RunLog, write_json
 from lrsched.recipes.common.stopping import StopRequest
 from lrsched.recipes.dino import knn
-from lrsched.recipes.dino.augment import MultiCrop, eval_view
-from lrsched.recipes.dino.data import Dataset, Sampler, mix
+from lrsched.recipes.dino.augment import Geometry, Photometric, as_float
+from lrsched.recipes.dino.data import Dataset, Sampler, Source, mix
 from lrsched.recipes.dino.flags import PROG, flag_strings, spelling
 from lrsched.recipes.dino.head import DINONet
 from lrsched.recipes.dino.loss import DINOLoss, koleo
 from lrsched.recipes.dino.model import build_networks, ema_update, param_groups, reference_group
+from lrsched.recipes.dino.stream import Batch, eval_batches, train_loader
 from lrsched.recipes.dino.vit import Preset
 from lrsched.schedules import AnySchedule, Schedule, describe, differences, from_description, replan
 from lrsched.strategy import Plan, UsageError
@@ -56,13 +59,18 @@ LOG_COLUMNS = (
     "koleo",
     "grad_norm",
     "last_layer_frozen",
+    "data_wait_s",
 )
-FIXED_ON_RESUME = ("preset", "out_dim", "global_size", "local_size", "data_dir", "image_size", "layer_decay")
+FIXED_ON_RESUME = ("preset", "out_dim", "global_size", "local_size", "data_dir", "layer_decay")
 """Flags a resumed run must keep: they define the model, its parameter groups and its data."""
 INJECT_NAN = "LRSCHED_INJECT_NAN_AT_STEP"
 """Test hook: the loss of this step is made NaN (fault tests of the non-finite-loss stop)."""
 STOP_AT = "LRSCHED_STOP_AT_STEP"
 """Test hook: behave as if SIGTERM arrived once this many steps are done."""
+TIMING_WINDOW = 1000
+"""Steps whose durations are kept for the median: a run of any length holds the same amount."""
+RAW_PIXELS_SIDE = 32
+"""k-NN on raw pixels compares whole images shrunk to at most this side (Fashion-MNIST: its own 28 px)."""
 
 
 # --- what main resolves ------------------------------------------------------------------------
@@ -120,12 +128,16 @@ class Run:
     momentum: AnySchedule
     teacher_temp: AnySchedule
     loss: DINOLoss
-    crops: MultiCrop
+    geometry: Geometry
+    photometric: Photometric
     sampler: Sampler
     t: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
-    step_seconds: list[float] = field(default_factory=list)
-    lr_trace: list[float] = field(default_factory=list)
+    recent_seconds: deque[float] = field(default_factory=partial(deque, maxlen=TIMING_WINDOW))
+    seconds: float = 0.0
+    waiting: float = 0.0
+    lr_hash: str = ""
+    """``h(t+1) = sha256(h(t) || lr(t))`` over the steps this process ran: equal on every rank."""
     replanned_at: int | None = None
 
 
@@ -164,7 +176,8 @@ def build_run(s: Settings, world: World, device: torch.device) -> Run:
         momentum=sch.momentum,
         teacher_temp=sch.teacher_temp,
         loss=DINOLoss(s.preset.out_dim, a.student_temp, a.center_momentum).to(device),
-        crops=_multicrop(s),
+        geometry=_geometry(s),
+        photometric=Photometric(s.data.mean, s.data.std),
         sampler=Sampler(len(s.data.train), a.batch_size, world.size, a.seed),
     )
     if s.resume is not None:
@@ -172,15 +185,14 @@ def build_run(s: Settings, world: World, device: torch.device) -> Run:
     return run
 
 
-def _multicrop(s: Settings) -> MultiCrop:
-    """The crops of the preset's sizes, the flags' counts and scales, normalised with the data's statistics."""
+def _geometry(s: Settings) -> Geometry:
+    """The crops of the preset's sizes and the flags' counts and scales."""
     a = s.args
-    return MultiCrop(
+    return Geometry(
         s.preset.global_size,
         s.preset.local_size,
         a.local_crops,
-        s.data.mean,
-        s.data.std,
+        s.data.channels,
         global_scale=(a.global_crops_scale[0], a.global_crops_scale[1]),
         local_scale=(a.local_crops_scale[0], a.local_crops_scale[1]),
     )
@@ -261,6 +273,7 @@ def checkpoint_state(run: Run) -> dict[str, Any]:
         },
         "center": run.loss.center.detach().cpu(),
         "data": {
+            "fingerprint": run.settings.data.fingerprint(),
             "epoch": epoch,
             "batch": batch,
             "seed": run.sampler.seed,
@@ -314,11 +327,20 @@ def plan_json(run: Run) -> dict[str, Any]:
 # --- evaluation ------------------------------------------------------------------------------
 
 
-def _batches(images: torch.Tensor, run: Run, size: int = 256) -> Iterator[torch.Tensor]:
+def _features(run: Run, source: Source, ids: torch.Tensor, net: DINONet | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of images ``ids`` (teacher CLS, or raw pixels when ``net`` is None) and labels, a batch at a time."""
     s = run.settings
-    for i in range(0, images.shape[0], size):
-        chunk = images[i : i + size].to(run.device)
-        yield eval_view(chunk, s.preset.global_size, s.data.mean, s.data.std)
+    size = s.preset.global_size if net is not None else min(s.preset.global_size, RAW_PIXELS_SIDE)
+    features, labels = [], []
+    for pixels, y in eval_batches(source, ids, size, s.args.workers):
+        x = as_float(pixels.to(run.device))
+        if net is None:
+            features.append(x.flatten(1))
+        else:
+            with autocast(run.device, s.args.bf16):
+                features.append(net.backbone(run.photometric.normalise(x)).float())
+        labels.append(y)
+    return torch.cat(features), torch.cat(labels)
 
 
 @torch.no_grad()
@@ -329,18 +351,14 @@ def knn_eval(run: Run, net: DINONet | None) -> float | None:
         return None
     tr = knn.subset(len(s.data.knn_train), s.args.knn_train_samples)
     te = knn.subset(len(s.data.knn_test), s.args.knn_test_samples, seed=1)
-    train_x, test_x = s.data.knn_train.images[tr], s.data.knn_test.images[te]
-    if net is None:
-        train_f = train_x.flatten(1).to(run.device).float()
-        test_f = test_x.flatten(1).to(run.device).float()
-    else:
-        was_training = net.training
+    was_training = net.training if net is not None else False
+    if net is not None:
         net.eval()
-        with autocast(run.device, s.args.bf16):
-            train_f = torch.cat([net.backbone(b).float() for b in _batches(train_x, run)])
-            test_f = torch.cat([net.backbone(b).float() for b in _batches(test_x, run)])
+    train_f, train_y = _features(run, s.data.knn_train, tr, net)
+    test_f, test_y = _features(run, s.data.knn_test, te, net)
+    if net is not None:
         net.train(was_training)
-    return knn.knn_top1(train_f, s.data.knn_train.labels[tr], test_f, s.data.knn_test.labels[te])
+    return knn.knn_top1(train_f, train_y, test_f, test_y)
 
 
 def evaluate(run: Run) -> None:
@@ -390,12 +408,12 @@ def _env_step(name: str) -> int | None:
     return int(value) if value.strip().lstrip("-").isdigit() else None
 
 
-def _losses(run: Run, temp: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Crops of this rank's batch at step ``t``, student and teacher forward: (loss, teacher entropy, KoLeo)."""
+def _losses(run: Run, batch: Batch, temp: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """This rank's views at step ``t``, student and teacher forward: (loss, teacher entropy, KoLeo)."""
     s, t = run.settings, run.t
-    idx = run.sampler.indices(t, run.world.rank)
-    images = s.data.train.images[idx].to(run.device, non_blocking=True)
-    crops = run.crops(images, torch.Generator().manual_seed(mix(s.args.seed, t, run.world.rank)))
+    g = torch.Generator().manual_seed(mix(s.args.seed, t, run.world.rank))
+    global_px = batch.global_px.to(run.device, non_blocking=True)
+    crops = run.photometric(global_px, batch.local_px.to(run.device, non_blocking=True), g)
     with autocast(run.device, s.args.bf16):
         features, student_out = run.ddp([crops.global_crops, crops.local_crops])
         with torch.no_grad():
@@ -444,21 +462,26 @@ def _update(run: Run, momentum: float) -> tuple[torch.Tensor, bool]:
     return norm, frozen
 
 
-def train_step(run: Run, stop: StopRequest) -> tuple[dict[str, Any], bool]:
-    """One update at step ``t``: crops, forward, DINO loss, backward, clip, AdamW, EMA.
+def train_step(run: Run, batches: Iterator[Batch], stop: StopRequest) -> tuple[dict[str, Any], bool]:
+    """One update at step ``t``: wait for the batch, colour, forward, DINO loss, backward, clip, AdamW, EMA.
 
     Returns the log row (values this step used) and whether any rank was asked to stop.
     """
     s, t = run.settings, run.t
     start = time.perf_counter()
+    batch = next(batches)
+    wait = time.perf_counter() - start
+    assert batch.step == t, f"the data loader is at step {batch.step}, the run at {t}"
     lr, wd = reference_group(run.optimizer)["lr"], reference_group(run.optimizer)["weight_decay"]
     momentum, temp = run.momentum(t), run.teacher_temp(t)
-    loss, entropy, spread = _losses(run, temp)
+    loss, entropy, spread = _losses(run, batch, temp)
     stats = _backward(run, loss, entropy, spread, stop)
     norm, frozen = _update(run, momentum)
-    run.lr_trace.append(lr)
+    run.lr_hash = hashlib.sha256(run.lr_hash.encode() + struct.pack("<d", lr)).hexdigest()
     seconds = time.perf_counter() - start
-    run.step_seconds.append(seconds)
+    run.recent_seconds.append(seconds)
+    run.seconds += seconds
+    run.waiting += wait
     row = {
         "step": t,
         "lr": lr,
@@ -471,6 +494,7 @@ def train_step(run: Run, stop: StopRequest) -> tuple[dict[str, Any], bool]:
         "koleo": float(stats[2]),
         "grad_norm": float(norm),
         "last_layer_frozen": int(frozen),
+        "data_wait_s": wait,
     }
     return row, bool(stats[3] > 0) or _env_step(STOP_AT) == run.t
 
@@ -485,10 +509,20 @@ def train(run: Run, log: RunLog | None) -> str:
     bar = tqdm(
         total=total, initial=run.t, disable=not run.world.is_main, unit="step", mininterval=interval, file=sys.stderr
     )
+    batches = train_loader(
+        run.settings.data.train,
+        run.geometry,
+        run.sampler,
+        rank=run.world.rank,
+        start=run.t,
+        stop=total,
+        workers=a.workers,
+        pin_memory=run.device.type == "cuda",
+    )
     try:
         with StopRequest() as stop:
             while total is None or run.t < total:
-                row, stop_now = train_step(run, stop)
+                row, stop_now = train_step(run, batches, stop)
                 if log is not None:
                     log.write(row)
                 bar.update(1)
@@ -503,9 +537,18 @@ def train(run: Run, log: RunLog | None) -> str:
                     save(run)
     finally:
         bar.close()
+        batches.close()  # stops the workers before evaluation starts its own
+        _say_data_wait(run)
     evaluate(run)
     save(run)
     return "finished"
+
+
+def _say_data_wait(run: Run) -> None:
+    if run.seconds > 0:
+        share = run.waiting / run.seconds
+        hint = " (the device starved: try more --workers)" if share > 0.2 else ""
+        _say(run, f"waited for data {share:.1%} of {run.seconds:.1f} s of training{hint}")
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -513,7 +556,7 @@ def train(run: Run, log: RunLog | None) -> str:
 
 def write_metrics(run: Run, status: str) -> None:
     """metrics.json: k-NN now, at init and on raw pixels, history, timing, how the run ended."""
-    med = statistics.median(run.step_seconds) if run.step_seconds else None
+    med = statistics.median(run.recent_seconds) if run.recent_seconds else None
     data = {
         "knn_top1": run.metrics.get("knn_top1"),
         "knn_top1_at_init": run.metrics.get("knn_top1_at_init"),
@@ -524,6 +567,8 @@ def write_metrics(run: Run, status: str) -> None:
         "step": run.t,
         "status": status,
         "seconds_per_step_median": med,
+        "seconds_per_step_window": TIMING_WINDOW,
+        "data_wait_fraction": run.waiting / run.seconds if run.seconds else None,
         "world_size": run.world.size,
         "device": describe_device(run.device),
     }
@@ -539,8 +584,7 @@ def rank_fingerprints(run: Run) -> None:
     for net in (run.student, run.teacher):
         for p in net.parameters():
             weights.update(p.detach().cpu().contiguous().numpy().tobytes())
-    lrs = hashlib.sha256(json.dumps(run.lr_trace).encode()).hexdigest()
-    mine = {"rank": run.world.rank, "step": run.t, "lr_trace": lrs, "weights": weights.hexdigest()}
+    mine = {"rank": run.world.rank, "step": run.t, "lr_trace": run.lr_hash, "weights": weights.hexdigest()}
     gathered: list[Any] = [None] * run.world.size
     dist.all_gather_object(gathered, mine)
     run.metrics["ranks"] = gathered

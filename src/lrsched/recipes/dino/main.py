@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from lrsched.recipes.common.device import describe_device, pick_device
 from lrsched.recipes.common.distributed import World, barrier, close_world, init_world
 from lrsched.recipes.common.runlog import RunLog, write_json
 from lrsched.recipes.dino.curves import draw_curves
-from lrsched.recipes.dino.data import load_dataset
+from lrsched.recipes.dino.data import Dataset, data_changes, load_dataset, read_index_header, write_index
 from lrsched.recipes.dino.flags import DEFAULTS, LR_WARMUP, PROG, build_parser, flag_strings, spelling
 from lrsched.recipes.dino.loop import (
     LOG_COLUMNS,
@@ -45,9 +46,11 @@ from lrsched.recipes.dino.loop import (
 )
 from lrsched.recipes.dino.vit import PRESETS, Preset
 from lrsched.schedules import Schedule
-from lrsched.strategy import UsageError
+from lrsched.strategy import Plan, UsageError
 
 EXIT_NONFINITE = 3
+DATA_INDEX = "data_index.tsv"
+"""The run's record of its data: the fingerprint, then one line per file (``label<TAB>path``)."""
 
 
 # --- settings: every check before anything is written ----------------------------------------
@@ -59,7 +62,7 @@ def resolve_schedules(args: argparse.Namespace) -> Schedules:
     The LR plan is lrsched's (``--lr``, ``--warmup-steps``, ``--min-lr``, ``--max-steps``); every other
     value is its flag or its entry in ``flags.DEFAULTS``, each with its source.
     """
-    lr = shared.pretrain_plan(args)
+    lr = _batch_scaled(shared.pretrain_plan(args), args)
     total, sources = lr.schedule.total, dict[str, str]()
     value = {name: _resolve(args, name, lr.schedule.warmup, sources) for name in DEFAULTS}
     temp_warm = value["warmup_teacher_temp_steps"]
@@ -75,6 +78,26 @@ def resolve_schedules(args: argparse.Namespace) -> Schedules:
         freeze_last_layer=value["freeze_last_layer_steps"],
         sources=sources,
     )
+
+
+def _batch_scaled(plan: Plan, args: argparse.Namespace) -> Plan:
+    """DINO's rule, on request: ``peak = --lr x global batch / --lr-ref-batch``; else the plan as it is."""
+    if args.lr_ref_batch is None:
+        return plan
+    batch = args.batch_size * world_size()
+    peak = plan.schedule.base * batch / args.lr_ref_batch
+    if peak < plan.schedule.final:
+        raise UsageError(
+            f"--lr-ref-batch {args.lr_ref_batch}: makes the peak {peak:g}, below --min-lr {plan.schedule.final:g}"
+        )
+    how = f"{plan.source('peak')} x {batch}/{args.lr_ref_batch} (global batch / --lr-ref-batch)"
+    sources = tuple((k, how if k == "peak" else v) for k, v in plan.sources)
+    return replace(plan, schedule=replace(plan.schedule, base=peak), sources=sources)
+
+
+def world_size() -> int:
+    """Processes in the run (torchrun's ``WORLD_SIZE``; 1 without it)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _resolve(args: argparse.Namespace, name: str, lr_warmup: int, sources: dict[str, str]) -> Any:
@@ -128,14 +151,27 @@ def settle(argv: Sequence[str] | None) -> Settings:
     _check_inputs(args)
     state, path = _read_resume(args, schedules)
     output = resolve_output(args, path)
-    data = load_dataset(args.data_dir, args.image_size or preset.global_size)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if len(data.train) < args.batch_size * world_size:
+    show_progress = sys.stderr.isatty() and os.environ.get("RANK", "0") == "0"
+    data = load_dataset(args.data_dir, progress=show_progress)
+    if len(data.train) < args.batch_size * world_size():
         raise UsageError(
             f"--batch-size {args.batch_size}: more than the {len(data.train)} training images "
-            f"allow across {world_size} process(es)"
+            f"allow across {world_size()} process(es)"
         )
+    if state is not None:
+        _check_same_data(state, data, args)
     return Settings(args, preset, schedules, data, output, state, path)
+
+
+def _check_same_data(state: dict[str, Any], data: Dataset, args: argparse.Namespace) -> None:
+    """A resume trains on the data its checkpoint saw, unless --accept-data-change."""
+    saved = state.get("data", {}).get("fingerprint")
+    changes = ["no record in the checkpoint"] if saved is None else data_changes(saved, data.fingerprint())
+    if changes and not args.accept_data_change:
+        raise UsageError(
+            f"--data-dir {args.data_dir or data.name}: not the data of the checkpoint ({'; '.join(changes)}); "
+            "pass --accept-data-change to continue on the data as it is now"
+        )
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
@@ -191,9 +227,21 @@ def start_outputs(run: Run) -> RunLog | None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "plan.json", plan_json(run))
     write_json(out / "args.json", flag_strings(run.settings.args))
+    data = run.settings.data
+    if read_index_header(out / DATA_INDEX) != data.fingerprint():
+        write_index(data, out / DATA_INDEX)
     print(f"{PROG}: {describe_device(run.device)}, {run.world.size} process(es), output {out}")
     print("\n".join(plan_lines(run)), flush=True)
+    _say_data(run)
     return RunLog(out, LOG_COLUMNS, resume_step=run.t if run.settings.resume is not None else None)
+
+
+def _say_data(run: Run) -> None:
+    """Rank 0: what the run trains on and evaluates with."""
+    data, a = run.settings.data, run.settings.args
+    print(f"data: {data.name}, {len(data.train)} training images, {data.channels} channel(s), {a.workers} worker(s)")
+    if data.knn_train is None:
+        print(f"note: k-NN evaluation skipped: {data.knn_note}", flush=True)
 
 
 def finish(run: Run, log: RunLog | None, status: str) -> None:
