@@ -210,3 +210,79 @@ def _native_bf16() -> bool:
 
 def _nothing() -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from dino_helpers import make_image_folder
+
+    return make_image_folder(tmp_path_factory.mktemp("photos"), 80, classes=4, sizes=(40, 90))
+
+
+def test_folder_run_streams_with_workers_and_resumes_bitwise_with_any_worker_count(
+    tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flags = ["--data-dir", str(photos), "--max-steps", "8", "--warmup-steps", "2", "--save-every", "0"]
+    assert run(tmp_path / "whole", *flags, "--workers", "2") == 0
+    monkeypatch.setenv("LRSCHED_STOP_AT_STEP", "4")
+    assert run(tmp_path / "split", *flags, "--workers", "2") == 0
+    monkeypatch.delenv("LRSCHED_STOP_AT_STEP")
+    assert run(tmp_path / "split", *flags, "--workers", "0", "--resume", "latest") == 0
+    whole, split = read_rows(tmp_path / "whole" / "log.csv"), read_rows(tmp_path / "split" / "log.csv")
+    assert [r["loss"] for r in whole] == [r["loss"] for r in split]
+    assert all(float(r["data_wait_s"]) >= 0 for r in whole)
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    index = (tmp_path / "whole" / "data_index.tsv").read_text().splitlines()
+    assert len(index) == 1 + 80 and index[1] == "0\tclass0/img0000000.jpg"
+    metrics = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert 0 <= metrics["data_wait_fraction"] < 1 and metrics["knn_top1"] is not None
+
+
+def test_a_changed_folder_is_refused_on_resume_unless_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dino_helpers import make_image_folder
+
+    images = make_image_folder(tmp_path / "images", 30, classes=2, sizes=(40, 60))
+    flags = ["--data-dir", str(images), "--max-steps", "6", "--warmup-steps", "1", "--workers", "0"]
+    out = tmp_path / "run"
+    monkeypatch.setenv("LRSCHED_STOP_AT_STEP", "2")
+    assert run(out, *flags) == 0
+    monkeypatch.delenv("LRSCHED_STOP_AT_STEP")
+    make_image_folder(images, 31, classes=2, sizes=(40, 60))  # one image more
+    log_before = (out / "log.csv").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_status:
+        run(out, *flags, "--resume", "latest")
+    assert exit_status.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"phase5_big_run.py: error: --data-dir {images}: not the data of the checkpoint (files 30 -> 31); "
+        "pass --accept-data-change to continue on the data as it is now"
+    )
+    assert (out / "log.csv").read_text() == log_before
+    assert run(out, *flags, "--resume", "latest", "--accept-data-change") == 0
+    assert len(read_rows(out / "log.csv")) == 6
+    assert len((out / "data_index.tsv").read_text().splitlines()) == 1 + 31
+
+
+def test_unlabelled_folder_trains_and_says_why_knn_is_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dino_helpers import make_image_folder
+
+    images = make_image_folder(tmp_path / "images", 20, classes=0, sizes=(40, 60))
+    out = tmp_path / "run"
+    assert run(out, "--data-dir", str(images), "--max-steps", "2", "--warmup-steps", "1", "--workers", "0") == 0
+    assert "note: k-NN evaluation skipped: no class sub-folders (no labels)" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["knn_top1"] is None
+
+
+def test_lr_ref_batch_scales_the_peak_by_the_global_batch_and_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert run(out, "--lr", "1e-3", "--lr-ref-batch", "64", "--max-steps", "3", "--warmup-steps", "1") == 0
+    plan = json.loads((out / "plan.json").read_text())["lr"]
+    assert plan["base_lr"] == pytest.approx(1e-3 * 16 / 64)
+    assert plan["sources"]["peak"] == "--lr 0.001 x 16/64 (global batch / --lr-ref-batch)"
+    assert float(read_rows(out / "log.csv")[1]["lr"]) == pytest.approx(2.5e-4)

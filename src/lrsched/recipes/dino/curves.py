@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lrsched.recipes.common.runlog import read_log
+from lrsched.recipes.common.runlog import read_log_thinned
 
 
 def draw_curves(out: Path, metrics: dict[str, Any]) -> None:
     """curves.png: LR, weight decay, momentum, teacher temperature, loss (and k-NN points) against step."""
-    rows = read_log(out / "log.csv")
+    rows = read_log_thinned(out / "log.csv")
     if not rows:
         return
     steps = [int(r["step"]) for r in rows]

@@ -369,8 +369,19 @@ def read_index_header(path: Path) -> dict[str, Any] | None:
 
 
 def data_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """What differs between two fingerprints, as ``key: saved -> now``."""
-    return [f"{k}: {saved.get(k)} -> {now[k]}" for k in now if saved.get(k) != now[k]]
+    """How the data of ``now`` differs from ``saved`` (two fingerprints), in words."""
+    changes = []
+    if saved.get("name") != now["name"]:
+        changes.append(f"data {saved.get('name')} -> {now['name']}")
+    count = "/".join(str(n) for n in now["files"])
+    if saved.get("files") != now["files"]:
+        changes.append(f"files {'/'.join(str(n) for n in saved.get('files', []))} -> {count}")
+    elif saved.get("digests") != now["digests"]:
+        changes.append(f"the same {count} files in number, other names or classes")
+    keys = ("channels", "mean", "std")
+    if not changes and any(saved.get(k) != now[k] for k in keys):
+        changes.append("other channel statistics")
+    return changes
 
 
 # --- batches as a pure function of (seed, step) ---------------------------------------------
