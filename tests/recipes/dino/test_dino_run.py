@@ -125,6 +125,9 @@ def test_open_ended_stop_then_replan_decays_without_a_jump(
         ),
         (["--global-size", "2"], "--global-size 2: must be at least the patch size"),
         (["--batch-size", "100000"], "--batch-size 100000"),
+        (["--local-crops", "1000000"], "--local-crops 1000000 --out-dim 2048 (--preset tiny): a step needs at least"),
+        (["--batch-size", "60000", "--local-crops", "6"], "--batch-size 60000 --local-crops 6"),
+        (["--out-dim", "100000000"], "--out-dim 100000000 (--preset tiny): a step needs at least"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_nothing_written(
@@ -286,3 +289,23 @@ def test_lr_ref_batch_scales_the_peak_by_the_global_batch_and_says_so(tmp_path: 
     assert plan["base_lr"] == pytest.approx(1e-3 * 16 / 64)
     assert plan["sources"]["peak"] == "--lr 0.001 x 16/64 (global batch / --lr-ref-batch)"
     assert float(read_rows(out / "log.csv")[1]["lr"]) == pytest.approx(2.5e-4)
+
+
+def test_a_resume_keeps_what_defines_the_run_and_records_what_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    flags = ["--max-steps", "6", "--warmup-steps", "1", "--workers", "0"]
+    monkeypatch.setenv("LRSCHED_STOP_AT_STEP", "2")
+    assert run(out, *flags) == 0
+    monkeypatch.delenv("LRSCHED_STOP_AT_STEP")
+    capsys.readouterr()
+    for changed in (["--batch-size", "8"], ["--seed", "1"], ["--local-crops", "3"], ["--koleo-weight", "0.1"]):
+        with pytest.raises(SystemExit) as exit_status:
+            run(out, *flags, "--resume", "latest", *changed)
+        assert exit_status.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert f"these flags cannot change on resume: {changed[0]} " in err and len(err.splitlines()) == 1
+    assert run(out, *flags, "--resume", "latest", "--eval-every", "3", "--workers", "1") == 0
+    changed_flags = json.loads((out / "plan.json").read_text())["changed_on_resume"]
+    assert changed_flags == {"eval_every": ["0", "3"], "workers": ["0", "1"]}

@@ -61,8 +61,29 @@ LOG_COLUMNS = (
     "last_layer_frozen",
     "data_wait_s",
 )
-FIXED_ON_RESUME = ("preset", "out_dim", "global_size", "local_size", "data_dir", "layer_decay")
-"""Flags a resumed run must keep: they define the model, its parameter groups and its data."""
+FIXED_ON_RESUME = (
+    "preset",
+    "out_dim",
+    "global_size",
+    "local_size",
+    "layer_decay",
+    "batch_size",
+    "seed",
+    "local_crops",
+    "global_crops_scale",
+    "local_crops_scale",
+    "koleo_weight",
+    "student_temp",
+    "center_momentum",
+    "clip_grad",
+)
+"""Flags a resumed run must keep: they define the model, its parameter groups, its batches and its loss.
+
+The data is checked by its fingerprint instead (``--accept-data-change``), the schedules by their
+targets (``--replan``). Every other flag (devices, ``--bf16``, ``--workers``, evaluation, saving)
+may change; plan.json records what did (``changed_on_resume``).
+"""
+CHANGEABLE_UNRECORDED = ("resume", "replan", "accept_data_change", "output_dir")
 INJECT_NAN = "LRSCHED_INJECT_NAN_AT_STEP"
 """Test hook: the loss of this step is made NaN (fault tests of the non-finite-loss stop)."""
 STOP_AT = "LRSCHED_STOP_AT_STEP"
@@ -298,6 +319,15 @@ def save(run: Run) -> Path | None:
     return path
 
 
+def changed_on_resume(s: Settings) -> dict[str, list[str]]:
+    """Flags this resume changed that may change (``[checkpoint's, now]``); empty for a fresh run."""
+    if s.resume is None:
+        return {}
+    saved, now = s.resume["flags"], flag_strings(s.args)
+    ignored = set(FIXED_ON_RESUME) | set(CHANGEABLE_UNRECORDED)
+    return {k: [saved.get(k, ""), v] for k, v in now.items() if k not in ignored and saved.get(k, "") != v}
+
+
 def plan_json(run: Run) -> dict[str, Any]:
     """Every schedule the run follows (possibly replanned), its target and the source of each value."""
     sch = run.settings.schedules
@@ -317,6 +347,7 @@ def plan_json(run: Run) -> dict[str, Any]:
         ),
         "freeze_last_layer_steps": {"value": sch.freeze_last_layer, "source": src["freeze_last_layer_steps"]},
         "replanned_at": run.replanned_at,
+        "changed_on_resume": changed_on_resume(run.settings),
         "param_groups": [
             {"name": g["name"], "lr_mult": g["lr_mult"], "wd_mult": g["wd_mult"], "params": len(g["params"])}
             for g in run.optimizer.param_groups
@@ -367,7 +398,10 @@ def evaluate(run: Run) -> None:
         acc = knn_eval(run, run.teacher)
         if acc is not None:
             run.metrics["knn_top1"] = acc
-            run.metrics.setdefault("knn_history", []).append([run.t, acc])
+            history = run.metrics.setdefault("knn_history", [])
+            if history and history[-1][0] == run.t:  # evaluated at this step already (a resumed, finished run)
+                history.pop()
+            history.append([run.t, acc])
             _say(
                 run,
                 f"step {run.t}: k-NN top-1 {acc:.4f} (at init {run.metrics.get('knn_top1_at_init', 0):.4f}, "

@@ -44,6 +44,7 @@ from lrsched.recipes.dino.loop import (
     train,
     write_metrics,
 )
+from lrsched.recipes.dino.model import step_bytes_lower_bound
 from lrsched.recipes.dino.vit import PRESETS, Preset
 from lrsched.schedules import Schedule
 from lrsched.strategy import Plan, UsageError
@@ -195,6 +196,36 @@ def _read_resume(args: argparse.Namespace, schedules: Schedules) -> tuple[dict[s
     return state, path
 
 
+def check_fits(settings: Settings, device: torch.device) -> None:
+    """Refuse, before anything is allocated, a step that cannot fit in the device's memory."""
+    a, s = settings.args, settings
+    available = memory_available(device)
+    if available is None:
+        return
+    parts = step_bytes_lower_bound(s.preset, s.data.channels, a.batch_size, a.local_crops, a.bf16)
+    need = sum(parts.values())
+    if need > available:
+        biggest = max(parts, key=parts.__getitem__)
+        raise UsageError(
+            f"--batch-size {a.batch_size} --local-crops {a.local_crops} --out-dim {s.preset.out_dim} "
+            f"(--preset {a.preset}): a step needs at least {need / 2**30:.1f} GiB ({biggest} "
+            f"{parts[biggest] / 2**30:.1f} GiB), more than the {available / 2**30:.1f} GiB available "
+            f"on {describe_device(device)}"
+        )
+
+
+def memory_available(device: torch.device) -> int | None:
+    """Free bytes on a GPU, or the host's available memory (Linux); None when unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 # --- outputs ---------------------------------------------------------------------------------
 
 
@@ -268,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device = pick_device(settings.args.device)
         except RuntimeError as err:  # an unknown device, or one this machine lacks
             raise UsageError(f"--device {settings.args.device}: {err}") from None
+        check_fits(settings, device)
     world = init_world(device.type)
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)

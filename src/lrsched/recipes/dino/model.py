@@ -65,3 +65,40 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     s_params = [p.detach() for p in student.parameters()]
     torch._foreach_mul_(t_params, momentum)
     torch._foreach_add_(t_params, s_params, alpha=1.0 - momentum)
+
+
+# --- will a step fit? -----------------------------------------------------------------------------
+
+FLOAT = 4
+KEPT_PER_TOKEN = 6
+"""Floats per token, width unit and block that backward needs at the least (LN output, Q, K, V, ...)."""
+
+
+def parameter_count(preset: Preset, channels: int) -> int:
+    """Weights of the student: patch embedding, ``depth`` blocks (``(4 + 2 mlp_ratio) dim^2``), the head."""
+    d, hidden = preset.dim, int(preset.dim * preset.mlp_ratio)
+    tokens = 1 + (preset.global_size // preset.patch) ** 2
+    backbone = channels * preset.patch**2 * d + tokens * d + preset.depth * (4 * d * d + 2 * d * hidden)
+    head = d * preset.head_hidden + preset.head_hidden**2 + preset.head_hidden * preset.head_bottleneck
+    return backbone + head + preset.head_bottleneck * preset.out_dim
+
+
+def step_bytes_lower_bound(
+    preset: Preset, channels: int, batch: int, local_crops: int, bf16: bool = False
+) -> dict[str, int]:
+    """What one training step holds at the least, by part (bytes); the real need is larger.
+
+    - weights: student, teacher, gradient and AdamW's two moments: 5 copies of the parameters;
+    - views: ``batch (2 G^2 + N L^2) C`` floats;
+    - activations: ``batch x tokens x dim x depth x KEPT_PER_TOKEN`` floats kept for backward,
+      tokens ``= 2 (1 + (G/p)^2) + N (1 + (L/p)^2)`` (2 bytes a float under ``bf16``, else 4);
+    - logits: ``batch (2 + N) out_dim`` floats for the student, twice that for softmax and gradient.
+    """
+    g, loc, p = preset.global_size, preset.local_size, preset.patch
+    tokens = 2 * (1 + (g // p) ** 2) + local_crops * (1 + (loc // p) ** 2)
+    return {
+        "weights": 5 * parameter_count(preset, channels) * FLOAT,
+        "views": batch * (2 * g * g + local_crops * loc * loc) * channels * FLOAT,
+        "activations": batch * tokens * preset.dim * preset.depth * KEPT_PER_TOKEN * (2 if bf16 else FLOAT),
+        "logits": 3 * batch * (2 + local_crops) * preset.out_dim * FLOAT,
+    }
