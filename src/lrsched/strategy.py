@@ -199,6 +199,7 @@ def resolve_finetune(
     floor = 0.0 if min_lr is None else min_lr
     sources["min_lr"] = "default" if min_lr is None else f"--min_lr {min_lr:g}"
     _check_floor(floor, peak, "--min_lr")
+    cycles = cycles if shape == "cosine_restarts" else 1.0
     schedule = Schedule(shape, base=peak, final=floor, warmup=warmup, total=total, cycles=cycles)
     return Plan(schedule, tuple(sources.items()), tuple(notes))
 
