@@ -129,7 +129,18 @@ def test_show_json_phase5_follows_seed_formula(capsys: pytest.CaptureFixture[str
     data = show_json(capsys, "--max-steps", "10000", "--warmup-steps", "2500", "--min-lr", "1e-6", "--lr", "4e-4")
     assert set(data) == {"plan", "lr"}
     plan = data["plan"]
-    assert set(plan) == {"shape", "base_lr", "min_lr", "warmup_steps", "total_steps", "cycles", "sources", "notes"}
+    assert set(plan) == {
+        "shape",
+        "base_lr",
+        "min_lr",
+        "warmup_steps",
+        "total_steps",
+        "cycles",
+        "decay_steps",
+        "decay_type",
+        "sources",
+        "notes",
+    }
     assert (plan["shape"], plan["base_lr"], plan["min_lr"]) == ("cosine", 4e-4, 1e-6)
     assert (plan["warmup_steps"], plan["total_steps"], plan["cycles"]) == (2500, 10000, None)
     assert plan["sources"]["peak"] == "--lr 0.0004"
