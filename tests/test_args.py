@@ -37,6 +37,8 @@ GOOD: dict[str, tuple[str | None, object]] = {
     "cosine_restarts": (None, True),
     "warmup_ratio": ("0.1", Fraction(1, 10)),
     "num_cycles": ("1.5", 1.5),
+    "decay_ratio": ("0.07", Fraction(7, 100)),
+    "decay_type": ("1-sqrt", "1-sqrt"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from lrsched import args, cli
+from lrsched.schedules import Schedule
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -129,7 +131,18 @@ def test_show_json_phase5_follows_seed_formula(capsys: pytest.CaptureFixture[str
     data = show_json(capsys, "--max-steps", "10000", "--warmup-steps", "2500", "--min-lr", "1e-6", "--lr", "4e-4")
     assert set(data) == {"plan", "lr"}
     plan = data["plan"]
-    assert set(plan) == {"shape", "base_lr", "min_lr", "warmup_steps", "total_steps", "cycles", "sources", "notes"}
+    assert set(plan) == {
+        "shape",
+        "base_lr",
+        "min_lr",
+        "warmup_steps",
+        "total_steps",
+        "cycles",
+        "decay_steps",
+        "decay_type",
+        "sources",
+        "notes",
+    }
     assert (plan["shape"], plan["base_lr"], plan["min_lr"]) == ("cosine", 4e-4, 1e-6)
     assert (plan["warmup_steps"], plan["total_steps"], plan["cycles"]) == (2500, 10000, None)
     assert plan["sources"]["peak"] == "--lr 0.0004"
@@ -228,7 +241,12 @@ BAD = [
     (["show", "--lr_strategy", "cosin", "--steps_per_epoch", "10"], "did you mean 'cosine'"),
     (["show", "--num_cycles", "0", "--steps_per_epoch", "10"], "--num_cycles"),
     (["show", "--cosine_restarts", "--lr_strategy", "linear", "--steps_per_epoch", "10"], "--cosine_restarts"),
-    (["show", "--num_epochs", "3"], "--steps_per_epoch"),
+    (["show", "--num_epochs", "3", "--gradient_accumulation_steps", "5000"], "--gradient_accumulation_steps 5000"),
+    (["show", "--num_epochs", "3", "--batch-size", "8"], "--batch-size 8: is phase5_big_run.py's flag"),
+    (["show", "--json", "--max-steps", "10000000"], "--every"),
+    (["show", "--json", "--warmup-steps", "10000000"], "--every"),
+    (["show", "--json", "--steps", "10000001"], "--every"),
+    (["show", "--max-steps", "100", "--every", "0"], "--every"),
     (["show", "--steps_per_epoch", "0"], "--steps_per_epoch"),
     (["show", "--max-steps", "100", "--warmup-steps", "5", "--steps", "50"], "--steps"),
     (["show", "--bogus"], "--bogus"),
@@ -253,7 +271,7 @@ BAD_PLOT = [
     (["--steps_per_epoch", "10", "--compare", "linear", "--cosine_restarts"], "--cosine_restarts"),
     (["--num_epochs", "0", "--steps_per_epoch", "10"], "--num_epochs"),
     (["--max-steps", "10", "--warmup-steps", "20"], "--warmup-steps"),
-    (["--compare", "linear"], "--steps_per_epoch"),
+    (["--compare", "linear", "--train_file", "/nonexistent/train.csv"], "--train_file"),
 ]
 
 
@@ -325,3 +343,171 @@ def test_console_script_bad_input_exit_status() -> None:
     )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("lrsched: error: ") and proc.stderr.count("\n") == 1
+
+
+# --- issue 11: long plans in constant memory, and every typed flag used, noted or refused ---
+
+
+def test_show_json_every_lists_every_nth_step_and_always_t(capsys: pytest.CaptureFixture[str]) -> None:
+    data = show_json(capsys, "--max-steps", "20", "--warmup-steps", "2", "--every", "7")
+    assert data["steps"] == [0, 7, 14, 20]
+    s = Schedule("cosine", base=5e-4, final=1e-6, warmup=2, total=20)
+    assert data["lr"] == [s(t) for t in (0, 7, 14, 20)]
+    exact = show_json(capsys, "--max-steps", "21", "--warmup-steps", "2", "--every", "7")
+    assert exact["steps"] == [0, 7, 14, 21]
+    plain = show_json(capsys, "--max-steps", "20", "--warmup-steps", "2")
+    assert "steps" not in plain and len(plain["lr"]) == 21
+
+
+def test_show_json_of_a_billion_steps_with_every(capsys: pytest.CaptureFixture[str]) -> None:
+    data = show_json(
+        capsys, "--lr", "5e-4", "--warmup-steps", "2500", "--max-steps", "1000000000", "--every", "10000000"
+    )
+    assert data["steps"][-1] == 10**9 and len(data["lr"]) == 101 and data["lr"][-1] == pytest.approx(1e-6)
+
+
+def test_a_json_list_past_ten_million_values_is_refused_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(
+        capsys, "show", "--json", "--lr", "5e-4", "--warmup-steps", "2500", "--max-steps", "1000000000"
+    )
+    assert (code, out) == (2, "")
+    assert err == (
+        "lrsched: error: --json: steps 0..1000000000 are 1,000,000,001 values, more than 10,000,000; "
+        "pass --every 1000000 for 1,001 of them\n"
+    )
+
+
+def test_show_text_of_a_trillion_steps_is_quick(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "show", "--max-steps", "1000000000000", "--warmup-steps", "5", "--decay-ratio", "0.1")
+    assert code == 0 and "step 900000000000" in re.sub(r"\s+", " ", out)
+
+
+def _peak_rss_mb(argv: list[str]) -> float:
+    """The peak resident memory of ``python -m lrsched.cli ARGV``, read in a fresh parent process."""
+    from child_process import child_env
+
+    probe = (
+        "import resource, subprocess, sys; "
+        "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
+        "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    cmd = [sys.executable, "-c", probe, sys.executable, "-m", "lrsched.cli", *argv]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=600, check=True)
+    code, kib = done.stdout.split()
+    assert code in ("0", "2"), done.stderr
+    return int(kib) / 1024
+
+
+def test_peak_memory_of_lrsched_show_is_small_and_independent_of_t() -> None:
+    """Issue 11: 22.5 GB for a 10^9-step ``--json``; now every ``show`` stays under 200 MB."""
+    billion = ["show", "--json", "--lr", "5e-4", "--warmup-steps", "2500", "--max-steps", "1000000000"]
+    commands = {
+        "small json": ["show", "--json", "--max-steps", "1000", "--warmup-steps", "10"],
+        "2e6 values streamed": ["show", "--json", "--max-steps", "2000000", "--warmup-steps", "10"],
+        "1e9 refused": billion,
+        "1e9 --every": [*billion, "--every", "1000"],
+        "1e9 text": billion[:1] + billion[2:],
+        "open-ended, huge warm-up": ["show", "--json", "--warmup-steps", "1000000000"],
+        "train.py sized from its data": ["show", "--num_epochs", "3", "--bf16"],
+    }
+    peaks = {name: _peak_rss_mb(argv) for name, argv in commands.items()}
+    assert max(peaks.values()) < 200, peaks
+    assert peaks["2e6 values streamed"] < peaks["small json"] + 20, peaks  # no list of T values
+
+
+def test_typed_flags_that_change_nothing_get_notes(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "show", "--max-steps", "10000", "--num_cycles", "3")
+    assert code == 0 and "note: --num_cycles 3 changes nothing: only cosine_restarts has cycles" in out
+    code, out, _ = run(capsys, "show", "--num_epochs", "3", "--steps_per_epoch", "100", "--max-steps", "500")
+    assert code == 0 and "note: not used: --steps_per_epoch 100; --max_steps 500 sets the total" in out
+
+
+def test_a_pasted_train_py_command_line_is_sized_as_train_py_sizes_it(capsys: pytest.CaptureFixture[str]) -> None:
+    from lrsched.recipes.finetune import data
+    from lrsched.recipes.finetune.flags import parse
+    from lrsched.recipes.finetune.main import size_run
+
+    typed = "--num_epochs 3 --max_train_samples 1280 --max_eval_samples 512 --bf16 --gradient_accumulation_steps 2"
+    typed += " --output_dir runs/x --seed 3 --per_device_train_batch_size 16 --disable_tqdm"
+    code, out, err = run(capsys, "show", *typed.split())
+    assert (code, err) == (0, "")
+    program = parse(typed.split())
+    splits = data.load_splits(
+        data.DataFlags(None, None, None, "text", "label", program.max_train_samples, None, None, program.seed)
+    )
+    world = type("World", (), {"size": 1})()
+    _, upe = size_run(program, len(splits.train), world)  # type: ignore[arg-type]
+    assert plan_line(out, "total").split()[1] == str(3 * upe)
+    assert "1280 training examples, batch 16, accumulation 2, 1 process" in out
+    assert (
+        "not used for train.py's LR plan: --max_eval_samples 512, --seed 3, --output_dir runs/x, --bf16, --disable_tqdm"
+        in out
+    )
+
+
+def test_a_pasted_phase5_command_line_is_accepted_with_a_note(capsys: pytest.CaptureFixture[str]) -> None:
+    typed = "--max-steps 1000 --warmup-steps 100 --lr 1e-3 --batch-size 32 --preset tiny --bf16"
+    typed += " --global-crops-scale 0.4 1 --koleo-weight 0.1 --output-dir runs/d --resume latest"
+    code, out, err = run(capsys, "show", *typed.split())
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0] == "plan for phase5_big_run.py"
+    note = next(line for line in out.splitlines() if "not used for" in line)
+    for piece in ("--batch-size 32", "--preset tiny", "--bf16", "--global-crops-scale 0.4 1.0", "--resume latest"):
+        assert piece.replace(" 1.0", " 1") in note, piece
+
+
+def test_show_and_compare_wsd(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "show", "--max-steps", "1000", "--warmup-steps", "100", "--decay-ratio", "0.2")
+    assert code == 0 and "decay starts (T-D)" in out and plan_line(out, "shape").split()[1] == "wsd"
+    assert key_values(out)[800] == pytest.approx(5e-4) and key_values(out)[900] == pytest.approx(0.5 * (5e-4 + 1e-6))
+    code, out, _ = run(
+        capsys,
+        "plot",
+        "--num_epochs",
+        "3",
+        "--steps_per_epoch",
+        "50",
+        "--compare",
+        "auto,wsd",
+        "-o",
+        str(tmp_path / "c.png"),
+    )
+    assert code == 0 and (tmp_path / "c.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def _phase5_parser() -> argparse.ArgumentParser:
+    """phase5_big_run.py's parser, wherever the program keeps it (it is moving to recipes/dino/flags.py)."""
+    import importlib
+
+    for module in ("lrsched.recipes.dino.flags", "lrsched.recipes.dino.pretrain"):
+        try:
+            build = getattr(importlib.import_module(module), "build_parser", None)
+        except ImportError:
+            continue
+        if build is not None:
+            parser: argparse.ArgumentParser = build()
+            return parser
+    raise AssertionError("no build_parser for phase5_big_run.py")
+
+
+def _other_flags(parser: argparse.ArgumentParser) -> dict[str, int]:
+    return {
+        a.dest: 0 if a.nargs == 0 else (a.nargs if isinstance(a.nargs, int) else 1)
+        for a in parser._actions
+        if a.option_strings and a.dest != "help" and a.dest not in args.FLAGS
+    }
+
+
+def test_the_other_flag_tables_match_the_programs() -> None:
+    """``lrsched show`` accepts exactly the programs' flags: a flag added to a program must be added here."""
+    from lrsched.recipes.finetune.flags import build_parser as train_parser
+
+    train = train_parser()
+    assert _other_flags(train) == cli.TRAIN_OTHER
+    assert _other_flags(_phase5_parser()) == cli.PHASE5_OTHER
+    defaults = {a.dest: a.default for a in train._actions}
+    types = {a.dest: a.type for a in train._actions}
+    for name, default in cli.TRAIN_DEFAULTS.items():
+        assert defaults[name] == default, name
+    for name, kwargs in cli.RUN_SIZE.items():
+        assert kwargs.get("type") == types[name], name

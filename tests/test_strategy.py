@@ -258,6 +258,8 @@ def test_plan_json_and_lines() -> None:
         "warmup_steps": 100,
         "total_steps": 1000,
         "cycles": 2.0,
+        "decay_steps": None,
+        "decay_type": None,
         "sources": dict(plan.sources),
         "notes": [],
     }
@@ -324,3 +326,59 @@ def test_pretrain_schedule_is_seed_000() -> None:
     assert plan.schedule == want
     t = 7500
     assert plan.schedule(t) == pytest.approx(1e-6 + 0.5 * (5e-4 - 1e-6) * (1 + math.cos(math.pi * 0.5)), rel=1e-12)
+
+
+# --- issue 11: wsd in both programs, and a note for every typed flag that changes nothing ---
+
+
+def test_train_wsd_takes_peak_and_warmup_from_the_row() -> None:
+    plan = resolve_finetune(epochs=Fraction(3), steps_per_epoch=100, strategy="wsd")
+    s = plan.schedule
+    assert (s.shape, s.base, s.warmup, s.total, s.decay, s.decay_type) == ("wsd", 4e-5, 30, 300, 60, "cosine")
+    assert plan.source("decay") == "--decay_ratio (default 0.2): 20% of 300, cosine from step 240"
+    assert plan.to_json()["decay_steps"] == 60 and plan.to_json()["decay_type"] == "cosine"
+    assert any(line.split()[:3] == ["decay", "60", "steps"] for line in plan.lines())
+    exact = resolve_finetune(
+        epochs=Fraction(10), steps_per_epoch=10, strategy="wsd", decay_ratio=Fraction("0.07"), decay_type="1-sqrt"
+    )
+    assert (exact.schedule.decay, exact.schedule.decay_type) == (7, "1-sqrt")  # 0.07 x 100 exactly
+
+
+def test_a_decay_longer_than_after_warmup_is_refused() -> None:
+    with pytest.raises(UsageError, match=r"^--decay_ratio 0\.95: gives 285 decay steps, more than the 270 steps"):
+        resolve_finetune(epochs=Fraction(3), steps_per_epoch=100, strategy="wsd", decay_ratio=Fraction("0.95"))
+    with pytest.raises(UsageError, match=r"^--decay-ratio 1: gives 100 decay steps, more than the 90"):
+        resolve_pretrain(max_steps=100, warmup_steps=10, decay_ratio=Fraction(1))
+
+
+def test_phase5_decay_ratio_selects_wsd() -> None:
+    plan = resolve_pretrain(max_steps=10_000, decay_ratio=Fraction("0.1"))
+    s = plan.schedule
+    assert (s.shape, s.base, s.warmup, s.final, s.decay, s.decay_type) == ("wsd", 5e-4, 2500, 1e-6, 1000, "cosine")
+    assert resolve_pretrain(max_steps=10_000, decay_type="linear").schedule.decay == 2000  # the default ratio
+    open_ended = resolve_pretrain(decay_ratio=Fraction("0.1"))
+    assert open_ended.schedule.total is None and open_ended.schedule.decay is None
+    assert open_ended.source("decay").startswith("--decay-ratio 0.1 of the --max-steps a resume gives")
+    assert resolve_pretrain(max_steps=10_000).schedule.shape == "cosine"  # unchanged without the flags
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "note"),
+    [
+        (dict(num_cycles=3.0), "--num_cycles 3 changes nothing: only cosine_restarts has cycles (the shape is linear)"),
+        (dict(decay_ratio=Fraction("0.1")), "--decay_ratio 0.1 changes nothing: only wsd has a final decay"),
+        (dict(decay_type="linear"), "--decay_type linear changes nothing: only wsd has a final decay"),
+        (dict(warmup_steps=5, warmup_ratio=Fraction("0.2")), "--warmup_ratio 0.2 changes nothing: --warmup_steps 5"),
+        (dict(strategy="constant", min_lr=1e-6), "--min_lr 1e-06 changes nothing: constant holds the peak"),
+    ],
+)
+def test_a_typed_flag_that_changes_nothing_gets_a_note(kwargs: dict, note: str) -> None:
+    plan = resolve_finetune(epochs=Fraction(3), steps_per_epoch=100, **kwargs)
+    assert any(n.startswith(note) for n in plan.notes), plan.notes
+    assert any(line.startswith(f"  note: {note}") for line in plan.lines())
+
+
+def test_cycles_are_kept_only_for_cosine_restarts() -> None:
+    assert resolve_finetune(epochs=Fraction(10), steps_per_epoch=10).schedule.cycles == 1.0  # cosine: unused
+    restarts = resolve_finetune(epochs=Fraction(10), steps_per_epoch=10, strategy="cosine_restarts")
+    assert restarts.schedule.cycles == 2.0

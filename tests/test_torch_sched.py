@@ -15,7 +15,7 @@ from torch import nn
 
 from lrsched.schedules import Schedule
 from lrsched.strategy import UsageError
-from lrsched.torch_sched import ScheduledField, ScheduledLR, ScheduleMismatch
+from lrsched.torch_sched import ForeignState, PeakMismatchWarning, ScheduledField, ScheduledLR, ScheduleMismatch
 
 MULTS = (1.0, 0.5, 0.1)  # lr_mult of three param groups
 
@@ -98,8 +98,99 @@ def test_group_ratios_survive_every_step() -> None:
 def test_optimizer_lr_other_than_base_is_a_multiplier() -> None:
     """``initial_lr * lr(t) / base``: an optimizer built with lr=1 gets lr(t) / base."""
     opt = torch.optim.SGD(make_model().parameters(), lr=1.0)
-    ScheduledLR(opt, Schedule("constant", base=0.5, total=10))
+    with pytest.warns(PeakMismatchWarning):
+        ScheduledLR(opt, Schedule("constant", base=0.5, total=10))
     assert opt.param_groups[0]["lr"] == pytest.approx(1.0)
+
+
+# --- issue 11: the peak the run trains at, errors in the library's words ---
+
+
+def test_a_peak_other_than_the_schedule_s_is_warned_once_naming_both() -> None:
+    """``AdamW(params)`` (lr 1e-3) with a 5e-4 schedule trains at 1e-3: said once, at construction."""
+    opt = torch.optim.AdamW(make_model().parameters())
+    with pytest.warns(PeakMismatchWarning) as caught:
+        sched = ScheduledLR(opt, Schedule("cosine", base=5e-4, warmup=2, total=10))
+        for _ in range(5):
+            opt.step()
+            sched.step()
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "base 0.0005" in message and "group lrs: 0.001" in message and "peaks at 0.001" in message
+    assert 'group_lr="lr_mult"' in message
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 * sched.schedule(5) / 5e-4)  # what was warned
+
+
+def test_no_warning_when_one_group_is_at_the_base() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ScheduledLR(make_optimizer(make_model(), 0.1, 3), SCHED)  # groups 0.1, 0.05, 0.01
+
+
+def test_lr_mult_groups_take_the_lr_from_the_schedule() -> None:
+    """DINOv2's convention, opt-in: the schedule carries the LR, groups only ``lr_mult``."""
+    params = list(make_model().parameters())
+    opt = torch.optim.AdamW([{"params": params[:2], "lr_mult": 1.0}, {"params": params[2:], "lr_mult": 0.25}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sched = ScheduledLR(opt, SCHED, group_lr="lr_mult")
+    for t in range(1, 45):
+        opt.step()
+        sched.step()
+        assert lrs(opt) == pytest.approx([SCHED(t), 0.25 * SCHED(t)], rel=1e-12, abs=1e-18)
+    with pytest.raises(UsageError, match="group_lr='other'"):
+        ScheduledLR(opt, SCHED, group_lr="other")  # type: ignore[arg-type]
+
+
+def test_a_foreign_state_is_refused_in_one_sentence() -> None:
+    opt = torch.optim.SGD(make_model().parameters(), lr=0.1)
+    lambda_state = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0).state_dict()
+    for cls, build in ((ScheduledLR, lambda: ScheduledLR(opt, SCHED)), (ScheduledField, None)):
+        sched = build() if build else ScheduledField(opt, Schedule("constant", base=0.1, total=10), "weight_decay")
+        with pytest.raises(ForeignState) as err:
+            sched.load_state_dict(lambda_state)
+        message = str(err.value)
+        assert message.startswith(f"{cls.__name__}.load_state_dict: not a {cls.__name__} state")
+        assert "LambdaLR" in message and "\n" not in message and message.count(". ") == 0
+        assert isinstance(err.value, UsageError)
+
+
+def test_a_mismatch_names_the_library_argument() -> None:
+    opt = torch.optim.SGD(make_model().parameters(), lr=0.1)
+    state = ScheduledLR(opt, SCHED).state_dict()
+    other = Schedule("cosine", base=0.1, final=0.001, warmup=5, total=80)
+    with pytest.raises(ScheduleMismatch) as err:
+        ScheduledLR(opt, other).load_state_dict(state)
+    assert 'on_mismatch="replan"' in str(err.value) and "--replan" not in str(err.value)
+
+
+def test_a_missing_field_is_named() -> None:
+    opt = torch.optim.AdamW(make_model().parameters(), lr=0.1)
+    with pytest.raises(UsageError, match="ScheduledField: param group 0 has no field 'momentum' \\(it has lr, betas"):
+        ScheduledField(opt, Schedule("constant", base=0.9, total=10), "momentum")
+
+
+def test_numpy_steps_and_schedules_work_in_the_scheduler() -> None:
+    np = pytest.importorskip("numpy")
+    opt = make_optimizer(make_model(), 0.1, 1)
+    sched = ScheduledLR(opt, Schedule("linear", base=0.1, warmup=np.int64(3), total=np.int64(10)))
+    state = sched.state_dict()
+    state["step"] = np.int64(5)
+    sched.load_state_dict(state)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 5 / 7)
+
+
+def test_replanned_says_what_the_replan_does(tmp_path: Path) -> None:
+    finished = Schedule("cosine", base=0.1, final=0.0, warmup=5, total=40)
+    _stopped_at(tmp_path / "c.pt", finished, 40, groups=1)
+    longer = Schedule("cosine", base=0.1, final=0.0, warmup=5, total=80)
+    model, opt, sched = resume(tmp_path / "c.pt", 1, longer, on_mismatch="replan")
+    assert sched.replanned == "from step 40: 0 -> 0.1 linearly by step 45, then cosine to 0 by step 80, held after"
+    for t in range(41, 46):
+        train_step(model, opt, sched, t)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1)  # re-warmed: the extension trains
+    _, _, same = resume(tmp_path / "c.pt", 1, finished)
+    assert same.replanned is None
 
 
 def test_rejects_a_non_positive_base() -> None:
@@ -400,3 +491,47 @@ def test_replan_at_step_zero_to_a_new_peak_keeps_each_group_multiplier() -> None
     expected = new(15)
     assert opt2.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12)
     assert opt2.param_groups[1]["lr"] == pytest.approx(expected * 0.1, rel=1e-12)
+
+
+# --- Accelerate with 2 processes (README, "The library": patterns A and B) ---
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("pattern", ["A", "B", "naive"])
+def test_accelerate_two_processes_lr_per_update(pattern: str, tmp_path: Path) -> None:
+    """Under ``torchrun --nproc_per_node 2`` (CPU, gloo) each documented pattern trains at the schedule's LR.
+
+    ``naive`` (the scheduler prepared, T counted per rank) is the trap: Accelerate steps it twice per update.
+    """
+    import json
+    import subprocess
+    import sys
+
+    from accelerate_child import UPDATES, schedule
+    from child_process import child_env
+
+    pytest.importorskip("accelerate")
+    child = Path(__file__).with_name("accelerate_child.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
+    done = subprocess.run([*cmd, str(child), pattern, str(tmp_path)], env=child_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1)]
+    assert ranks[0] == ranks[1] and ranks[0]["processes"] == 2
+    used = ranks[0]["lr"]
+    per_rank = schedule("A", 1)
+    want = [per_rank(k) for k in range(UPDATES)]
+    if pattern == "naive":
+        assert used == pytest.approx([per_rank(2 * k) for k in range(UPDATES)], rel=1e-12, abs=1e-15)
+        assert used != pytest.approx(want)  # ends its schedule at half time
+        return
+    assert used == pytest.approx(want, rel=1e-12, abs=1e-15)
+    if pattern == "B":
+        accelerate_way = schedule("B", 2)
+        assert used == pytest.approx([accelerate_way(2 * k) for k in range(UPDATES)], rel=1e-12, abs=1e-15)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from fractions import Fraction
 from typing import Any, NoReturn
 
-from lrsched.schedules import ScheduleError
+from lrsched.schedules import DECAY_TYPES, ScheduleError
 from lrsched.strategy import STRATEGIES, Plan, UsageError, resolve_finetune, resolve_pretrain
 
 
@@ -82,6 +82,14 @@ def unit_ratio(text: str) -> Fraction:
     return value
 
 
+def decay_ratio(text: str) -> Fraction:
+    """An exact decimal in (0, 1]."""
+    value = _fraction(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be in (0, 1]")
+    return value
+
+
 def _integer(text: str) -> int:
     try:
         return int(text)
@@ -133,7 +141,17 @@ FLAGS: dict[str, dict[str, Any]] = {
     ),
     "replan": dict(
         action="store_true",
-        help="on resume, accept a new horizon and decay from the current LR with no jump",
+        help="on resume, accept new schedule flags: decay from the current LR, or re-warm to a new peak, no jump",
+    ),
+    # both programs: the wsd shape (warmup-stable-decay)
+    "decay_ratio": dict(
+        type=decay_ratio,
+        metavar="R",
+        help="wsd: decay over the last ceil(R x total) steps, R in (0, 1] (default 0.2); phase5: selects wsd",
+    ),
+    "decay_type": dict(
+        choices=DECAY_TYPES,
+        help="wsd: form of the final decay (default cosine); phase5: selects wsd",
     ),
     # seed 004, train.py
     "num_epochs": dict(type=positive_fraction, metavar="E", help="epochs, a number > 0 (default 3)"),
@@ -141,7 +159,8 @@ FLAGS: dict[str, dict[str, Any]] = {
     "lr_strategy": dict(
         type=strategy_name,
         metavar="{" + ",".join(STRATEGIES) + "}",
-        help="LR shape; auto picks constant (E <= 1), linear (E < 4) or cosine (default auto)",
+        help="LR shape; auto picks constant (E <= 1), linear (E < 4) or cosine; wsd: warmup-stable-decay "
+        "(default auto)",
     ),
     "scale_lr_for_short_training": dict(
         action="store_true",
@@ -156,7 +175,7 @@ FLAGS: dict[str, dict[str, Any]] = {
     ),
 }
 
-PRETRAIN_FLAGS = ("lr", "warmup_steps", "min_lr", "max_steps", "replan")
+PRETRAIN_FLAGS = ("lr", "warmup_steps", "min_lr", "max_steps", "replan", "decay_ratio", "decay_type")
 FINETUNE_FLAGS = (
     "num_epochs",
     "learning_rate",
@@ -168,6 +187,8 @@ FINETUNE_FLAGS = (
     "num_cycles",
     "min_lr",
     "max_steps",
+    "decay_ratio",
+    "decay_type",
 )
 
 
@@ -203,9 +224,18 @@ def finetune_plan(args: argparse.Namespace, steps_per_epoch: int | None) -> Plan
         warmup_steps=args.warmup_steps,
         num_cycles=args.num_cycles,
         min_lr=args.min_lr,
+        decay_ratio=args.decay_ratio,
+        decay_type=args.decay_type,
     )
 
 
 def pretrain_plan(args: argparse.Namespace) -> Plan:
     """phase5_big_run.py's plan from its parsed flags."""
-    return resolve_pretrain(lr=args.lr, warmup_steps=args.warmup_steps, min_lr=args.min_lr, max_steps=args.max_steps)
+    return resolve_pretrain(
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        min_lr=args.min_lr,
+        max_steps=args.max_steps,
+        decay_ratio=getattr(args, "decay_ratio", None),
+        decay_type=getattr(args, "decay_type", None),
+    )

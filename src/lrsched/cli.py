@@ -1,24 +1,29 @@
 """The ``lrsched`` command: show or plot the plan a set of program flags resolves to.
 
-``lrsched show`` and ``lrsched plot`` take the flags of both programs, from the one
-flag table in ``lrsched.args``, plus the run size. Any train.py-only flag (or
-``--steps_per_epoch``) makes it train.py's plan; otherwise it is phase5_big_run.py's.
-Bad input: one line ``lrsched: error: ...``, exit status 2, nothing written.
+``lrsched show`` and ``lrsched plot`` take the schedule flags of both programs, from the one
+flag table in ``lrsched.args``, plus the run size, and accept every other flag of the programs
+so that a command line can be pasted as typed. Any train.py-only flag (or ``--steps_per_epoch``)
+makes it train.py's plan; otherwise it is phase5_big_run.py's. Every typed flag either changes
+the plan or gets a note saying why not. Bad input: one line ``lrsched: error: ...``, exit
+status 2, nothing written. Memory does not grow with the plan's length: values are computed
+as they are printed, and ``--json`` streams its list.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn, overload
+from typing import IO, Any, NoReturn, overload
 
 from lrsched import args, render
 from lrsched.schedules import Schedule
-from lrsched.strategy import STRATEGIES, Plan, UsageError
+from lrsched.strategy import STRATEGIES, Plan, UsageError, updates_per_epoch
 
 PROG = "lrsched"
 TRAIN = "train.py"
@@ -27,7 +32,46 @@ OPEN_PREVIEW = 1000
 """An open-ended plan is previewed up to step ``W + max(W, OPEN_PREVIEW)`` unless ``--steps`` says otherwise."""
 LATER_STEPS = (1_000, 1_000_000)
 """Steps after the warm-up shown for an open-ended plan (the LR is held there)."""
-FINETUNE_ONLY = (*(n for n in args.FINETUNE_FLAGS if n not in args.PRETRAIN_FLAGS), "steps_per_epoch")
+MAX_VALUES = 10**7
+"""``show --json`` lists at most this many values; a longer plan needs ``--every N``."""
+
+# The programs' other flags, name -> number of values (0: a switch). ``lrsched show`` accepts them so a
+# command line can be pasted as typed; tests/test_cli.py checks these tables against the programs' parsers
+# (imported there: importing them here would load torch, and ``lrsched show`` stays under 200 MB).
+TRAIN_OTHER = {
+    **dict.fromkeys(("train_file", "validation_file", "test_file", "text_column", "label_column"), 1),
+    **dict.fromkeys(("max_train_samples", "max_eval_samples", "max_test_samples", "max_seq_length", "model"), 1),
+    **dict.fromkeys(("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"), 1),
+    **dict.fromkeys(("weight_decay", "max_grad_norm", "seed", "device", "output_dir", "save_steps"), 1),
+    **dict.fromkeys(("save_total_limit", "resume_from_checkpoint"), 1),
+    **dict.fromkeys(("bf16", "overwrite_output_dir", "disable_tqdm"), 0),
+}
+PHASE5_OTHER = {
+    **dict.fromkeys(("weight_decay", "weight_decay_end", "momentum_teacher", "teacher_temp"), 1),
+    **dict.fromkeys(("warmup_teacher_temp", "warmup_teacher_temp_steps", "freeze_last_layer_steps"), 1),
+    **dict.fromkeys(("clip_grad", "layer_decay", "center_momentum", "koleo_weight", "student_temp", "preset"), 1),
+    **dict.fromkeys(("out_dim", "global_size", "local_size", "local_crops", "data_dir", "image_size"), 1),
+    **dict.fromkeys(("batch_size", "seed", "eval_every", "knn_train_samples", "knn_test_samples"), 1),
+    **dict.fromkeys(("output_dir", "resume", "save_every", "keep_checkpoints", "device"), 1),
+    **dict.fromkeys(("global_crops_scale", "local_crops_scale"), 2),
+    "bf16": 0,
+}
+RUN_SIZE: dict[str, dict[str, Any]] = {
+    "train_file": dict(type=Path, metavar="FILE"),
+    "validation_file": dict(type=Path, metavar="FILE"),
+    "text_column": dict(metavar="NAME"),
+    "label_column": dict(metavar="NAME"),
+    "max_train_samples": dict(type=args.positive_int, metavar="N"),
+    "per_device_train_batch_size": dict(type=args.positive_int, metavar="N"),
+    "gradient_accumulation_steps": dict(type=args.positive_int, metavar="A"),
+}
+"""train.py flags that fix its run size: used as train.py uses them when ``show`` sizes a run from its data."""
+TRAIN_DEFAULTS = {"text_column": "text", "label_column": "label", "per_device_train_batch_size": 32}
+TRAIN_DEFAULTS |= {"gradient_accumulation_steps": 1}
+"""train.py's defaults for ``RUN_SIZE`` flags (checked against its parser by the tests)."""
+TRAIN_ONLY = tuple(n for n in TRAIN_OTHER if n not in PHASE5_OTHER)
+PHASE5_ONLY = ("lr", *(n for n in PHASE5_OTHER if n not in TRAIN_OTHER))
+FINETUNE_ONLY = (*(n for n in args.FINETUNE_FLAGS if n not in args.PRETRAIN_FLAGS), "steps_per_epoch", *TRAIN_ONLY)
 """Flags that make ``show``/``plot`` use train.py's plan."""
 
 
@@ -72,7 +116,7 @@ def compare_names(text: str) -> list[str]:
 
 
 def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
-    """Every schedule flag of both programs, once each, plus the run size."""
+    """Every schedule flag of both programs, once each, the run size, and the programs' other flags."""
     args.add_schedule_flags(parser, args.PRETRAIN_FLAGS, f"{PHASE5} flags")
     finetune = [n for n in args.FINETUNE_FLAGS if n not in args.PRETRAIN_FLAGS]
     args.add_schedule_flags(parser, finetune, f"{TRAIN} flags (any of them selects train.py's plan)")
@@ -82,7 +126,8 @@ def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
         "steps_per_epoch",
         type=args.positive_int,
         metavar="N",
-        help="optimizer updates per epoch, ceil(batches / accumulation); selects train.py's plan",
+        help="optimizer updates per epoch, ceil(batches / accumulation); selects train.py's plan "
+        "(default: from train.py's data, batch and accumulation flags, as train.py sizes a 1-process run)",
     )
     args.add_flag(
         size,
@@ -91,6 +136,18 @@ def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help=f"open-ended plan only: list K values, steps 0..K-1 (default steps 0..W + max(W, {OPEN_PREVIEW}))",
     )
+    other = parser.add_argument_group(
+        "the programs' other flags",
+        "accepted so that a command line can be pasted; noted as not changing the LR plan, except "
+        f"{', '.join(args.spellings(n)[-1] for n in RUN_SIZE)}, which size train.py's run from its data",
+    )
+    for name, nargs in {**TRAIN_OTHER, **PHASE5_OTHER}.items():
+        if name in RUN_SIZE:
+            args.add_flag(other, name, help=argparse.SUPPRESS, **RUN_SIZE[name])
+        elif nargs == 0:
+            args.add_flag(other, name, action="store_true", help=argparse.SUPPRESS)
+        else:
+            args.add_flag(other, name, nargs=None if nargs == 1 else nargs, metavar="X", help=argparse.SUPPRESS)
 
 
 def build_parser() -> CommandParser:
@@ -111,7 +168,14 @@ def build_parser() -> CommandParser:
     show.add_argument(
         "--json",
         action="store_true",
-        help='print one JSON object {"plan": {...}, "lr": [lr(0), ..., lr(T)]} instead',
+        help='print one JSON object {"plan": {...}, "lr": [lr(0), ..., lr(T)]} instead, streamed '
+        f"(at most {MAX_VALUES:,} values: a longer plan needs --every)",
+    )
+    show.add_argument(
+        "--every",
+        type=args.positive_int,
+        metavar="N",
+        help='list lr(0), lr(N), lr(2N), ... and always the last step (T); with --json also "steps": [...]',
     )
     plot = sub.add_parser(
         "plot",
@@ -156,7 +220,10 @@ def _finetune_trigger(ns: argparse.Namespace) -> str | None:
 
 
 def resolve(ns: argparse.Namespace) -> tuple[str, Plan]:
-    """The program whose plan the flags describe, and that plan. Raises ``UsageError``."""
+    """The program whose plan the flags describe, and that plan, with a note for each typed flag it ignores.
+
+    Raises ``UsageError``.
+    """
     if ns.replan:
         raise UsageError(
             "--replan: only for resuming phase5_big_run.py; lrsched plans a run from step 0, "
@@ -164,13 +231,96 @@ def resolve(ns: argparse.Namespace) -> tuple[str, Plan]:
         )
     trigger = _finetune_trigger(ns)
     if trigger is None:
-        return PHASE5, args.pretrain_plan(ns)
-    if ns.lr is not None:
+        plan = args.pretrain_plan(ns)
+        return PHASE5, _noted(plan, _ignored(ns, (*TRAIN_OTHER, *PHASE5_OTHER), PHASE5))
+    _refuse_phase5_flags(ns, trigger)
+    steps_per_epoch, notes = _steps_per_epoch(ns)
+    plan = args.finetune_plan(ns, steps_per_epoch)
+    return TRAIN, _noted(plan, [*notes, *_ignored(ns, [n for n in TRAIN_OTHER if n not in RUN_SIZE], TRAIN)])
+
+
+def _refuse_phase5_flags(ns: argparse.Namespace, trigger: str) -> None:
+    for name in PHASE5_ONLY:
+        if _given(ns, name):
+            flag = args.spellings(name)[0]
+            value = f" {_shown(getattr(ns, name))}" if name != "lr" else f" {ns.lr:g}"
+            hint = "; use --learning_rate instead" if name == "lr" else ""
+            raise UsageError(
+                f"{flag}{value}: is phase5_big_run.py's flag, but {trigger} makes this train.py's plan{hint}"
+            )
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return "" if value is True else str(value)
+
+
+def _typed(ns: argparse.Namespace, names: Iterable[str], dashed: bool = False) -> list[str]:
+    """``--flag value`` for each of ``names`` given on the command line (train.py's spelling, or phase5's)."""
+    pick = 0 if dashed else -1
+    given = [n for n in dict.fromkeys(names) if _given(ns, n)]
+    return [f"{args.spellings(n)[pick]} {_shown(getattr(ns, n))}".rstrip() for n in given]
+
+
+def _ignored(ns: argparse.Namespace, names: Iterable[str], program: str) -> list[str]:
+    typed = _typed(ns, names, dashed=program == PHASE5)
+    return [f"not used for {program}'s LR plan: {', '.join(typed)}"] if typed else []
+
+
+def _noted(plan: Plan, notes: Sequence[str]) -> Plan:
+    return dataclasses.replace(plan, notes=(*plan.notes, *notes)) if notes else plan
+
+
+def _steps_per_epoch(ns: argparse.Namespace) -> tuple[int | None, list[str]]:
+    """Updates per epoch: ``--steps_per_epoch``, else from train.py's data as train.py computes it.
+
+    With ``--max_steps`` neither is needed (it sets the total); a typed size flag then gets a note.
+    """
+    size_flags = _typed(ns, RUN_SIZE)
+    if ns.max_steps is not None:
+        unused = _typed(ns, ["steps_per_epoch", *RUN_SIZE])
+        why = f"--max_steps {ns.max_steps} sets the total (the auto row still comes from --num_epochs)"
+        return None, [f"not used: {', '.join(unused)}; {why}"] if unused else []
+    if ns.steps_per_epoch is not None:
+        why = f"--steps_per_epoch {ns.steps_per_epoch} gives the updates per epoch"
+        return ns.steps_per_epoch, [f"not used: {', '.join(size_flags)}; {why}"] if size_flags else []
+    return _data_steps_per_epoch(ns)
+
+
+def _data_steps_per_epoch(ns: argparse.Namespace) -> tuple[int, list[str]]:
+    """train.py's ``ceil(B / A)`` for one process, ``B = ceil(examples / batch)``, from its data flags."""
+    from lrsched.recipes.finetune import data  # reads the data without torch
+
+    def flag(name: str) -> object:
+        value = getattr(ns, name)
+        return TRAIN_DEFAULTS.get(name) if value is None else value
+
+    flags = data.DataFlags(
+        train_file=ns.train_file,
+        validation_file=ns.validation_file,
+        test_file=None,
+        text_column=str(flag("text_column")),
+        label_column=str(flag("label_column")),
+        max_train_samples=ns.max_train_samples,
+        max_eval_samples=None,
+        max_test_samples=None,
+        seed=0,
+    )
+    n = len(data.load_splits(flags).train)
+    batch, accum = int(str(flag("per_device_train_batch_size"))), int(str(flag("gradient_accumulation_steps")))
+    batches = data.batches_per_epoch(n, batch)
+    if accum > batches:
         raise UsageError(
-            f"--lr {ns.lr:g}: is phase5_big_run.py's flag, but {trigger} makes this train.py's plan; "
-            "use --learning_rate instead"
+            f"--gradient_accumulation_steps {accum}: larger than the {batches} batches of an epoch "
+            f"({n} examples, batch {batch}, 1 process)"
         )
-    return TRAIN, args.finetune_plan(ns, ns.steps_per_epoch)
+    upe = updates_per_epoch(batches, accum)
+    note = (
+        f"sized as train.py sizes it: {n} training examples, batch {batch}, accumulation {accum}, 1 process "
+        f"-> {upe} updates per epoch (under torchrun pass --steps_per_epoch)"
+    )
+    return upe, [note]
 
 
 def horizon(plan: Plan, steps: int | None) -> int:
@@ -184,13 +334,17 @@ def horizon(plan: Plan, steps: int | None) -> int:
 
 
 def key_steps(schedule: Schedule) -> list[tuple[int, str]]:
-    """The steps worth reading: 0, W-1, W, mid-decay, T-1, T (those that exist, merged)."""
+    """The steps worth reading: 0, W-1, W, mid-decay (wsd: the decay's start), T-1, T (those that exist, merged)."""
     w, total = schedule.warmup, schedule.total
     picks = [(0, "start")]
     if w > 0:
         picks += [(w - 1, "last warm-up step (W-1)"), (w, "end of warm-up (W)")]
     if total is None:
         picks += [(w + later, "held (open-ended)") for later in LATER_STEPS]
+    elif schedule.shape == "wsd" and schedule.decay is not None:
+        start = total - schedule.decay
+        picks += [(start, "decay starts (T-D)"), (start + schedule.decay // 2, "mid-decay")]
+        picks += [(total - 1, "T-1"), (total, "end (T), held after")]
     else:
         picks += [(w + (total - w) // 2, "mid-decay"), (total - 1, "T-1"), (total, "end (T), held after")]
     merged: dict[int, list[str]] = {}
@@ -199,18 +353,71 @@ def key_steps(schedule: Schedule) -> list[tuple[int, str]]:
     return [(step, ", ".join(labels)) for step, labels in sorted(merged.items())]
 
 
+def listed_steps(last: int, every: int | None) -> Iterator[int]:
+    """``0, N, 2N, ...`` up to ``last``, and always ``last`` (every step without ``--every``)."""
+    step = every or 1
+    yield from range(0, last + 1, step)
+    if last % step:
+        yield last
+
+
+def check_listing(last: int, every: int | None) -> None:
+    """Refuse a listing of more than ``MAX_VALUES`` values, suggesting an ``--every`` that fits."""
+    step = every or 1
+    count = -(-(last + 1) // step) + (1 if last % step else 0)
+    if count <= MAX_VALUES:
+        return
+    suggest = 1
+    while (last + 1) / suggest > 10_000:
+        suggest *= 10
+    flag = f"--every {every}" if every else "--json"
+    raise UsageError(
+        f"{flag}: steps 0..{last} are {count:,} values, more than {MAX_VALUES:,}; "
+        f"pass --every {suggest} for {-(-(last + 1) // suggest):,} of them"
+    )
+
+
 # --- commands -------------------------------------------------------------------------------
 
 
-def show_text(program: str, plan: Plan, last: int) -> str:
-    """What ``lrsched show`` prints: the plan with sources, the key steps and the chart."""
+def show_text(program: str, plan: Plan, last: int, every: int | None = None) -> Iterator[str]:
+    """What ``lrsched show`` prints, line by line: the plan with sources, the key steps, the chart.
+
+    With ``every``, also the LR at steps ``0, N, 2N, ..., last``, computed as printed.
+    """
     schedule = plan.schedule
-    lines = [f"plan for {program}", *plan.lines(), "", "lr at key steps:"]
-    lines += [f"  step {step:>9}  lr {schedule(step):<11.4g} {label}" for step, label in key_steps(schedule)]
+    yield from [f"plan for {program}", *plan.lines(), "", "lr at key steps:"]
+    yield from [f"  step {step:>9}  lr {schedule(step):<11.4g} {label}" for step, label in key_steps(schedule)]
+    if every is not None:
+        yield ""
+        yield f"lr every {every} steps:"
+        yield from (f"  step {t:>9}  lr {schedule(t):.6g}" for t in listed_steps(last, every))
     end = f"T={last}" if schedule.total is not None else f"{last} (open-ended)"
-    lines += ["", f"lr, steps 0..{last}:"]
-    lines.append(render.terminal_chart(Series(schedule, last), warmup=schedule.warmup or None, end_label=end))
-    return "\n".join(lines)
+    yield ""
+    yield f"lr, steps 0..{last}:"
+    yield render.terminal_chart(Series(schedule, last), warmup=schedule.warmup or None, end_label=end)
+
+
+def _json_list(out: IO[str], values: Iterable[str], chunk: int = 8192) -> None:
+    """``[v, v, ...]`` written in chunks: memory does not grow with the number of values."""
+    out.write("[")
+    values = iter(values)
+    first = True
+    while block := list(itertools.islice(values, chunk)):
+        out.write(("" if first else ", ") + ", ".join(block))
+        first = False
+    out.write("]")
+
+
+def write_json(out: IO[str], plan: Plan, last: int, every: int | None) -> None:
+    """One JSON object ``{"plan": ..., "lr": [...]}`` (and ``"steps": [...]`` with ``every``), streamed."""
+    head = json.dumps({"plan": plan.to_json()})
+    out.write(head[:-1] + ', "lr": ')
+    _json_list(out, (float.__repr__(plan.schedule(t)) for t in listed_steps(last, every)))
+    if every is not None:
+        out.write(', "steps": ')
+        _json_list(out, map(str, listed_steps(last, every)))
+    out.write("}\n")
 
 
 def cmd_show(ns: argparse.Namespace) -> int:
@@ -218,11 +425,13 @@ def cmd_show(ns: argparse.Namespace) -> int:
     with args.usage_errors(PROG):
         program, plan = resolve(ns)
         last = horizon(plan, ns.steps)
+        if ns.json or ns.every is not None:
+            check_listing(last, ns.every)
     if ns.json:
-        lr = [plan.schedule(t) for t in range(last + 1)]
-        print(json.dumps({"plan": plan.to_json(), "lr": lr}))
+        write_json(sys.stdout, plan, last, ns.every)
     else:
-        print(show_text(program, plan, last))
+        for line in show_text(program, plan, last, ns.every):
+            print(line)
     return 0
 
 

@@ -1,7 +1,8 @@
 """Schedules as pure math: frozen dataclasses mapping a step to a value.
 
 Step convention (DESIGN section 2): ``t`` counts the optimizer updates completed
-so far, from 0, and ``schedule(t)`` is the value the next update uses.
+so far, from 0, and ``schedule(t)`` is the value the next update uses. A negative
+step is an error.
 
 Every schedule here is a frozen dataclass, so it pickles, compares and prints,
 and ``describe``/``from_description`` turn it into plain JSON-able data and back.
@@ -11,11 +12,17 @@ Only the standard library is used: no torch.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields
+from fractions import Fraction
 from typing import Any, Literal
 
-Shape = Literal["constant", "linear", "cosine", "cosine_restarts"]
-SHAPES: tuple[Shape, ...] = ("constant", "linear", "cosine", "cosine_restarts")
+Shape = Literal["constant", "linear", "cosine", "cosine_restarts", "wsd"]
+SHAPES: tuple[Shape, ...] = ("constant", "linear", "cosine", "cosine_restarts", "wsd")
+DecayType = Literal["cosine", "linear", "1-sqrt"]
+DECAY_TYPES: tuple[DecayType, ...] = ("cosine", "linear", "1-sqrt")
+DEFAULT_DECAY_RATIO = Fraction(1, 5)
+"""``wsd`` decays over the last ``ceil(0.2 * T)`` steps unless told otherwise."""
 
 
 class ScheduleError(ValueError):
@@ -27,8 +34,18 @@ def _require(ok: bool, name: str, value: object, rule: str) -> None:
         raise ScheduleError(f"{name}={value!r}: {rule}")
 
 
-def _finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+def _finite(x: object) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _integer(x: object) -> bool:
+    """An integer, numpy's included (``numbers.Integral``), but not a bool."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def decay_steps(ratio: Fraction | str | int, total: int) -> int:
+    """``D = ceil(ratio * T)``, exact for the decimal typed: ``decay_steps("0.07", 100) == 7``."""
+    return math.ceil(Fraction(ratio) * total)
 
 
 @dataclass(frozen=True)
@@ -40,13 +57,22 @@ class Schedule:
     - warm-up, ``t < W``: ``start + (base - start) * t / W``
       (``start = 0`` gives seed 000's ``base * t / W``);
     - ``constant``: ``base``;
-    - ``linear``: ``final + (base - final) * (1 - p)``;
+    - ``linear``: ``final + (base - final) * (T - t) / (T - W)`` (HF's form, exact at ``T - 1``);
     - ``cosine``: ``final + 0.5 * (base - final) * (1 + cos(pi * p))``;
     - ``cosine_restarts`` with ``c = cycles`` (SGDR hard restarts, fractional
       ``c`` allowed): ``final + 0.5 * (base - final) * (1 + cos(pi * ((c * p) mod 1)))``
       for ``p < 1``, and ``final`` at ``p = 1``;
+    - ``wsd`` (warmup-stable-decay) with ``D = decay`` steps and ``q = (t - (T - D)) / D``:
+      ``base`` for ``t < T - D``, then by ``decay_type``:
+      ``cosine`` ``final + 0.5 * (base - final) * (1 + cos(pi * q))``,
+      ``linear`` ``final + (base - final) * (T - t) / D``,
+      ``1-sqrt`` ``final + (base - final) * (1 - sqrt(q))``;
     - after ``T``: the value at ``T`` is held;
     - open-ended (``total=None``): warm-up, then ``base`` for ever, whatever the shape.
+
+    ``cycles`` is only for ``cosine_restarts``; ``decay`` and ``decay_type`` only for
+    ``wsd``, where ``decay=None`` means ``ceil(0.2 * T)`` (``1 <= D <= T - W``).
+    ``warmup``, ``total`` and ``decay`` accept any integer type (numpy's too), never a bool.
 
     For a learning rate, ``base`` is the peak and ``final`` the floor ``min_lr``.
     Other fields use the same class: DINO's weight decay rises with ``cosine``
@@ -60,21 +86,43 @@ class Schedule:
     total: int | None = None
     cycles: float = 1.0
     start: float = 0.0
+    decay: int | None = None
+    decay_type: DecayType = "cosine"
 
     def __post_init__(self) -> None:
         _require(self.shape in SHAPES, "shape", self.shape, f"must be one of {', '.join(SHAPES)}")
-        for name in ("base", "final", "start"):
+        for name in ("base", "final", "start", "cycles"):
             _require(_finite(getattr(self, name)), name, getattr(self, name), "must be a finite number")
-        _require(isinstance(self.warmup, int) and self.warmup >= 0, "warmup", self.warmup, "must be an integer >= 0")
+            object.__setattr__(self, name, float(getattr(self, name)))
+        _require(_integer(self.warmup) and self.warmup >= 0, "warmup", self.warmup, "must be an integer >= 0")
+        object.__setattr__(self, "warmup", int(self.warmup))
         if self.total is not None:
-            _require(isinstance(self.total, int), "total", self.total, "must be an integer or None")
-            _require(
-                self.total > self.warmup,
-                "total",
-                self.total,
-                f"must be greater than warmup={self.warmup}",
-            )
-        _require(_finite(self.cycles) and self.cycles > 0, "cycles", self.cycles, "must be a finite number > 0")
+            _require(_integer(self.total), "total", self.total, "must be an integer or None")
+            object.__setattr__(self, "total", int(self.total))
+            _require(self.total > self.warmup, "total", self.total, f"must be greater than warmup={self.warmup}")
+        self._check_cycles()
+        self._check_decay()
+
+    def _check_cycles(self) -> None:
+        if self.shape == "cosine_restarts":
+            _require(self.cycles > 0, "cycles", self.cycles, "must be a finite number > 0")
+        else:
+            _require(self.cycles == 1.0, "cycles", self.cycles, f"only for cosine_restarts, not {self.shape}")
+
+    def _check_decay(self) -> None:
+        if self.shape != "wsd":
+            _require(self.decay is None, "decay", self.decay, f"only for wsd, not {self.shape}")
+            _require(self.decay_type == "cosine", "decay_type", self.decay_type, f"only for wsd, not {self.shape}")
+            return
+        _require(self.decay_type in DECAY_TYPES, "decay_type", self.decay_type, f"must be one of {DECAY_TYPES}")
+        if self.decay is None and self.total is not None:
+            object.__setattr__(self, "decay", decay_steps(DEFAULT_DECAY_RATIO, self.total))
+        if self.decay is not None:
+            _require(_integer(self.decay) and self.decay >= 1, "decay", self.decay, "must be an integer >= 1")
+            object.__setattr__(self, "decay", int(self.decay))
+        if self.decay is not None and self.total is not None:
+            room = self.total - self.warmup
+            _require(self.decay <= room, "decay", self.decay, f"must be at most total - warmup = {room}")
 
     @property
     def open_ended(self) -> bool:
@@ -82,21 +130,37 @@ class Schedule:
 
     def __call__(self, t: int) -> float:
         if t < self.warmup:
+            _require(t >= 0, "t", t, "a step must be >= 0")
             return self.start + (self.base - self.start) * t / self.warmup
         if self.total is None or self.shape == "constant":
             return self.base
-        t = min(t, self.total)
-        return self._decay((t - self.warmup) / (self.total - self.warmup))
+        return self._decay(min(t, self.total), self.total)
 
-    def _decay(self, p: float) -> float:
-        span = self.base - self.final
+    def _decay(self, t: int, total: int) -> float:
+        span, w = self.base - self.final, self.warmup
         if self.shape == "linear":
-            return self.final + span * (1.0 - p)
+            return self.final + span * ((total - t) / (total - w))
+        if self.shape == "wsd":
+            return self._wsd(t, total)
+        p = (t - w) / (total - w)
         if self.shape == "cosine":
             return self.final + 0.5 * span * (1.0 + math.cos(math.pi * p))
         if p >= 1.0:
             return self.final
         return self.final + 0.5 * span * (1.0 + math.cos(math.pi * ((self.cycles * p) % 1.0)))
+
+    def _wsd(self, t: int, total: int) -> float:
+        d = self.decay
+        assert d is not None  # set in __post_init__ whenever total is
+        if t < total - d:
+            return self.base
+        span = self.base - self.final
+        if self.decay_type == "linear":
+            return self.final + span * ((total - t) / d)
+        q = (t - (total - d)) / d
+        if self.decay_type == "cosine":
+            return self.final + 0.5 * span * (1.0 + math.cos(math.pi * q))
+        return self.final + span * (1.0 - math.sqrt(q))
 
     @property
     def end_value(self) -> float:
@@ -106,24 +170,37 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Replanned:
-    """``before`` up to step ``t0``, then a cosine from ``before(t0)`` to ``final`` at ``total``.
+    """``before`` up to step ``t0``, then ``after`` shifted to start at ``t0``: ``after(t - t0)``.
 
-    For ``t0 <= t <= T``, with ``v0 = before(t0)`` (DESIGN section 5):
-    ``final + 0.5 * (v0 - final) * (1 + cos(pi * (t - t0) / (T - t0)))``;
-    the value at ``T`` is held after it. With ``total=None`` the value ``v0`` is held
-    from ``t0`` on. The horizon changes, the value at ``t0`` does not: no jump.
+    ``after(0)`` must equal ``before(t0)``: the value never jumps at ``t0``. ``replan``
+    builds the two kinds of ``after``:
+
+    - a decay from ``v0 = before(t0)``: DESIGN section 5's
+      ``final + 0.5 * (v0 - final) * (1 + cos(pi * (t - t0) / (T - t0)))`` (a ``cosine``
+      with ``base=v0``, no warm-up), or for a ``wsd`` target ``v0`` held then its decay
+      over the last ``D`` steps; ``v0`` held for ever when open-ended;
+    - a re-warm: linear from ``v0`` at ``t0`` to the new peak at ``t1``, then the target's
+      shape to its floor at ``T`` (``after`` has ``start=v0``, ``warmup=t1 - t0``).
+
+    ``base`` and ``warmup`` are ``before``'s (param groups scale by ``base``); ``total`` is
+    ``t0 + after.total``.
     """
 
     before: AnySchedule
     t0: int
-    total: int | None
-    final: float
+    after: Schedule
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.t0, int) and self.t0 >= 0, "t0", self.t0, "must be an integer >= 0")
-        if self.total is not None:
-            _require(self.total > self.t0, "total", self.total, f"must be greater than the current step {self.t0}")
-        _require(_finite(self.final), "final", self.final, "must be a finite number")
+        _require(_integer(self.t0) and self.t0 >= 0, "t0", self.t0, "must be an integer >= 0")
+        object.__setattr__(self, "t0", int(self.t0))
+        v0, a = self.before(self.t0), self.after
+        scale = max(abs(v0), abs(a.base), abs(a.final))
+        _require(
+            math.isclose(a(0), v0, rel_tol=1e-9, abs_tol=1e-12 * scale),
+            "after",
+            self.after,
+            f"must start at before({self.t0}) = {v0!r} (no jump)",
+        )
 
     @property
     def base(self) -> float:
@@ -134,40 +211,134 @@ class Replanned:
         return self.before.warmup
 
     @property
+    def total(self) -> int | None:
+        return None if self.after.total is None else self.t0 + self.after.total
+
+    @property
+    def final(self) -> float:
+        return self.after.final
+
+    @property
     def open_ended(self) -> bool:
         return self.total is None
 
     @property
     def end_value(self) -> float:
-        return self(self.total) if self.total is not None else self.before(self.t0)
+        return self.after.end_value
 
     def __call__(self, t: int) -> float:
-        if t < self.t0:
-            return self.before(t)
-        v0 = self.before(self.t0)
-        if self.total is None:
-            return v0
-        p = (min(t, self.total) - self.t0) / (self.total - self.t0)
-        return self.final + 0.5 * (v0 - self.final) * (1.0 + math.cos(math.pi * p))
+        return self.before(t) if t < self.t0 else self.after(t - self.t0)
+
+    def summary(self) -> str:
+        """What the replan does, in words, e.g. ``from step 400: 0.0004 -> 0.002 linearly by step 900, ...``."""
+        a, t0 = self.after, self.t0
+        v0, end = a(0), "for ever" if a.total is None else f"by step {t0 + a.total}, held after"
+        if a.warmup > 0:
+            rest = "then held" if a.total is None or a.shape == "constant" else f"then {_form(a)} to {a.final:.4g}"
+            return f"from step {t0}: {v0:.4g} -> {a.base:.4g} linearly by step {t0 + a.warmup}, {rest} {end}"
+        if a.total is None:
+            return f"from step {t0}: {v0:.4g} held for ever"
+        if a.shape == "wsd" and a.decay is not None and a.decay < a.total:
+            start = t0 + a.total - a.decay
+            return f"from step {t0}: {v0:.4g} held until step {start}, then {a.decay_type} to {a.final:.4g} {end}"
+        return f"from step {t0}: {_form(a)} from {v0:.4g} to {a.final:.4g} {end}"
+
+
+def _form(s: Schedule) -> str:
+    return f"wsd ({s.decay_type} over the last {s.decay} steps)" if s.shape == "wsd" else s.shape
 
 
 AnySchedule = Schedule | Replanned
 
 
-def replan(current: AnySchedule, t0: int, target: Schedule) -> AnySchedule:
-    """The schedule to follow from step ``t0`` when the horizon changes to ``target.total``.
+def _peak(s: AnySchedule) -> float:
+    """The peak a schedule climbs to: ``base``, or a replan's new peak after a re-warm."""
+    if isinstance(s, Schedule):
+        return s.base
+    return s.after.base if s.after.warmup > 0 else _peak(s.before)
 
-    Still in warm-up (``t0 <= target.warmup``) on the same line (``target(t0) == current(t0)``):
-    ``target`` itself. Otherwise: ``current`` up to ``t0``, then a cosine from ``current(t0)``
-    to the value ``target`` ends on (``target.final``, or ``target.base`` for a constant shape),
-    so the value at ``t0`` never jumps.
+
+def _warming(s: AnySchedule, t: int) -> bool:
+    """Whether step ``t`` is in a warm-up (or a replan's re-warm): the peak is still ahead."""
+    if isinstance(s, Schedule):
+        return t < s.warmup
+    return _warming(s.before, t) if t < s.t0 else t - s.t0 < s.after.warmup
+
+
+def _same(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
+
+
+def replan(current: AnySchedule, t0: int, target: Schedule) -> AnySchedule:
+    """The schedule to follow from step ``t0`` when the plan changes to ``target``; never a jump at ``t0``.
+
+    With ``v0 = current(t0)``:
+
+    1. ``target(t0) == v0`` (e.g. the same warm-up line, or a ``wsd`` plateau): ``target`` itself.
+    2. A re-warm when ``target`` asks for a peak the run will not otherwise reach: a new peak
+       (``target.base`` differs from ``current``'s), a finished run (``t0 >= current.total``,
+       at its end value), or a run still in warm-up. Linear from ``v0`` at ``t0`` to
+       ``target.base`` at ``t1 = target.warmup`` if ``t0`` is before it, else at
+       ``t1 = t0 + target.warmup``; then ``target``'s shape from the peak to its floor at
+       ``target.total`` (a ``wsd`` decay shortened to the steps after ``t1`` if longer).
+       Refused (``ScheduleError``) when that needs a jump (``t1 == t0``) or does not fit
+       before ``target.total``.
+    3. Otherwise, a decay from ``v0``: cosine to the value ``target`` ends on (``target.final``,
+       ``target.base`` for a constant shape) at ``target.total`` (DESIGN section 5); for a
+       ``wsd`` target ``v0`` held, then its decay over its last ``D`` steps (or the steps
+       left); ``v0`` held for ever when ``target`` is open-ended.
+
+    ``Replanned.summary()`` says which in words.
     """
-    if t0 <= target.warmup and math.isclose(target(t0), current(t0), rel_tol=1e-12, abs_tol=0.0):
+    _require(_integer(t0) and t0 >= 0, "t0", t0, "must be an integer >= 0")
+    v0 = current(t0)
+    if _same(target(t0), v0):
         return target
     if target.total is not None and target.total <= t0:
         raise ScheduleError(f"total={target.total}: must be greater than the current step {t0}")
-    final = target.base if target.shape == "constant" or target.total is None else target.final
-    return Replanned(before=current, t0=t0, total=target.total, final=final)
+    finished = current.total is not None and t0 >= current.total and not _same(v0, _peak(current))
+    if finished or _warming(current, t0) or not _same(target.base, _peak(current)):
+        return Replanned(current, t0, _rewarm(v0, t0, target))
+    return Replanned(current, t0, _decay_from(v0, t0, target))
+
+
+def _rewarm(v0: float, t0: int, target: Schedule) -> Schedule:
+    """``v0`` at ``t0`` linearly to ``target.base`` at ``t1``, then ``target``'s shape (relative to ``t0``)."""
+    t1 = target.warmup if t0 < target.warmup else t0 + target.warmup
+    _require(
+        t1 > t0,
+        "warmup",
+        target.warmup,
+        f"re-warming from {v0:.4g} at step {t0} to the peak {target.base:.4g} needs warm-up steps > 0",
+    )
+    total = None if target.total is None else target.total - t0
+    decay = None
+    if target.total is not None:
+        _require(target.total > t1, "total", target.total, f"must be after the re-warm's end at step {t1}")
+        decay = None if target.decay is None else min(target.decay, target.total - t1)
+    return Schedule(
+        target.shape,
+        base=target.base,
+        final=target.final,
+        warmup=t1 - t0,
+        total=total,
+        cycles=target.cycles,
+        start=v0,
+        decay=decay,
+        decay_type=target.decay_type,
+    )
+
+
+def _decay_from(v0: float, t0: int, target: Schedule) -> Schedule:
+    """From ``v0`` at ``t0`` (relative step 0) to ``target``'s end value at ``target.total``."""
+    if target.total is None:
+        return Schedule("constant", base=v0)
+    left, end = target.total - t0, target.end_value
+    if target.shape == "wsd" and target.decay is not None:
+        return Schedule(
+            "wsd", base=v0, final=end, total=left, decay=min(target.decay, left), decay_type=target.decay_type
+        )
+    return Schedule("cosine", base=v0, final=end, total=left)
 
 
 def describe(schedule: AnySchedule) -> dict[str, Any]:
@@ -177,23 +348,40 @@ def describe(schedule: AnySchedule) -> dict[str, Any]:
             "type": "Replanned",
             "before": describe(schedule.before),
             "t0": schedule.t0,
-            "total": schedule.total,
-            "final": schedule.final,
+            "after": describe(schedule.after),
         }
     return {"type": "Schedule", **asdict(schedule)}
 
 
+def _replanned(data: dict[str, Any]) -> Replanned:
+    before, t0 = from_description(data["before"]), data["t0"]
+    if "after" in data:
+        after = from_description(data["after"])
+        if not isinstance(after, Schedule):
+            raise TypeError("after must be a Schedule")
+        return Replanned(before, t0, after)
+    # the form saved before re-warms existed: a cosine from before(t0) to final at total
+    v0, total, final = before(t0), data["total"], data["final"]
+    if total is None:
+        return Replanned(before, t0, Schedule("constant", base=v0))
+    return Replanned(before, t0, Schedule("cosine", base=v0, final=final, total=total - t0))
+
+
 def from_description(data: dict[str, Any]) -> AnySchedule:
-    """Inverse of ``describe``; raises ``ScheduleError`` on anything else."""
+    """Inverse of ``describe``; raises ``ScheduleError`` on anything else.
+
+    Also reads the older ``Replanned`` form (``total`` and ``final`` instead of ``after``).
+    """
     kind = data.get("type") if isinstance(data, dict) else None
     try:
         if kind == "Replanned":
-            return Replanned(
-                before=from_description(data["before"]), t0=data["t0"], total=data["total"], final=data["final"]
-            )
+            return _replanned(data)
         if kind == "Schedule":
             names = {f.name for f in fields(Schedule)}
-            return Schedule(**{k: v for k, v in data.items() if k in names})
+            kwargs = {k: v for k, v in data.items() if k in names}
+            if kwargs.get("shape") != "cosine_restarts":
+                kwargs.pop("cycles", None)  # saved before cycles were refused for other shapes
+            return Schedule(**kwargs)
     except (KeyError, TypeError) as err:
         raise ScheduleError(f"description={data!r}: not a schedule description ({err})") from None
     raise ScheduleError(f"description={data!r}: not a schedule description")

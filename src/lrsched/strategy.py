@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
 
-from lrsched.schedules import Schedule, Shape
+from lrsched.schedules import DEFAULT_DECAY_RATIO, DecayType, Schedule, Shape, decay_steps
 
-Strategy = Literal["auto", "constant", "linear", "cosine", "cosine_restarts"]
-STRATEGIES: tuple[Strategy, ...] = ("auto", "constant", "linear", "cosine", "cosine_restarts")
+Strategy = Literal["auto", "constant", "linear", "cosine", "cosine_restarts", "wsd"]
+STRATEGIES: tuple[Strategy, ...] = ("auto", "constant", "linear", "cosine", "cosine_restarts", "wsd")
 FULL_LR = 5e-5
 
 
@@ -79,6 +79,8 @@ class Plan:
             "warmup_steps": s.warmup,
             "total_steps": s.total,
             "cycles": self.cycles,
+            "decay_steps": s.decay if s.shape == "wsd" else None,
+            "decay_type": s.decay_type if s.shape == "wsd" else None,
             "sources": dict(self.sources),
             "notes": list(self.notes),
         }
@@ -94,8 +96,16 @@ class Plan:
             "total": "open-ended" if s.total is None else f"{s.total} steps",
             "cycles": "n/a" if self.cycles is None else f"{self.cycles:g}",
         }
+        if s.shape == "wsd":
+            values["decay"] = self._decay_text()
         out = [f"  {key:<7} {value:<16} ({dict(self.sources).get(key, '')})" for key, value in values.items()]
         return out + [f"  note: {note}" for note in self.notes]
+
+    def _decay_text(self) -> str:
+        s = self.schedule
+        if s.total is None or s.decay is None:
+            return "at --max-steps"
+        return f"{s.decay} steps"
 
 
 def updates_per_epoch(batches: int, accumulation: int) -> int:
@@ -124,10 +134,15 @@ def resolve_finetune(
     warmup_steps: int | None = None,
     num_cycles: float | None = None,
     min_lr: float | None = None,
+    decay_ratio: Fraction | None = None,
+    decay_type: DecayType | None = None,
 ) -> Plan:
     """train.py's plan (seed 004): shape, peak, warm-up, cycles and floor, each with a source.
 
-    ``total = max_steps`` when given, else ``ceil(epochs * steps_per_epoch)``.
+    ``total = max_steps`` when given, else ``ceil(epochs * steps_per_epoch)``. ``wsd`` takes
+    the row's peak and warm-up and decays over the last ``ceil(decay_ratio * total)`` steps.
+    A flag that changes nothing for the resolved shape (``--num_cycles`` without
+    ``cosine_restarts``, ``--decay_ratio`` without ``wsd``, ...) gets a note.
     """
     if epochs <= 0:
         raise UsageError(f"--num_epochs {_fmt_num(epochs)}: must be > 0")
@@ -191,16 +206,67 @@ def resolve_finetune(
     if warmup >= total:
         raise UsageError(f"{flag}: gives {warmup} warm-up steps, must be fewer than the {total} total steps{hint}")
 
-    if num_cycles is not None:
-        cycles, sources["cycles"] = num_cycles, f"--num_cycles {num_cycles:g}"
-    else:
-        cycles, sources["cycles"] = row.cycles, f"auto: {e} epochs -> {row.cycles:g}"
-
+    if warmup_steps is not None and warmup_ratio is not None:
+        notes.append(f"--warmup_ratio {_fmt_num(warmup_ratio)} changes nothing: --warmup_steps {warmup_steps} is used")
+    cycles = _cycles(shape, num_cycles, row, e, sources, notes)
+    decay, kind = _wsd_decay(shape, decay_ratio, decay_type, total, warmup, "_", sources, notes)
     floor = 0.0 if min_lr is None else min_lr
     sources["min_lr"] = "default" if min_lr is None else f"--min_lr {min_lr:g}"
     _check_floor(floor, peak, "--min_lr")
-    schedule = Schedule(shape, base=peak, final=floor, warmup=warmup, total=total, cycles=cycles)
+    if min_lr is not None and shape == "constant":
+        notes.append(f"--min_lr {min_lr:g} changes nothing: constant holds the peak")
+    schedule = Schedule(
+        shape, base=peak, final=floor, warmup=warmup, total=total, cycles=cycles, decay=decay, decay_type=kind
+    )
     return Plan(schedule, tuple(sources.items()), tuple(notes))
+
+
+def _cycles(
+    shape: Shape, num_cycles: float | None, row: Row, e: str, sources: dict[str, str], notes: list[str]
+) -> float:
+    """``--num_cycles``, else the row's; 1 (unused) for any shape but ``cosine_restarts``, with a note if typed."""
+    if num_cycles is None:
+        sources["cycles"] = f"auto: {e} epochs -> {row.cycles:g}"
+        return row.cycles if shape == "cosine_restarts" else 1.0
+    sources["cycles"] = f"--num_cycles {num_cycles:g}"
+    if shape == "cosine_restarts":
+        return num_cycles
+    notes.append(f"--num_cycles {num_cycles:g} changes nothing: only cosine_restarts has cycles (the shape is {shape})")
+    return 1.0
+
+
+def _wsd_decay(
+    shape: Shape,
+    ratio: Fraction | None,
+    kind: DecayType | None,
+    total: int | None,
+    warmup: int,
+    sep: str,
+    sources: dict[str, str],
+    notes: list[str],
+) -> tuple[int | None, DecayType]:
+    """``wsd``'s decay steps ``D = ceil(ratio * T)`` (default ratio 0.2) and form; a note for other shapes.
+
+    ``sep`` is the flags' separator as the program spells them (``--decay_ratio`` or ``--decay-ratio``).
+    """
+    ratio_flag, type_flag = f"--decay{sep}ratio", f"--decay{sep}type"
+    if shape != "wsd":
+        typed = [f"{ratio_flag} {_fmt_num(ratio)}"] if ratio is not None else []
+        typed += [f"{type_flag} {kind}"] if kind is not None else []
+        if typed:
+            notes.append(f"{', '.join(typed)} changes nothing: only wsd has a final decay (the shape is {shape})")
+        return None, "cosine"
+    form: DecayType = kind or "cosine"
+    r = DEFAULT_DECAY_RATIO if ratio is None else ratio
+    how = f"{ratio_flag} {_fmt_num(r)}" if ratio is not None else f"{ratio_flag} (default {_fmt_num(r)})"
+    if total is None:
+        sources["decay"] = f"{how} of the --max-steps a resume gives, {form}"
+        return None, form
+    d = decay_steps(r, total)
+    if d > total - warmup:
+        raise UsageError(f"{how}: gives {d} decay steps, more than the {total - warmup} steps after the warm-up")
+    sources["decay"] = f"{how}: {_pct(r)} of {total}, {form} from step {total - d}"
+    return d, form
 
 
 PRETRAIN_DEFAULTS = {"lr": 5e-4, "warmup_steps": 2500, "min_lr": 1e-6}
@@ -212,9 +278,20 @@ def resolve_pretrain(
     warmup_steps: int | None = None,
     min_lr: float | None = None,
     max_steps: int | None = None,
+    decay_ratio: Fraction | None = None,
+    decay_type: DecayType | None = None,
 ) -> Plan:
-    """phase5_big_run.py's plan (seed 000): warm-up + cosine to ``min_lr``, or warm-up + hold."""
-    sources: dict[str, str] = {"shape": "phase5_big_run.py: warm-up + cosine (seed 000)"}
+    """phase5_big_run.py's plan (seed 000): warm-up + cosine to ``min_lr``, or warm-up + hold.
+
+    ``--decay-ratio`` (or ``--decay-type``) selects ``wsd`` instead: warm-up, the peak held,
+    then a decay over the last ``ceil(decay_ratio * max_steps)`` steps.
+    """
+    wsd = decay_ratio is not None or decay_type is not None
+    sources: dict[str, str] = {
+        "shape": "--decay-ratio/--decay-type: warm-up, hold, decay (wsd)"
+        if wsd
+        else "phase5_big_run.py: warm-up + cosine (seed 000)"
+    }
 
     def pick(name: str, flag: str, value: Any) -> Any:
         if value is None:
@@ -236,7 +313,9 @@ def resolve_pretrain(
         if warmup >= max_steps:
             raise UsageError(f"--warmup-steps {warmup}: must be less than --max-steps {max_steps}")
     sources["cycles"] = "n/a"
-    schedule = Schedule("cosine", base=peak, final=floor, warmup=warmup, total=max_steps)
+    shape: Shape = "wsd" if wsd else "cosine"
+    decay, kind = _wsd_decay(shape, decay_ratio, decay_type, max_steps, warmup, "-", sources, notes)
+    schedule = Schedule(shape, base=peak, final=floor, warmup=warmup, total=max_steps, decay=decay, decay_type=kind)
     return Plan(schedule, tuple(sources.items()), tuple(notes))
 
 

