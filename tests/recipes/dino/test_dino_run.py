@@ -309,3 +309,24 @@ def test_a_resume_keeps_what_defines_the_run_and_records_what_it_changes(
     assert run(out, *flags, "--resume", "latest", "--eval-every", "3", "--workers", "1") == 0
     changed_flags = json.loads((out / "plan.json").read_text())["changed_on_resume"]
     assert changed_flags == {"eval_every": ["0", "3"], "workers": ["0", "1"]}
+
+
+def test_replan_to_a_new_peak_rewarms_says_so_and_refuses_a_jump_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "open"
+    monkeypatch.setenv("LRSCHED_STOP_AT_STEP", "4")
+    assert run(out, "--lr", "1e-3", "--warmup-steps", "2", "--workers", "0") == 0
+    monkeypatch.delenv("LRSCHED_STOP_AT_STEP")
+    capsys.readouterr()
+    new = ["--lr", "2e-3", "--max-steps", "12", "--replan", "--resume", "latest", "--workers", "0"]
+    with pytest.raises(SystemExit) as exit_status:
+        run(out, *new, "--warmup-steps", "0")
+    assert exit_status.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("phase5_big_run.py: error: --replan at step 4: lr: --warmup-steps 0: re-warming from 0.001")
+    assert len(err.splitlines()) == 1
+    assert run(out, *new, "--warmup-steps", "2") == 0
+    assert "note: --replan from step 4: 0.001 -> 0.002 linearly by step 6" in capsys.readouterr().out
+    lrs = [float(r["lr"]) for r in read_rows(out / "log.csv")]
+    assert lrs[3] == lrs[4] == pytest.approx(1e-3) and lrs[5] == pytest.approx(1.5e-3) and lrs[6] == pytest.approx(2e-3)

@@ -42,7 +42,15 @@ from lrsched.recipes.dino.loss import DINOLoss, koleo
 from lrsched.recipes.dino.model import build_networks, ema_update, param_groups, reference_group
 from lrsched.recipes.dino.stream import Batch, eval_batches, train_loader
 from lrsched.recipes.dino.vit import Preset
-from lrsched.schedules import AnySchedule, Schedule, describe, differences, from_description, replan
+from lrsched.schedules import (
+    AnySchedule,
+    Schedule,
+    ScheduleError,
+    describe,
+    differences,
+    from_description,
+    replan,
+)
 from lrsched.strategy import Plan, UsageError
 from lrsched.torch_sched import OnMismatch, ScheduledField, ScheduledLR
 
@@ -243,6 +251,31 @@ def check_resume(state: dict[str, Any], args: argparse.Namespace, schedules: Sch
         )
     if changes and args.max_steps is not None and args.max_steps <= step:
         raise UsageError(f"--max-steps {args.max_steps}: must be greater than the checkpoint's step {step}")
+    for name, saved in _saved_schedules(state).items():
+        try:
+            replan(from_description(saved), step, schedules.targets()[name])
+        except ScheduleError as err:
+            raise UsageError(f"--replan at step {step}: {name}: {_as_flags(str(err))}") from None
+
+
+LIBRARY_TO_FLAG = {"warmup=": "--warmup-steps ", "total=": "--max-steps ", "decay=": "decay steps "}
+
+
+def _as_flags(message: str) -> str:
+    """A library error in the command line's words (``warmup=0`` -> ``--warmup-steps 0``)."""
+    for name, flag in LIBRARY_TO_FLAG.items():
+        message = message.replace(name, flag)
+    return message
+
+
+def _saved_schedules(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    s = state["schedules"]
+    return {
+        "lr": state["lr_scheduler"]["schedule"],
+        "weight_decay": state["wd_scheduler"]["schedule"],
+        "momentum": s["momentum"]["schedule"],
+        "teacher_temp": s["teacher_temp"]["schedule"],
+    }
 
 
 def _saved_targets(state: dict[str, Any]) -> dict[str, dict[str, Any]]:

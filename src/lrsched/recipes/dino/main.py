@@ -235,12 +235,8 @@ def plan_lines(run: Run) -> list[str]:
     horizon = "held after warm-up (open-ended)" if total is None else f"cosine to step {total}"
     wd, m, tt = sch.weight_decay, sch.momentum, sch.teacher_temp
     lines = ["learning rate:", *sch.lr.lines()]
-    if run.replanned_at is not None:
-        t0 = run.replanned_at
-        lines.append(
-            f"  note: --replan at step {t0}: cosine from {run.lr_sched.schedule(t0):.4g} to "
-            f"{run.lr_sched.schedule.end_value:.4g} by step {total if total is not None else 'never'}"
-        )
+    if run.lr_sched.replanned is not None:
+        lines.append(f"  note: --replan {run.lr_sched.replanned}")
     lines += [
         f"weight decay:     {wd.base:g} -> {wd.final:g}, {horizon}",
         f"teacher momentum: {m.base:g} -> {m.final:g}, {horizon}",
