@@ -39,6 +39,7 @@ GOOD: dict[str, tuple[str | None, object]] = {
     "num_cycles": ("1.5", 1.5),
     "decay_ratio": ("0.07", Fraction(7, 100)),
     "decay_type": ("1-sqrt", "1-sqrt"),
+    "lr_ref_batch": ("256", 256),
 }
 
 

@@ -511,3 +511,14 @@ def test_the_other_flag_tables_match_the_programs() -> None:
         assert defaults[name] == default, name
     for name, kwargs in cli.RUN_SIZE.items():
         assert kwargs.get("type") == types[name], name
+
+
+def test_lr_ref_batch_scales_the_peak_by_the_typed_batch_as_phase5_does(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        cli.main(["show", "--lr", "1e-3", "--lr-ref-batch", "256", "--batch-size", "128", "--max-steps", "5000"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "peak    0.0005           (--lr 0.001 x 128/256 (global batch / --lr-ref-batch))" in out
+    assert "not used" not in out  # --batch-size sized the peak
+    assert cli.main(["show", "--lr", "1e-3", "--lr-ref-batch", "256", "--max-steps", "5000"]) == 0
+    assert "(--lr 0.001 x 64/256 (global batch / --lr-ref-batch))" in capsys.readouterr().out

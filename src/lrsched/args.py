@@ -8,8 +8,10 @@ gives one line naming the flag, the value and the rule, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import math
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -149,6 +151,12 @@ FLAGS: dict[str, dict[str, Any]] = {
         metavar="R",
         help="wsd: decay over the last ceil(R x total) steps, R in (0, 1] (default 0.2); phase5: selects wsd",
     ),
+    "lr_ref_batch": dict(
+        type=positive_int,
+        metavar="N",
+        help="phase5, DINO's rule: --lr is for a global batch of N; the peak is lr x batch-size x processes / N "
+        "(default: --lr is the peak, as typed)",
+    ),
     "decay_type": dict(
         choices=DECAY_TYPES,
         help="wsd: form of the final decay (default cosine); phase5: selects wsd",
@@ -175,7 +183,9 @@ FLAGS: dict[str, dict[str, Any]] = {
     ),
 }
 
-PRETRAIN_FLAGS = ("lr", "warmup_steps", "min_lr", "max_steps", "replan", "decay_ratio", "decay_type")
+PRETRAIN_FLAGS = ("lr", "warmup_steps", "min_lr", "max_steps", "replan", "decay_ratio", "decay_type", "lr_ref_batch")
+PRETRAIN_BATCH_SIZE = 64
+"""phase5_big_run.py's default --batch-size (images per step on each process)."""
 FINETUNE_FLAGS = (
     "num_epochs",
     "learning_rate",
@@ -230,8 +240,8 @@ def finetune_plan(args: argparse.Namespace, steps_per_epoch: int | None) -> Plan
 
 
 def pretrain_plan(args: argparse.Namespace) -> Plan:
-    """phase5_big_run.py's plan from its parsed flags."""
-    return resolve_pretrain(
+    """phase5_big_run.py's plan from its parsed flags (``--batch-size`` and ``WORLD_SIZE`` for ``--lr-ref-batch``)."""
+    plan = resolve_pretrain(
         lr=args.lr,
         warmup_steps=args.warmup_steps,
         min_lr=args.min_lr,
@@ -239,3 +249,17 @@ def pretrain_plan(args: argparse.Namespace) -> Plan:
         decay_ratio=getattr(args, "decay_ratio", None),
         decay_type=getattr(args, "decay_type", None),
     )
+    if getattr(args, "lr_ref_batch", None) is None:
+        return plan
+    batch = int(getattr(args, "batch_size", None) or PRETRAIN_BATCH_SIZE)
+    return batch_scaled(plan, args.lr_ref_batch, batch, int(os.environ.get("WORLD_SIZE", "1")))
+
+
+def batch_scaled(plan: Plan, reference: int, batch: int, processes: int) -> Plan:
+    """DINO's rule: ``peak = lr x batch x processes / reference``, its source saying so."""
+    peak = plan.schedule.base * batch * processes / reference
+    if peak < plan.schedule.final:
+        raise UsageError(f"--lr-ref-batch {reference}: makes the peak {peak:g}, below --min-lr {plan.schedule.final:g}")
+    how = f"{plan.source('peak')} x {batch * processes}/{reference} (global batch / --lr-ref-batch)"
+    sources = tuple((k, how if k == "peak" else v) for k, v in plan.sources)
+    return dataclasses.replace(plan, schedule=dataclasses.replace(plan.schedule, base=peak), sources=sources)

@@ -50,11 +50,11 @@ PHASE5_OTHER = {
     **dict.fromkeys(("weight_decay", "weight_decay_end", "momentum_teacher", "teacher_temp"), 1),
     **dict.fromkeys(("warmup_teacher_temp", "warmup_teacher_temp_steps", "freeze_last_layer_steps"), 1),
     **dict.fromkeys(("clip_grad", "layer_decay", "center_momentum", "koleo_weight", "student_temp", "preset"), 1),
-    **dict.fromkeys(("out_dim", "global_size", "local_size", "local_crops", "data_dir", "image_size"), 1),
+    **dict.fromkeys(("out_dim", "global_size", "local_size", "local_crops", "data_dir", "workers"), 1),
     **dict.fromkeys(("batch_size", "seed", "eval_every", "knn_train_samples", "knn_test_samples"), 1),
     **dict.fromkeys(("output_dir", "resume", "save_every", "keep_checkpoints", "device"), 1),
     **dict.fromkeys(("global_crops_scale", "local_crops_scale"), 2),
-    "bf16": 0,
+    **dict.fromkeys(("bf16", "accept_data_change"), 0),
 }
 RUN_SIZE: dict[str, dict[str, Any]] = {
     "train_file": dict(type=Path, metavar="FILE"),
@@ -232,7 +232,9 @@ def resolve(ns: argparse.Namespace) -> tuple[str, Plan]:
     trigger = _finetune_trigger(ns)
     if trigger is None:
         plan = args.pretrain_plan(ns)
-        return PHASE5, _noted(plan, _ignored(ns, (*TRAIN_OTHER, *PHASE5_OTHER), PHASE5))
+        used = ("batch_size",) if ns.lr_ref_batch is not None else ()  # sizes the peak under --lr-ref-batch
+        others = [n for n in (*TRAIN_OTHER, *PHASE5_OTHER) if n not in used]
+        return PHASE5, _noted(plan, _ignored(ns, others, PHASE5))
     _refuse_phase5_flags(ns, trigger)
     steps_per_epoch, notes = _steps_per_epoch(ns)
     plan = args.finetune_plan(ns, steps_per_epoch)

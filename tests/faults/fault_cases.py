@@ -142,6 +142,7 @@ SHOW_FLAGS = {
     "--gradient-accumulation-steps": "pos_int",
     "--json": "switch",
     "--every": "pos_int",
+    "--lr-ref-batch": "pos_int",
 }
 
 

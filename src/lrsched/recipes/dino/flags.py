@@ -141,13 +141,6 @@ def _optimisation_flags(p: argparse.ArgumentParser) -> None:
         help="weight of DINOv2's KoLeo regulariser on the student's global-crop CLS features (default 0: plain DINO)",
     )
     add(o, "student_temp", type=shared.positive_float, default=0.1, help="student temperature (default 0.1)")
-    add(
-        o,
-        "lr_ref_batch",
-        type=shared.positive_int,
-        help="DINO's rule: --lr is for this global batch, the peak is lr x batch-size x processes / N "
-        "(default: --lr is the peak, as typed)",
-    )
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
@@ -202,7 +195,13 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="on --resume, continue although the data differs from the checkpoint's (files added, removed, renamed)",
     )
-    add(d, "batch_size", type=shared.positive_int, default=64, help="images per step on each process (default 64)")
+    add(
+        d,
+        "batch_size",
+        type=shared.positive_int,
+        default=shared.PRETRAIN_BATCH_SIZE,
+        help=f"images per step on each process (default {shared.PRETRAIN_BATCH_SIZE})",
+    )
     add(d, "seed", type=shared.nonnegative_int, default=0, help="seed of the model, batches and crops (default 0)")
 
 

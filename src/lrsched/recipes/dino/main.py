@@ -14,7 +14,6 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ from lrsched.recipes.dino.loop import (
 from lrsched.recipes.dino.model import step_bytes_lower_bound
 from lrsched.recipes.dino.vit import PRESETS, Preset
 from lrsched.schedules import Schedule
-from lrsched.strategy import Plan, UsageError
+from lrsched.strategy import UsageError
 
 EXIT_NONFINITE = 3
 DATA_INDEX = "data_index.tsv"
@@ -63,7 +62,7 @@ def resolve_schedules(args: argparse.Namespace) -> Schedules:
     The LR plan is lrsched's (``--lr``, ``--warmup-steps``, ``--min-lr``, ``--max-steps``); every other
     value is its flag or its entry in ``flags.DEFAULTS``, each with its source.
     """
-    lr = _batch_scaled(shared.pretrain_plan(args), args)
+    lr = shared.pretrain_plan(args)
     total, sources = lr.schedule.total, dict[str, str]()
     value = {name: _resolve(args, name, lr.schedule.warmup, sources) for name in DEFAULTS}
     temp_warm = value["warmup_teacher_temp_steps"]
@@ -79,21 +78,6 @@ def resolve_schedules(args: argparse.Namespace) -> Schedules:
         freeze_last_layer=value["freeze_last_layer_steps"],
         sources=sources,
     )
-
-
-def _batch_scaled(plan: Plan, args: argparse.Namespace) -> Plan:
-    """DINO's rule, on request: ``peak = --lr x global batch / --lr-ref-batch``; else the plan as it is."""
-    if args.lr_ref_batch is None:
-        return plan
-    batch = args.batch_size * world_size()
-    peak = plan.schedule.base * batch / args.lr_ref_batch
-    if peak < plan.schedule.final:
-        raise UsageError(
-            f"--lr-ref-batch {args.lr_ref_batch}: makes the peak {peak:g}, below --min-lr {plan.schedule.final:g}"
-        )
-    how = f"{plan.source('peak')} x {batch}/{args.lr_ref_batch} (global batch / --lr-ref-batch)"
-    sources = tuple((k, how if k == "peak" else v) for k, v in plan.sources)
-    return replace(plan, schedule=replace(plan.schedule, base=peak), sources=sources)
 
 
 def world_size() -> int:
