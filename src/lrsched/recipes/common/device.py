@@ -72,3 +72,21 @@ def describe_device(device: torch.device) -> str:
         flavour = "ROCm" if torch.version.hip else "CUDA"
         return f"{flavour} {torch.cuda.get_device_name(device)}"
     return device.type.upper()
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes this process can still allocate on ``device``: free GPU memory, or the OS's MemAvailable
+    for the CPU; None when unknown (MPS, no /proc)."""
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError):
+            return None
+    if device.type == "cpu":
+        try:
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            return None
+    return None
