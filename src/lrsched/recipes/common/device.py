@@ -74,18 +74,19 @@ def describe_device(device: torch.device) -> str:
     return device.type.upper()
 
 
-def available_memory(device: torch.device) -> int | None:
-    """Bytes this process can still allocate on ``device``: free GPU memory, or the OS's MemAvailable
-    for the CPU; None when unknown (MPS, no /proc)."""
+def device_memory(device: torch.device) -> int | None:
+    """Bytes of memory ``device`` has in all: the GPU's total, or the machine's MemTotal for the CPU;
+    None when unknown (MPS, no /proc). A run that needs more can never fit; what is free at the
+    moment depends on other processes, so it is not used to refuse a run."""
     if device.type == "cuda":
         try:
-            return int(torch.cuda.mem_get_info(device)[0])
+            return int(torch.cuda.mem_get_info(device)[1])
         except (RuntimeError, AssertionError):
             return None
     if device.type == "cpu":
         try:
             for line in Path("/proc/meminfo").read_text().splitlines():
-                if line.startswith("MemAvailable:"):
+                if line.startswith("MemTotal:"):
                     return int(line.split()[1]) * 1024
         except (OSError, ValueError, IndexError):
             return None
