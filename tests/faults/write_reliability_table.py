@@ -30,6 +30,7 @@ CATEGORIES = {
     "test_checkpoints": "hostile and broken checkpoints",
     "test_nonfinite": "non-finite loss",
     "test_signals": "SIGTERM / SIGINT in an open-ended run",
+    "test_train_safety": "train.py: signals anywhere, one process per folder, a 50 MB line",
 }
 
 INTRO = """# Reliability: crashes, hostile input and bad flags lose nothing

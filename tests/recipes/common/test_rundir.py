@@ -148,3 +148,12 @@ def test_unusable_paths_are_one_line_and_create_nothing(tmp_path: Path) -> None:
         with pytest.raises(RunDirError, match=message), claim_run_dir(path, "prog", **OPTS):
             pass
     assert tree(tmp_path) == before
+
+
+def test_a_live_runs_folder_is_reported_in_use_before_anything_about_its_contents(tmp_path: Path) -> None:
+    out = tmp_path / "live"
+    make_run(out)
+    with claim_run_dir(out, "prog", ckpt.load_checkpoint(ckpt.step_path(out / "checkpoints", 2), "prog"), **OPTS):
+        for resume in (None, {"run_id": "someone-else"}):
+            with pytest.raises(RunDirError, match=rf"in use by another process \(pid {os.getpid()}\)"):
+                check_run_dir(out, "prog", resume, **OPTS)

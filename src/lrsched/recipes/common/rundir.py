@@ -153,15 +153,19 @@ def check_run_dir(
     output_flag: str = "--output-dir",
     resume_flag: str = "--resume",
     overwrite_flag: str | None = None,
+    locked: bool = False,
 ) -> Decision:
     """Whether ``program`` may start (``resume`` None) or continue ``resume`` in ``path``; changes nothing.
 
     ``resume`` is the loaded checkpoint (its ``run_id`` is compared with the folder's);
     ``run_files`` are the names a run of this program leaves in its folder (to recognise a
     folder used by an older version without ``run.json``); ``overwrite`` is the program's
-    replace flag (``overwrite_flag``, None when the program has none).
+    replace flag (``overwrite_flag``, None when the program has none). ``locked``: the caller
+    holds the folder's lock (``claim_run_dir`` checks again under it).
     """
     check_output_path(path, output_flag)
+    if not locked:
+        check_not_in_use(path, output_flag)  # a live run's folder: say so, whatever it holds
     where = f"{output_flag} {path}"
     info = read_run(path, output_flag) if path.is_dir() else None
     files = [n for n in run_files if (path / n).exists()] if path.is_dir() else []
@@ -219,6 +223,29 @@ def _holder(fd: int) -> str:
     return "pid unknown"
 
 
+def _in_use(path: Path, output_flag: str, holder: str) -> RunDirError:
+    pid = holder.split()[0] if holder.split() and holder.split()[0].isdigit() else holder
+    return RunDirError(
+        f"{output_flag} {path}: in use by another process (pid {pid}); "
+        "wait for it to end or stop it, or choose another folder"
+    )
+
+
+def check_not_in_use(path: Path, output_flag: str = "--output-dir") -> None:
+    """Refuse a folder whose ``run.lock`` another process holds; creates nothing (no lock file, no lock kept)."""
+    try:
+        fd = os.open(path / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return  # no lock file: nobody runs here
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno in (errno.EAGAIN, errno.EACCES):
+            raise _in_use(path, output_flag, _holder(fd)) from None
+    finally:
+        os.close(fd)
+
+
 def acquire_lock(path: Path, program: str, output_flag: str = "--output-dir") -> int:
     """``flock`` ``path/run.lock`` (exclusive, not waiting) and write our pid in it; returns the fd.
 
@@ -235,11 +262,7 @@ def acquire_lock(path: Path, program: str, output_flag: str = "--output-dir") ->
         if holder is None:
             reason = os.strerror(err.errno or 0)
             raise RunDirError(f"{output_flag} {path}: cannot lock {LOCK_FILE} ({reason})") from None
-        pid = holder.split()[0] if holder.split() and holder.split()[0].isdigit() else holder
-        raise RunDirError(
-            f"{output_flag} {path}: in use by another process (pid {pid}); "
-            "wait for it to end or stop it, or choose another folder"
-        ) from None
+        raise _in_use(path, output_flag, holder) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()} {program} {_now()}\n".encode())
     return fd
@@ -284,7 +307,9 @@ def _take(
     fd = acquire_lock(path, program, flag)
     try:
         # another process may have changed the folder between the first check and the lock
-        decision = check_run_dir(path, program, resume, resume_path=resume_path, run_files=run_files, **checks)
+        decision = check_run_dir(
+            path, program, resume, resume_path=resume_path, run_files=run_files, locked=True, **checks
+        )
         if decision.clear:
             _clear(path, run_files)
         existing = decision.existing if not decision.clear else None
