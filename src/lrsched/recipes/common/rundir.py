@@ -154,6 +154,7 @@ def check_run_dir(
     resume_flag: str = "--resume",
     overwrite_flag: str | None = None,
     locked: bool = False,
+    world: World | None = None,
 ) -> Decision:
     """Whether ``program`` may start (``resume`` None) or continue ``resume`` in ``path``; changes nothing.
 
@@ -161,8 +162,33 @@ def check_run_dir(
     ``run_files`` are the names a run of this program leaves in its folder (to recognise a
     folder used by an older version without ``run.json``); ``overwrite`` is the program's
     replace flag (``overwrite_flag``, None when the program has none). ``locked``: the caller
-    holds the folder's lock (``claim_run_dir`` checks again under it).
+    holds the folder's lock (``claim_run_dir`` checks again under it). Under torchrun (``world``)
+    rank 0 alone looks and every rank gets its answer, so that they all refuse or all go on.
     """
+    if world is not None and world.distributed:
+        answer: Decision | str
+        if world.is_main:
+            try:
+                answer = check_run_dir(
+                    path,
+                    program,
+                    resume,
+                    resume_path=resume_path,
+                    run_files=run_files,
+                    overwrite=overwrite,
+                    output_flag=output_flag,
+                    resume_flag=resume_flag,
+                    overwrite_flag=overwrite_flag,
+                    locked=locked,
+                )
+            except RunDirError as err:
+                answer = str(err)
+        else:
+            answer = ""
+        answer = _from_rank0(answer)
+        if isinstance(answer, str):
+            raise RunDirError(answer)
+        return answer
     check_output_path(path, output_flag)
     if not locked:
         check_not_in_use(path, output_flag)  # a live run's folder: say so, whatever it holds
@@ -328,6 +354,15 @@ def _take(
         raise
 
 
+def _from_rank0(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank."""
+    import torch.distributed as dist
+
+    box: list[Any] = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 @contextlib.contextmanager
 def claim_run_dir(
     path: Path,
@@ -365,11 +400,7 @@ def claim_run_dir(
     else:
         outcome = ""
     if world.distributed:
-        import torch.distributed as dist
-
-        box: list[Any] = [outcome]
-        dist.broadcast_object_list(box, src=0)
-        outcome = box[0]
+        outcome = _from_rank0(outcome)
     if isinstance(outcome, str):
         raise RunDirError(outcome)
     try:

@@ -242,7 +242,7 @@ def prepare(args: argparse.Namespace, world: World, device: torch.device) -> Run
     flag = RESUME_FLAG
     resume_path = resolve_resume(args.resume_from_checkpoint, output_dir, flag)
     state = None if resume_path is None else load_checkpoint(resume_path, PROGRAM, flag)
-    check_run_dir(output_dir, PROGRAM, state, **run_dir_options(args, resume_path))
+    check_run_dir(output_dir, PROGRAM, state, world=world, **run_dir_options(args, resume_path))
     torch.manual_seed(args.seed)  # the new classification head
     model = M.load_model(model_dir, splits.label_names)
     identity = run_identity(args, splits, world, model)
