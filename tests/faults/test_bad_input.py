@@ -9,17 +9,20 @@ real entry points as subprocesses.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from child_process import child_env
 from fault_cases import CASES, DINO_FLAGS, KNOWN_BUGS, SHOW_FLAGS, TRAIN_FLAGS, Case
 from fault_helpers import DINO, DINO_SMALL, PYTHON, REPO, TRAIN, TRAIN_SMALL, call_main, tree
 
 from lrsched.recipes.common.checkpoint import save_checkpoint
+from lrsched.recipes.common.rundir import claim_run_dir
 
 SENTINEL = b"sentinel: must survive every refused command\n"
 
@@ -55,6 +58,18 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "oldrun").mkdir()
     (d / "oldrun" / "log.csv").write_text("step,epoch,lr,loss\n0,1,0.0,1.0\n")
     save_checkpoint({"step": 1}, d / "other.pt", "someone-else")
+    (d / "loop1").symlink_to(d / "loop2")
+    (d / "loop2").symlink_to(d / "loop1")
+    (d / "onelabel.csv").write_text("text,label\n" + "".join(f"text {i},same\n" for i in range(20)))
+    rows = [{"text": f"t {i}", "label": ["a"] if i == 3 else str(i % 2)} for i in range(20)]
+    (d / "listlabel.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ckpt = save_checkpoint({"step": 1, "w": torch.arange(50_000.0)}, d / "zeroed.pt", "train.py")
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    ckpt.write_bytes(bytes(data))
+    torch.save({"format": 1, "program": "train.py", "step": 1}, d / "format1.pt")
+    with claim_run_dir(d / "otherrun", "train.py", run_files=("checkpoints",)) as rd:
+        save_checkpoint({"step": 1}, d / "otherrun" / "checkpoints" / "step-00000001.pt", "train.py", run_id=rd.run_id)
     return d
 
 

@@ -92,14 +92,11 @@ def test_the_loader_refuses_without_running_code(hostile: dict[str, Path], name:
 
 
 @needs_data
-def test_a_flipped_byte_is_refused_or_loads_as_data(hostile: dict[str, Path]) -> None:
-    """Torch's zip format checks no checksum of tensor bytes: a flipped byte may load, but as data only."""
-    try:
-        state = load_checkpoint(hostile["one-byte-flipped-in-the-middle"], DINO_PROGRAM)
-    except CheckpointError as err:
-        assert "\n" not in str(err)
-    else:
-        assert state["program"] == DINO_PROGRAM
+def test_a_flipped_byte_is_refused_by_the_checksum(hostile: dict[str, Path]) -> None:
+    """Torch's zip format checks no checksum of tensor bytes; lrsched's SHA-256 trailer does."""
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(hostile["one-byte-flipped-in-the-middle"], DINO_PROGRAM)
+    assert "\n" not in str(err.value) and "damaged (its SHA-256 checksum does not match" in str(err.value)
     assert not hostile["marker"].exists()
 
 

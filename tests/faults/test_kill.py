@@ -6,12 +6,17 @@ a checkpoint is being written), load every checkpoint left on disk with the prog
 loader, resume with ``latest``, kill again, ... then let the last resume finish. The finished
 run's log.csv (LR and every other scheduled value, loss, gradient norm) and its final
 checkpoint (weights, optimizer, scheduler) must equal, bitwise, those of a run never killed.
+
+A chain's run is sized to its points (``sized_total``) so that it does not end before its last
+kill on a fast or idle machine; should it still end by itself (exit 0), that is the end of the
+chain, and the finished run is compared all the same.
 """
 
 from __future__ import annotations
 
 import random
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +107,12 @@ class Point:
     write: bool
 
 
+def sized_total(points: list[Point], save_every: int, slack: int = 3) -> int:
+    """Steps enough for every point: each moves the run on by at most its rows, the steps to the
+    next checkpoint write (``save_every``), and a few more during its delay (``slack``)."""
+    return sum(p.rows + save_every + slack for p in points)
+
+
 def random_points(rng: random.Random, count: int, writes: int, max_rows: int) -> list[Point]:
     kinds = [True] * writes + [False] * (count - writes)
     rng.shuffle(kinds)
@@ -111,6 +122,15 @@ def random_points(rng: random.Random, count: int, writes: int, max_rows: int) ->
 def reference(program: Program, out: Path) -> None:
     proc = run(program.entry, program.argv(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def finished_by_itself(proc: subprocess.Popen[str], i: int, point: Point) -> bool:
+    """The run ended on its own before kill point ``i``: exit 0 ends the chain, anything else fails."""
+    if proc.poll() is None:
+        return False
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 0, f"point {i} {point}: exit {proc.returncode}: {err[-2000:]}"
+    return True
 
 
 def kill_chain(program: Program, out: Path, points: list[Point]) -> list[str]:
@@ -125,16 +145,28 @@ def kill_chain(program: Program, out: Path, points: list[Point]) -> list[str]:
         def reached(target: int = rows_before + point.rows) -> bool:
             return log_rows(out) >= target and bool(step_files(out))
 
-        assert wait_for(proc, reached, timeout=400, poll=0.02), f"point {i} {point}: never reached; {proc.stderr}"
+        if not wait_for(proc, reached, timeout=400, poll=0.02) and finished_by_itself(proc, i, point):
+            seen.append(f"point {i}: the run had finished (exit 0); the chain ends there")
+            return seen
+        assert reached(), f"point {i} {point}: never reached"
         if point.write:
 
             def writing(stale: set[Path] = stale) -> bool:
                 return bool(set(tmp_files(out)) - stale)
 
-            assert wait_for(proc, writing, timeout=200, poll=0.002), f"point {i}: no checkpoint write seen"
+            if not wait_for(proc, writing, timeout=200, poll=0.002) and finished_by_itself(proc, i, point):
+                seen.append(f"point {i}: the run finished before a checkpoint write; the chain ends there")
+                return seen
+            assert writing(), f"point {i}: no checkpoint write seen"
         else:
             time.sleep(point.delay)
+        if finished_by_itself(proc, i, point):
+            seen.append(f"point {i}: the run finished during the delay; the chain ends there")
+            return seen
         err = kill9(proc)
+        if proc.returncode == 0:  # it ended between the look and the kill
+            seen.append(f"point {i}: the run finished just before the kill; the chain ends there")
+            return seen
         assert proc.returncode == -signal.SIGKILL, f"point {i} {point}: ended by itself ({proc.returncode}): {err}"
         states = load_every_checkpoint(out, program.name)  # every file named a checkpoint loads
         assert states, f"point {i}: no checkpoint left"
@@ -180,7 +212,13 @@ def test_dino_kill_during_a_checkpoint_write_resumes_identically(tmp_path: Path)
 @needs_data
 @pytest.mark.slow
 def test_dino_twelve_random_kills_resume_identically(tmp_path: Path) -> None:
-    check_program(dino_run(40), tmp_path, random_points(random.Random(6), 12, writes=4, max_rows=2))
+    points = random_points(random.Random(6), 12, writes=4, max_rows=2)
+    check_program(dino_run(sized_total(points, save_every=2)), tmp_path, points)
+
+
+def test_a_kill_chain_is_sized_to_its_points() -> None:
+    points = random_points(random.Random(6), 12, writes=4, max_rows=2)
+    assert sized_total(points, save_every=2) >= 12 * (1 + 2 + 3) > 40  # 40 steps ran out before point 9 once
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ CATEGORIES = {
     "test_checkpoints": "hostile and broken checkpoints",
     "test_nonfinite": "non-finite loss",
     "test_signals": "SIGTERM / SIGINT in an open-ended run",
+    "test_train_safety": "train.py: signals anywhere, one process per folder, a 50 MB line",
 }
 
 INTRO = """# Reliability: crashes, hostile input and bad flags lose nothing
@@ -67,6 +68,12 @@ What is proved, on real programs, real checkpoints on disk and real signals:
   marker file never appears.
 - **non-finite loss** (`test_nonfinite.py`, hook `LRSCHED_INJECT_NAN_AT_STEP`): the run stops with
   status 3 and a message naming the step; the last good checkpoint loads and `latest` finishes the run.
+- **train.py's run folder and signals** (`test_train_safety.py`, issue 10): SIGHUP in the loop
+  and SIGTERM during the final test save a checkpoint and exit 0 (resuming finishes the report);
+  SIGINT during start-up exits 0 having written nothing; a second train.py on a running run's
+  folder is refused at once naming the holder's pid while the first finishes; torchrun ranks on a
+  locked folder are refused together; a JSONL line of 50 MB trains in bounded memory. Kill chains
+  are sized to their points (`sized_total`), and a run that ends by itself ends the chain.
 - **signals** (`test_signals.py`): SIGTERM or SIGINT at random moments (some during a checkpoint
   write) of an open-ended `phase5_big_run.py` run: exit status 0, a loadable checkpoint at the last
   logged step; each resume continues the open-ended LR with every step logged once. Moments: 1 (fast)

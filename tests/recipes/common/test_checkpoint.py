@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import pickle
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -61,3 +64,114 @@ def test_resume_latest_without_checkpoints_names_the_flag(tmp_path: Path) -> Non
     with pytest.raises(ckpt.CheckpointError, match=r"^--resume latest: no checkpoint"):
         ckpt.resolve_resume("latest", tmp_path, "--resume")
     assert ckpt.resolve_resume(None, tmp_path, "--resume") is None
+
+
+# ---------------------------------------------------------------- format 2: checksum, run id, durability
+
+
+def _big(tmp_path: Path) -> Path:
+    return ckpt.save_checkpoint({"step": 3, "w": torch.arange(100_000.0)}, tmp_path / "c.pt", "prog", run_id="r1")
+
+
+def test_the_run_id_is_recorded_and_plain_torch_load_still_reads_the_file(tmp_path: Path) -> None:
+    path = _big(tmp_path)
+    assert ckpt.load_checkpoint(path, "prog")["run_id"] == "r1"
+    plain = torch.load(path, weights_only=True)
+    assert plain["format"] == ckpt.CHECKPOINT_FORMAT and torch.equal(plain["w"], torch.arange(100_000.0))
+
+
+@pytest.mark.parametrize("where", [0.1, 0.5, 0.9, -150])
+def test_64_zeroed_bytes_anywhere_are_refused_in_one_line(tmp_path: Path, where: float) -> None:
+    path = _big(tmp_path)
+    data = bytearray(path.read_bytes())
+    at = int(len(data) * where) if where > 0 else len(data) + int(where)
+    data[at : at + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ckpt.CheckpointError) as err:
+        ckpt.load_checkpoint(path, "prog", "--resume")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"--resume {path}: ")
+    assert "damaged" in message or "not a loadable checkpoint" in message
+    if where == 0.5:  # tensor bytes: only the checksum can tell
+        assert "damaged (its SHA-256 checksum does not match its contents)" in message
+
+
+def test_a_format_1_checkpoint_is_refused_with_a_clear_line(tmp_path: Path) -> None:
+    path = tmp_path / "old.pt"
+    torch.save({"format": 1, "program": "prog", "step": 3}, path)
+    with pytest.raises(ckpt.CheckpointError, match=r"checkpoint format 1 \(an older lrsched\); this version reads"):
+        ckpt.load_checkpoint(path, "prog", "--resume")
+
+
+def test_the_folder_is_fsynced_after_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        target = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        events.append("fsync dir" if target.is_dir() else "fsync file")
+        real_fsync(fd)
+
+    def replace(a: object, b: object) -> None:
+        events.append("rename")
+        real_replace(a, b)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    ckpt.save_checkpoint({"step": 1}, tmp_path / "c.pt", "prog")
+    assert events == ["fsync file", "rename", "fsync dir"]
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = ckpt.save_checkpoint({"step": 1, "w": torch.ones(1000)}, tmp_path / "c.pt", "prog")
+    before = path.read_bytes()
+    real_init = ckpt._HashingWriter.__init__
+
+    class FullDisk:
+        """The temporary file on a disk that fills up after 500 bytes."""
+
+        def __init__(self, f: Any) -> None:
+            self.f, self.written = f, 0
+
+        def write(self, data: bytes) -> int:
+            if self.written + len(data) > 500:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.written += len(data)
+            return int(self.f.write(data))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.f, name)
+
+    def init(self: ckpt._HashingWriter, f: Any) -> None:
+        real_init(self, FullDisk(f))
+
+    monkeypatch.setattr(ckpt._HashingWriter, "__init__", init)
+    with pytest.raises(ckpt.DiskFull) as err:
+        ckpt.save_checkpoint({"step": 2, "w": torch.zeros(1000)}, path, "prog")
+    assert ckpt.is_disk_full(err.value) and err.value.filename == str(path)
+    assert "No space left on device" in str(err.value) and "\n" not in str(err.value)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_set_aside_future_moves_later_steps_out_of_latests_reach(tmp_path: Path) -> None:
+    for step in (2, 4, 6):
+        ckpt.save_checkpoint({"step": step}, ckpt.step_path(tmp_path, step), "prog")
+    assert ckpt.set_aside_future(tmp_path, 6) is None
+    moved = ckpt.set_aside_future(tmp_path, 2)
+    assert moved == tmp_path / "abandoned-after-step-00000002"
+    assert sorted(p.name for p in moved.iterdir()) == ["step-00000004.pt", "step-00000006.pt"]
+    assert ckpt.latest_checkpoint(tmp_path) == ckpt.step_path(tmp_path, 2)
+    ckpt.save_checkpoint({"step": 4}, ckpt.step_path(tmp_path, 4), "prog")
+    assert ckpt.set_aside_future(tmp_path, 2) == tmp_path / "abandoned-after-step-00000002-2"
+    ckpt.prune_checkpoints(tmp_path, keep=1)  # pruning leaves the set-aside folders alone
+    assert (moved / "step-00000006.pt").is_file()
+
+
+def test_latest_in_a_run_that_never_saved_says_to_start_again(tmp_path: Path) -> None:
+    (tmp_path / "log.csv").write_text("step\n")
+    with pytest.raises(ckpt.CheckpointError) as err:
+        ckpt.resolve_resume("latest", tmp_path, "--resume")
+    assert "stopped before its first checkpoint; start it again without --resume" in str(err.value)
+    assert "--resume latest to" not in str(err.value)

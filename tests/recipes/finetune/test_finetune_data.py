@@ -150,3 +150,38 @@ def test_macro_f1_against_hand_counts() -> None:
     assert metrics.accuracy(m) == pytest.approx(5 / 9)
     assert metrics.macro_f1(metrics.confusion([0, 0], [0, 0], 2)) == pytest.approx(0.5)
     assert metrics.majority_baseline([1, 1, 0], [1, 0, 0, 1]) == 0.5
+
+
+def test_a_utf8_csv_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbftext,label\n" + b"".join(f"t{i},{i % 2}\n".encode() for i in range(20)))
+    s = D.load_splits(flags(train_file=path))
+    assert s.label_names == ["0", "1"] and len(s.train) + len(s.validation) == 20
+
+
+def test_a_single_label_training_file_is_refused(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "one.csv", [(f"text {i}", "pos") for i in range(20)])
+    with pytest.raises(UsageError, match=r"every text has the label 'pos'; a classifier needs at least two labels"):
+        D.load_splits(flags(train_file=path))
+
+
+@pytest.mark.parametrize(("label", "kind"), [(["pos"], "list"), ({"y": 1}, "object")])
+def test_a_json_list_or_object_as_a_label_is_refused(tmp_path: Path, label: object, kind: str) -> None:
+    path = tmp_path / "train.jsonl"
+    rows = [{"text": f"t {i}", "label": "neg" if i % 2 else "pos"} for i in range(10)]
+    rows[3]["label"] = label  # type: ignore[assignment]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(UsageError, match=rf"row 4: 'label' is a JSON {kind} .*must be a string or a number"):
+        D.load_splits(flags(train_file=path))
+
+
+def test_a_giant_text_is_clipped_as_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    giant = "word " * 2_000_000  # 10 MB on one line
+    rows = [{"text": f"t {i}", "label": i % 2} for i in range(20)] + [{"text": giant, "label": 1}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    limit = D.chars_for_tokens(128)
+    s = D.load_splits(flags(train_file=path, max_chars=limit))
+    longest = max([*s.train.texts, *s.validation.texts], key=len)
+    assert len(longest) <= limit and longest.startswith("word word")
+    assert D.clean_text("  a \n b  ", 100) == "a b" and D.clean_text("ab cd ef", 5) == "ab cd"

@@ -72,6 +72,6 @@ def test_an_existing_run_is_not_overwritten(tmp_path: Path, capsys: pytest.Captu
     out.mkdir()
     (out / "log.csv").write_text("step,epoch,lr,loss\n0,1,0.0,1.0\n")
     assert run_train([*SMALL, "--output_dir", str(out)]) == 2
-    assert "holds a run already (log.csv)" in capsys.readouterr().err
+    assert "holds files of a run without run.json (log.csv" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["log.csv"]
     assert (out / "log.csv").read_text() == "step,epoch,lr,loss\n0,1,0.0,1.0\n"

@@ -1,62 +1,195 @@
-"""Checkpoints: written atomically, read with ``weights_only=True``, refused with one line.
+"""Checkpoints: written atomically with a checksum, read with ``weights_only=True``, refused with one line.
 
 A checkpoint is a dict with ``format`` (``CHECKPOINT_FORMAT``), ``program`` (which program
-wrote it) and whatever that program stores. Loading checks all three; a truncated file, random
-bytes, a pickle that would run code, or another program's checkpoint is a ``CheckpointError``
-(a ``UsageError``: one line, exit status 2), and no code in the file runs.
+wrote it), ``run_id`` (the run it belongs to, see ``rundir.py``) and whatever that program
+stores. The file is torch's zip format, so ``torch.load(path, weights_only=True)`` still reads
+it; its zip comment (the last bytes of the file) holds the SHA-256 of everything before it.
+
+Loading checks the checksum, then the program, then the format: a damaged file (any byte
+changed), a truncated file, random bytes, a pickle that would run code, another program's
+checkpoint or one of an older format is a ``CheckpointError`` (a ``UsageError``: one line,
+exit status 2), and no code in the file runs.
+
+Writing goes to a temporary file in the same folder, is fsynced, renamed over the target and
+the folder is fsynced, so a kill leaves either the old file or the new one. A full disk is a
+``DiskFull`` error naming the file; the previous checkpoints are untouched.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import re
+import struct
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
 from lrsched.strategy import UsageError
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+"""2: adds ``run_id`` and the SHA-256 trailer. Format 1 files are refused with a line saying so."""
+
 _STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
 _STALE_TMP = re.compile(r"^\.step-\d+\.pt\..+\.tmp$")
+_TRAILER_TAG = b"lrsched-sha256:"
+_TRAILER_LEN = len(_TRAILER_TAG) + 64
+_EOCD_EMPTY_COMMENT = b"\x00\x00"
+ABANDONED_PREFIX = "abandoned-after-step-"
 
 
 class CheckpointError(UsageError):
-    """A checkpoint that is missing, unreadable, or not this program's."""
+    """A checkpoint that is missing, unreadable, damaged, or not this program's."""
 
 
-def save_checkpoint(state: dict[str, Any], path: Path, program: str) -> Path:
-    """Write ``state`` to ``path`` via a temporary file, fsync and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": CHECKPOINT_FORMAT, "program": program, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+class DiskFull(OSError):
+    """No space left on the device while writing run files; the message is one line."""
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """An OSError with ENOSPC/EDQUOT, or torch's writer reporting the same in a RuntimeError."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(err, RuntimeError) and "No space left on device" in str(err)
+
+
+class _HashingWriter:
+    """A write-only file that hashes what passes through (torch.save writes sequentially).
+
+    It keeps the first OSError of a write: torch's writer does not pass it on (it fails later
+    with "unexpected pos"), and a full disk must be reported as such."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        self.sha.update(view)
+        self.size += len(view)
+        try:
+            return self._f.write(view)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new file in ``directory`` durable (a no-op where folders cannot be opened)."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    state: dict[str, Any],
+    path: Path,
+    program: str,
+    *,
+    run_id: str | None = None,
+) -> Path:
+    """Write ``state`` to ``path``: temporary file, checksum trailer, fsync, ``os.replace``, fsync of the folder.
+
+    ``run_id`` is recorded in the checkpoint (``state["run_id"]`` after loading). On any failure
+    the temporary file is removed and ``path`` is as it was; a full disk raises ``DiskFull``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "program": program, "run_id": run_id, **state}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    writer: _HashingWriter | None = None
+    try:
+        with os.fdopen(fd, "w+b") as f:
+            writer = _HashingWriter(f)
+            torch.save(payload, writer)  # type: ignore[arg-type]
+            f.flush()
+            # the zip's end record (22 bytes) ends with its comment length, 0: the checksum becomes the comment
+            f.seek(writer.size - 22)
+            end = f.read(22)
+            if end[:4] != b"PK\x05\x06" or end[-2:] != _EOCD_EMPTY_COMMENT:
+                raise RuntimeError("torch.save wrote no plain zip end record; cannot add the checksum")
+            f.seek(writer.size - 2)
+            f.write(struct.pack("<H", _TRAILER_LEN) + _TRAILER_TAG + writer.sha.hexdigest().encode())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+        fsync_dir(path.parent)
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(err) or (writer is not None and writer.error is not None and is_disk_full(writer.error)):
+            raise DiskFull(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
         raise
     return path
 
 
+def _checksum_state(path: Path) -> tuple[str, str] | None:
+    """``(stored, actual)`` SHA-256 of a file with an lrsched trailer, or None when it has none."""
+    size = path.stat().st_size
+    body = size - _TRAILER_LEN - 2
+    if body < 22:
+        return None
+    with path.open("rb") as f:
+        f.seek(body)
+        tail = f.read()
+        if tail[:2] != struct.pack("<H", _TRAILER_LEN) or not tail[2:].startswith(_TRAILER_TAG):
+            return None
+        stored = tail[2 + len(_TRAILER_TAG) :].decode("ascii", "replace")
+        f.seek(0)
+        sha = hashlib.sha256()
+        remaining = body
+        while remaining:
+            chunk = f.read(min(1 << 22, remaining))
+            if not chunk:
+                break
+            sha.update(chunk)
+            remaining -= len(chunk)
+        sha.update(_EOCD_EMPTY_COMMENT)
+    return stored, sha.hexdigest()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:160] if text else type(err).__name__
+
+
 def load_checkpoint(path: Path, program: str, flag: str = "--resume") -> dict[str, Any]:
-    """Read a checkpoint of ``program``; anything else raises ``CheckpointError`` naming ``flag``."""
+    """Read a checkpoint of ``program``; anything else raises ``CheckpointError`` naming ``flag`` and ``path``."""
+    where = f"{flag} {path}"
     if not path.is_file():
-        raise CheckpointError(f"{flag} {path}: no such checkpoint file")
+        raise CheckpointError(f"{where}: no such checkpoint file")
+    try:
+        sums = _checksum_state(path)
+    except OSError as err:
+        raise CheckpointError(f"{where}: unreadable ({_first_line(err)})") from None
+    if sums is not None and sums[0] != sums[1]:
+        raise CheckpointError(f"{where}: damaged (its SHA-256 checksum does not match its contents)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, random bytes, a pickle with code: all refused alike
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{flag} {path}: not a loadable checkpoint ({reason[:160]})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{flag} {path}: not an lrsched checkpoint (format {CHECKPOINT_FORMAT})")
+        raise CheckpointError(f"{where}: not a loadable checkpoint ({_first_line(err)})") from None
+    if not isinstance(state, dict) or "format" not in state:
+        raise CheckpointError(f"{where}: not an lrsched checkpoint (format {CHECKPOINT_FORMAT})")
     if state.get("program") != program:
-        raise CheckpointError(f"{flag} {path}: a checkpoint of {state.get('program')!r}, not of {program!r}")
+        raise CheckpointError(f"{where}: a checkpoint of {state.get('program')!r}, not of {program!r}")
+    if state.get("format") != CHECKPOINT_FORMAT or sums is None:
+        raise CheckpointError(
+            f"{where}: checkpoint format {state.get('format')!r} (an older lrsched); this version reads "
+            f"format {CHECKPOINT_FORMAT} only: start a new run"
+        )
     return state
 
 
@@ -64,17 +197,27 @@ def step_path(directory: Path, step: int) -> Path:
     return directory / f"step-{step:08d}.pt"
 
 
+def step_of(path: Path) -> int | None:
+    """The step in a ``step-NNNNNNNN.pt`` name, or None."""
+    m = _STEP_FILE.match(path.name)
+    return int(m.group(1)) if m else None
+
+
+def _steps(directory: Path) -> list[tuple[int, Path]]:
+    if not directory.is_dir():
+        return []
+    return sorted((int(m.group(1)), p) for p in directory.iterdir() if (m := _STEP_FILE.match(p.name)))
+
+
 def latest_checkpoint(directory: Path) -> Path | None:
     """The checkpoint with the highest step in ``directory``, or None."""
-    if not directory.is_dir():
-        return None
-    steps = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _STEP_FILE.match(p.name))]
-    return max(steps)[1] if steps else None
+    steps = _steps(directory)
+    return steps[-1][1] if steps else None
 
 
 def prune_checkpoints(directory: Path, keep: int) -> None:
     """Delete all but the ``keep`` newest step checkpoints, and temporary files of writes a kill cut short."""
-    steps = sorted((int(m.group(1)), p) for p in directory.iterdir() if (m := _STEP_FILE.match(p.name)))
+    steps = _steps(directory)
     for _, path in steps[:-keep] if keep > 0 else []:
         path.unlink(missing_ok=True)
     for path in directory.iterdir():  # the caller's own write has finished: any temporary left is stale
@@ -82,15 +225,47 @@ def prune_checkpoints(directory: Path, keep: int) -> None:
             path.unlink(missing_ok=True)
 
 
+def set_aside_future(directory: Path, step: int) -> Path | None:
+    """Move the checkpoints of steps after ``step`` (an abandoned future) into a sub-folder.
+
+    Call it when a run resumes from a checkpoint at ``step`` older than the newest one in its
+    folder, before anything of the resumed run is written: afterwards ``latest`` can only find
+    the resumed run's own checkpoints. The files go to ``abandoned-after-step-NNNNNNNN[-k]/``
+    (returned; None when there was nothing to move), which ``latest`` and pruning ignore.
+    """
+    future = [p for s, p in _steps(directory) if s > step]
+    if not future:
+        return None
+    base = directory / f"{ABANDONED_PREFIX}{step:08d}"
+    target, k = base, 1
+    while target.exists():
+        k += 1
+        target = base.with_name(f"{base.name}-{k}")
+    target.mkdir()
+    for path in future:
+        os.replace(path, target / path.name)
+    fsync_dir(target)
+    fsync_dir(directory)
+    return target
+
+
 def resolve_resume(value: str | None, output_dir: Path, flag: str) -> Path | None:
-    """``--resume PATH|latest`` -> a checkpoint path (``latest``: newest in ``output_dir``)."""
+    """``--resume PATH|latest`` -> a checkpoint path (``latest``: newest in ``output_dir``).
+
+    ``latest`` in a folder without a checkpoint says why and what to do; it never sends the user
+    back to ``latest``.
+    """
     if value is None:
         return None
     if value != "latest":
         return Path(value)
     found = latest_checkpoint(output_dir / "checkpoints")
     if found is None:
-        raise CheckpointError(f"{flag} latest: no checkpoint under {output_dir / 'checkpoints'}")
+        if output_dir.is_dir() and any(output_dir.iterdir()):
+            hint = "the run there stopped before its first checkpoint; start it again without " + flag
+        else:
+            hint = "there is no run there yet; start one without " + flag
+        raise CheckpointError(f"{flag} latest: no checkpoint under {output_dir / 'checkpoints'} ({hint})")
     return found
 
 

@@ -72,3 +72,22 @@ def describe_device(device: torch.device) -> str:
         flavour = "ROCm" if torch.version.hip else "CUDA"
         return f"{flavour} {torch.cuda.get_device_name(device)}"
     return device.type.upper()
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Bytes of memory ``device`` has in all: the GPU's total, or the machine's MemTotal for the CPU;
+    None when unknown (MPS, no /proc). A run that needs more can never fit; what is free at the
+    moment depends on other processes, so it is not used to refuse a run."""
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[1])
+        except (RuntimeError, AssertionError):
+            return None
+    if device.type == "cpu":
+        try:
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            return None
+    return None

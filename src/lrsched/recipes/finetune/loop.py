@@ -5,6 +5,12 @@ truth: the LR, the epoch, the batches of the next update, the log row and the ch
 names all derive from it. Update ``t`` of epoch ``e = t // U`` uses batches
 ``[(t % U) * A, (t % U + 1) * A)`` of that epoch's order (a pure function of seed and epoch),
 so a resumed run continues exactly where the checkpoint was taken.
+
+Stopping: a signal (SIGINT, SIGTERM, SIGHUP) is acted on at the next safe point: after an
+update, between evaluation batches, between the parts of the final report. The run then saves
+a checkpoint at its current step (unless that step's checkpoint is already on disk) and ends
+with exit status 0; ``--resume_from_checkpoint latest`` redoes whatever the stop cut short (an
+end-of-epoch validation, the final report).
 """
 
 from __future__ import annotations
@@ -25,16 +31,19 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from lrsched.recipes.common.checkpoint import (
+    latest_checkpoint,
     prune_checkpoints,
     rng_state,
     save_checkpoint,
+    set_aside_future,
     set_rng_state,
+    step_of,
     step_path,
 )
 from lrsched.recipes.common.device import autocast
 from lrsched.recipes.common.distributed import World, barrier, mean_across
 from lrsched.recipes.common.runlog import RunLog, write_json
-from lrsched.recipes.common.stopping import StopRequest
+from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.finetune import data as D
 from lrsched.recipes.finetune import metrics
 from lrsched.recipes.finetune import model as M
@@ -56,6 +65,8 @@ class State:
     scheduler: ScheduledLR
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
+    saved_step: int | None = None
+    """The step whose checkpoint is on disk in this run's folder (not written twice)."""
 
     @property
     def step(self) -> int:
@@ -78,6 +89,9 @@ def build_state(run: Run) -> State:
         scheduler.load_state_dict(ck["scheduler"])
         state.history, state.best = list(ck["history"]), ck["best"]
         set_rng_state(ck["rng"][run.world.rank])
+        assert run.resume_path is not None
+        if run.resume_path.resolve().parent == (run.output_dir / "checkpoints").resolve():
+            state.saved_step = state.step
     else:
         torch.manual_seed(run.args.seed * 1000 + run.world.rank)  # dropout streams, one per rank
     if run.world.distributed:
@@ -97,7 +111,11 @@ def all_rng_states(world: World) -> list[dict[str, Any]]:
 
 
 def save(run: Run, state: State) -> None:
-    """A resumable checkpoint at the current step (rank 0 writes; every rank gives its RNG)."""
+    """A resumable checkpoint at the current step (rank 0 writes; every rank gives its RNG).
+
+    Not again when this step's checkpoint is already on disk (an epoch end, then a stop)."""
+    if state.saved_step == state.step:
+        return
     rngs = all_rng_states(run.world)
     if run.world.is_main:
         payload = {
@@ -112,8 +130,9 @@ def save(run: Run, state: State) -> None:
             "plan": run.plan.to_json(),
         }
         directory = run.output_dir / "checkpoints"
-        save_checkpoint(payload, step_path(directory, state.step), PROGRAM)
+        save_checkpoint(payload, step_path(directory, state.step), PROGRAM, run_id=run.run_id)
         prune_checkpoints(directory, run.args.save_total_limit)
+    state.saved_step = state.step
     barrier(run.world)
 
 
@@ -179,8 +198,11 @@ def grad_norm(run: Run, state: State) -> float:
 
 
 @torch.no_grad()
-def evaluate(run: Run, model: nn.Module, data: D.Examples) -> dict[str, float]:
-    """Loss, accuracy and macro-F1 over ``data`` (sharded across ranks, then summed)."""
+def evaluate(run: Run, model: nn.Module, data: D.Examples, stop: StopRequest | None = None) -> dict[str, float]:
+    """Loss, accuracy and macro-F1 over ``data`` (sharded across ranks, then summed).
+
+    In a single process a stop request is honoured between batches (``Stopped``); under DDP the
+    ranks would disagree on where, so it waits for the next point where they all check."""
     was_training = model.training
     model.eval()
     k = len(run.splits.label_names)
@@ -195,6 +217,8 @@ def evaluate(run: Run, model: nn.Module, data: D.Examples) -> dict[str, float]:
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double().cpu()
         for t, p in zip(labels.tolist(), logits.argmax(-1).tolist()):
             conf[t, p] += 1
+        if stop is not None and not w.distributed:
+            stop.check()
     if w.distributed:
         for tensor in (conf, loss_sum):
             dist.all_reduce(tensor)
@@ -203,11 +227,11 @@ def evaluate(run: Run, model: nn.Module, data: D.Examples) -> dict[str, float]:
     return {"loss": float(loss_sum) / len(data), "accuracy": metrics.accuracy(m), "macro_f1": metrics.macro_f1(m)}
 
 
-def end_epoch(run: Run, state: State) -> dict[str, Any]:
+def end_epoch(run: Run, state: State, stop: StopRequest | None = None) -> dict[str, Any]:
     """Validate at the end of an epoch (or of the run); keep the best model by accuracy."""
     step = state.step
     result = {"epoch": round(step / run.updates_per_epoch, 4), "step": step}
-    result.update(evaluate(run, state.model, run.splits.validation))
+    result.update(evaluate(run, state.model, run.splits.validation, stop))
     state.history.append(result)
     if state.best is None or result["accuracy"] > state.best["accuracy"]:
         state.best = dict(result)
@@ -252,20 +276,40 @@ def write_eval(run: Run, state: State, test: dict[str, Any] | None, ranks: list[
 
 
 def stop_requested(stop: StopRequest, world: World) -> bool:
-    """Whether any rank got SIGINT/SIGTERM (all ranks agree, so they stop at the same step)."""
+    """Whether any rank got a signal (all ranks agree, so they stop at the same step)."""
     flag = torch.tensor(1.0 if stop.requested else 0.0)
     if world.distributed:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag.item() > 0)
 
 
-def run_updates(run: Run, state: State, log: RunLog | None, bar: tqdm[Any], stop: StopRequest) -> bool:
-    """Updates from the current step to T; returns False when stopped early by a signal."""
+def stop_point(run: Run, stop: StopRequest) -> None:
+    """A point every rank passes: raise ``Stopped`` on all of them if any rank got a signal."""
+    if stop_requested(stop, run.world):
+        raise Stopped(stop.requested or "a signal to another rank")
+
+
+def epoch_end(run: Run, step: int) -> bool:
+    total = run.plan.schedule.total
+    return step > 0 and (step % run.updates_per_epoch == 0 or step == total)
+
+
+def validate_epoch(run: Run, state: State, bar: tqdm[Any], stop: StopRequest) -> None:
+    result = end_epoch(run, state, stop)
+    write_eval(run, state, None)
+    say(run, bar, f"epoch {result['epoch']:g} step {result['step']}: validation {_fmt(result)}")
+
+
+def run_updates(run: Run, state: State, log: RunLog | None, bar: tqdm[Any], stop: StopRequest) -> None:
+    """Updates from the current step to T; a signal raises ``Stopped`` at the next safe point."""
     a, upe = run.args, run.updates_per_epoch
     total = run.plan.schedule.total
     assert total is not None
     accum = a.gradient_accumulation_steps
+    if epoch_end(run, state.step) and not (state.history and state.history[-1]["step"] == state.step):
+        validate_epoch(run, state, bar, stop)  # a stop cut this validation short: do it now
     while state.step < total:
+        stop_point(run, stop)
         epoch = state.step // upe
         batches = D.rank_batches(len(run.splits.train), a.per_device_train_batch_size, a.seed, epoch, *_rw(run))
         k = state.step - epoch * upe
@@ -279,16 +323,9 @@ def run_updates(run: Run, state: State, log: RunLog | None, bar: tqdm[Any], stop
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}")
         epoch_done = k == upe - 1 or state.step == total
         if epoch_done:
-            result = end_epoch(run, state)
-            write_eval(run, state, None)
-            say(run, bar, f"epoch {result['epoch']:g} step {result['step']}: validation {_fmt(result)}")
+            validate_epoch(run, state, bar, stop)
         if epoch_done or (a.save_steps and state.step % a.save_steps == 0):
             save(run, state)
-        if state.step < total and stop_requested(stop, run.world):
-            save(run, state)
-            say(run, bar, f"stopped at step {state.step}; continue with --resume_from_checkpoint latest")
-            return False
-    return True
 
 
 def say(run: Run, bar: tqdm[Any], message: str) -> None:
@@ -305,16 +342,20 @@ def _fmt(result: dict[str, Any]) -> str:
     return f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f}"
 
 
-def finish(run: Run, state: State) -> dict[str, Any] | None:
-    """Save the last model, test the best one, write eval.json and curves.png."""
+def finish(run: Run, state: State, stop: StopRequest) -> dict[str, Any] | None:
+    """Save the last model, test the best one, write eval.json and curves.png (a stop between parts
+    leaves the step's checkpoint; resuming it redoes the report)."""
+    stop_point(run, stop)
     save_model(run, state.model, "last")
+    stop_point(run, stop)
     ranks = rank_summary(run, state)
     test: dict[str, Any] | None = None
     if run.splits.test is not None:
         best = M.load_model(run.output_dir / "best", run.splits.label_names).to(run.device)
         assert state.best is not None
         test = {"model": f"best (epoch {state.best['epoch']:g}, step {state.best['step']})"}
-        test.update(evaluate(run, best, run.splits.test))
+        test.update(evaluate(run, best, run.splits.test, stop))
+    stop_point(run, stop)
     write_eval(run, state, test, ranks)
     if run.world.is_main:
         from lrsched.recipes.finetune.curves import draw_curves
@@ -323,23 +364,47 @@ def finish(run: Run, state: State) -> dict[str, Any] | None:
     return test
 
 
-def train(run: Run) -> None:
-    """Train from the current step to the plan's end, then report (rank 0 prints)."""
+def open_log(run: Run, state: State) -> RunLog | None:
+    """Rank 0's log.csv. Resuming from a checkpoint older than the folder's newest abandons the
+    steps after it: their checkpoints move aside (``set_aside_future``) before the log is cut back."""
+    if not run.world.is_main:
+        return None
+    if run.resume is None:
+        return RunLog(run.output_dir, COLUMNS)
+    directory = run.output_dir / "checkpoints"
+    newest = latest_checkpoint(directory)
+    if newest is not None and (step_of(newest) or 0) > state.step:
+        moved = set_aside_future(directory, state.step)
+        print(f"resuming from step {state.step}: the checkpoints of later steps moved to {moved}", flush=True)
+    return RunLog(run.output_dir, COLUMNS, resume_step=state.step)
+
+
+def train(run: Run, stop: StopRequest) -> None:
+    """Train from the current step to the plan's end, then report (rank 0 prints).
+
+    ``stop`` is installed (and deferred) by the caller; a signal ends the run with a checkpoint."""
     state = build_state(run)
     main = run.world.is_main
-    log = RunLog(run.output_dir, COLUMNS, resume_step=state.step if run.resume else None) if main else None
+    log = open_log(run, state)
     total = run.plan.schedule.total
     bar = tqdm(total=total, initial=state.step, disable=not main or run.args.disable_tqdm, unit="update")
     try:
-        with StopRequest() as stop:
-            done = run_updates(run, state, log, bar, stop)
+        stop_point(run, stop)
+        run_updates(run, state, log, bar, stop)
+        bar.close()
+        if log is not None:
+            log.close()
+            log = None
+        test = finish(run, state, stop)
+    except Stopped as stopped:
+        save(run, state)
+        how = f"({stopped.signal_name}); continue with --resume_from_checkpoint latest"
+        say(run, bar, f"stopped at step {state.step} {how}")
+        return
     finally:
         bar.close()
         if log is not None:
             log.close()
-    if not done:
-        return
-    test = finish(run, state)
     if main:
         best = state.best or {}
         print(f"best validation: epoch {best.get('epoch', 0):g}, {_fmt(best)}" if best else "no validation")

@@ -1,21 +1,30 @@
 """train.py: validate everything, print the plan, then train (``loop.py``) and report.
 
 Order of work, so that bad input never leaves a trace:
-1. parse flags; read and split the data; find the model; size the run; resolve the plan;
-   read and check a checkpoint to resume from; check the output directory. Any problem is
-   one line naming the flag and the rule, exit status 2, and nothing is created.
-2. print the plan (as ``lrsched show`` does) and the run size;
-3. create the output directory, write ``plan.json`` and ``args.json``, and train.
+1. parse flags; read and split the data; find the model; size the run (and what memory it
+   needs); resolve the plan; read and check a checkpoint to resume from; check the output
+   directory (``rundir.check_run_dir``). Any problem is one line naming the flag and the rule,
+   exit status 2, and nothing is created.
+2. claim the output directory (``rundir.claim_run_dir``): create it, lock it for the whole run
+   (a second process is refused, naming our pid), write ``run.json`` (the run id);
+3. print the plan (as ``lrsched show`` does) and the run size;
+4. write ``plan.json`` and ``args.json``, and train.
 
-Exit status: 0 done (or stopped by SIGINT/SIGTERM after saving a checkpoint), 2 bad input,
+Signals (SIGINT, SIGTERM, SIGHUP): before the model exists the program exits at once, having
+written nothing; afterwards, anywhere, it saves the latest state as a checkpoint and exits 0.
+
+Exit status: 0 done (or stopped by a signal, after saving a checkpoint), 2 bad input,
 3 a non-finite training loss or gradient (the run stops before that update; the last good
-checkpoint stays as it was), 1 anything unexpected (with a traceback).
+checkpoint stays as it was), 1 a full disk (one line; the last checkpoint is intact) or
+anything unexpected (with a traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import math
 import shutil
 import sys
 from collections.abc import Sequence
@@ -26,10 +35,12 @@ from typing import Any
 import torch
 
 from lrsched.args import finetune_plan
-from lrsched.recipes.common.checkpoint import load_checkpoint, resolve_resume
-from lrsched.recipes.common.device import describe_device, pick_device
+from lrsched.recipes.common.checkpoint import is_disk_full, latest_checkpoint, load_checkpoint, resolve_resume
+from lrsched.recipes.common.device import describe_device, device_memory, pick_device
 from lrsched.recipes.common.distributed import World, close_world, init_world
+from lrsched.recipes.common.rundir import check_run_dir, claim_run_dir
 from lrsched.recipes.common.runlog import write_json
+from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.finetune import data as D
 from lrsched.recipes.finetune import model as M
 from lrsched.recipes.finetune.flags import PROG, parse
@@ -38,8 +49,11 @@ from lrsched.strategy import Plan, UsageError, updates_per_epoch
 from lrsched.torch_sched import ScheduleMismatch
 
 PROGRAM = "train.py"
-EXIT_USAGE, EXIT_NONFINITE = 2, 3
+EXIT_USAGE, EXIT_NONFINITE, EXIT_FAILED = 2, 3, 1
 RUN_FILES = ("plan.json", "args.json", "log.csv", "eval.json", "curves.png", "checkpoints", "best", "last", "tb")
+LR_LIMIT = 1e36
+"""The largest peak LR: AdamW's float32 arithmetic (lr / bias correction, lr x weight decay) overflows above."""
+RESUME_FLAG, OUTPUT_FLAG, OVERWRITE_FLAG = "--resume_from_checkpoint", "--output_dir", "--overwrite_output_dir"
 
 
 class NonFiniteLoss(RuntimeError):
@@ -64,6 +78,7 @@ class Run:
     resume: dict[str, Any] | None
     resume_path: Path | None
     identity: dict[str, Any]
+    run_id: str | None = None
 
 
 # ---------------------------------------------------------------- validation
@@ -80,6 +95,7 @@ def data_flags(args: argparse.Namespace) -> D.DataFlags:
         max_eval_samples=args.max_eval_samples,
         max_test_samples=args.max_test_samples or args.max_eval_samples,
         seed=args.seed,
+        max_chars=D.chars_for_tokens(args.max_seq_length),
     )
 
 
@@ -126,17 +142,86 @@ def check_resume(state: dict[str, Any], plan: Plan, identity: dict[str, Any], fl
         )
 
 
-def check_output_dir(path: Path, resuming: bool, overwrite: bool) -> None:
-    """A fresh run needs an empty (or missing) directory, or --overwrite_output_dir."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--output_dir {path}: exists and is not a directory")
-    if resuming or overwrite or not path.is_dir():
-        return
-    found = [name for name in RUN_FILES if (path / name).exists()]
-    if found:
+def run_dir_options(args: argparse.Namespace, resume_path: Path | None) -> dict[str, Any]:
+    """The arguments train.py gives ``check_run_dir`` and ``claim_run_dir``."""
+    return {
+        "resume_path": resume_path,
+        "run_files": RUN_FILES,
+        "overwrite": args.overwrite_output_dir,
+        "output_flag": OUTPUT_FLAG,
+        "resume_flag": RESUME_FLAG,
+        "overwrite_flag": OVERWRITE_FLAG,
+    }
+
+
+def check_lr(plan: Plan) -> None:
+    if plan.schedule.base > LR_LIMIT:
         raise UsageError(
-            f"--output_dir {path}: holds a run already ({', '.join(found)}); "
-            "pass --resume_from_checkpoint latest to continue it or --overwrite_output_dir to replace it"
+            f"--learning_rate {plan.schedule.base:g}: must be at most {LR_LIMIT:g} "
+            "(AdamW's float32 arithmetic overflows above)"
+        )
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def longest_tokens(tokenizer: Any, texts: Sequence[str], limit: int, sample: int = 16) -> int:
+    """Tokens of the longest of ``texts`` (by tokenizing the ``sample`` longest by characters), at most ``limit``."""
+    longest = sorted(texts, key=len, reverse=True)[:sample]
+    if not longest:
+        return 1
+    enc = tokenizer(longest, truncation=True, max_length=limit)
+    return max(len(ids) for ids in enc["input_ids"])
+
+
+def check_sizes(args: argparse.Namespace, run: Run) -> None:
+    """--max_seq_length within the model's positions; a batch that cannot fit in memory is refused up front.
+
+    Memory is estimated from the padded batch (at most ``--max_seq_length`` tokens, and no more
+    than the longest texts need): training keeps about 16 float32 values per hidden unit per
+    token per layer (measured on MiniLM, CPU: 19 MB per 128-token text), evaluation about 10
+    per hidden unit plus the attention scores. It is compared with all the memory the device has
+    (what is free at the moment depends on other processes: a run is not refused for that).
+    """
+    config = getattr(run.model, "config", None)
+    positions = int(getattr(config, "max_position_embeddings", 0) or 0)
+    if positions and args.max_seq_length > positions:
+        raise UsageError(
+            f"--max_seq_length {args.max_seq_length}: more than the {positions} positions "
+            f"of the model ({run.model_dir})"
+        )
+    memory = device_memory(run.device)
+    if memory is None or config is None:
+        return
+    if run.device.type == "cpu":
+        memory //= run.world.size  # the ranks share the machine's memory
+    hidden = int(getattr(config, "hidden_size", 0) or 0)
+    layers = int(getattr(config, "num_hidden_layers", 0) or 0)
+    heads = int(getattr(config, "num_attention_heads", 0) or 0)
+    if not (hidden and layers):
+        return
+    params = sum(p.numel() for p in run.model.parameters()) * 4 * 4  # weights, gradients, AdamW's two moments
+    w = run.world.size
+    s = run.splits
+    b = min(args.per_device_train_batch_size, math.ceil(len(s.train) / w))
+    length = longest_tokens(run.tokenizer, s.train.texts, args.max_seq_length)
+    need = params + b * length * hidden * layers * 16 * 4
+    if need > memory:
+        raise UsageError(
+            f"--per_device_train_batch_size {args.per_device_train_batch_size}: a batch of {b} texts of up to "
+            f"{length} tokens needs about {_gb(need)} to train, more than the {_gb(memory)} this device has; "
+            "use a smaller batch"
+        )
+    evals = [s.validation, *([s.test] if s.test is not None else [])]
+    b = min(args.per_device_eval_batch_size, max(math.ceil(len(e) / w) for e in evals))
+    length = max(longest_tokens(run.tokenizer, e.texts, args.max_seq_length) for e in evals)
+    need = params // 4 + b * length * (hidden * 10 + heads * length * 2) * 4
+    if need > memory:
+        raise UsageError(
+            f"--per_device_eval_batch_size {args.per_device_eval_batch_size}: a batch of {b} texts of up to "
+            f"{length} tokens needs about {_gb(need)} to evaluate, more than the {_gb(memory)} this device has; "
+            "use a smaller batch"
         )
 
 
@@ -152,17 +237,18 @@ def prepare(args: argparse.Namespace, world: World, device: torch.device) -> Run
     tokenizer = M.load_tokenizer(model_dir)
     batches, upe = size_run(args, len(splits.train), world)
     plan = finetune_plan(args, upe)
+    check_lr(plan)
     output_dir = args.output_dir if args.output_dir is not None else default_output_dir()
-    flag = "--resume_from_checkpoint"
+    flag = RESUME_FLAG
     resume_path = resolve_resume(args.resume_from_checkpoint, output_dir, flag)
-    state = None if resume_path is None else load_checkpoint(resume_path, PROGRAM, f"{flag} {resume_path}")
-    check_output_dir(output_dir, state is not None, args.overwrite_output_dir)
+    state = None if resume_path is None else load_checkpoint(resume_path, PROGRAM, flag)
+    check_run_dir(output_dir, PROGRAM, state, world=world, **run_dir_options(args, resume_path))
     torch.manual_seed(args.seed)  # the new classification head
     model = M.load_model(model_dir, splits.label_names)
     identity = run_identity(args, splits, world, model)
     if state is not None:
         check_resume(state, plan, identity, f"{flag} {resume_path}")
-    return Run(
+    run = Run(
         args,
         world,
         device,
@@ -178,6 +264,8 @@ def prepare(args: argparse.Namespace, world: World, device: torch.device) -> Run
         resume_path,
         identity,
     )
+    check_sizes(args, run)
+    return run
 
 
 # ---------------------------------------------------------------- the printout
@@ -207,16 +295,9 @@ def plan_text(run: Run) -> str:
 
 
 def start_output(run: Run) -> None:
-    """Create the output directory (rank 0), clearing an old run only with --overwrite_output_dir."""
+    """Write plan.json and args.json (rank 0) into the claimed output directory (``claim_run_dir``
+    created it, and cleared an old run when allowed)."""
     out = run.output_dir
-    if run.resume is None and run.args.overwrite_output_dir and out.is_dir():
-        for name in RUN_FILES:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
     if run.resume_path is not None:  # resuming into another directory: bring the best model along
         old_best = run.resume_path.resolve().parent.parent / "best"
         if old_best.is_dir() and not (out / "best").exists():
@@ -238,24 +319,58 @@ def fail(world: World, message: str, status: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run train.py; returns the exit status (see the module docstring)."""
     args = parse(argv)
+    with StopRequest(immediate=True) as stop:
+        return _main(args, stop)
+
+
+def _main(args: argparse.Namespace, stop: StopRequest) -> int:
     from lrsched.recipes.finetune import loop
 
     world = World()
     try:
-        device = pick_device(args.device)
-    except RuntimeError as err:  # an unknown device name
-        return fail(world, f"--device {args.device}: {str(err).splitlines()[0]}", EXIT_USAGE)
-    try:
+        try:
+            device = pick_device(args.device)
+        except RuntimeError as err:  # an unknown device name
+            return fail(world, f"--device {args.device}: {str(err).splitlines()[0]}", EXIT_USAGE)
         world = init_world(device.type)
         run = prepare(args, world, device)
+        stop.defer()  # the model exists: from now on a signal saves the latest state
+    except Stopped as stopped:
+        if world.is_main:
+            line = f"{PROG}: stopped by {stopped.signal_name} before the run started; nothing was written"
+            print(line, file=sys.stderr)
+        close_world(world)
+        return 0
     except (UsageError, ScheduleError) as err:
         return fail(world, str(err), EXIT_USAGE)
-    if world.is_main:
-        print(plan_text(run), flush=True)
-        start_output(run)
-    try:
-        loop.train(run)
-    except NonFiniteLoss as err:
-        return fail(world, str(err), EXIT_NONFINITE)
+    with contextlib.ExitStack() as stack:
+        try:
+            rundir = stack.enter_context(
+                claim_run_dir(
+                    run.output_dir, PROGRAM, run.resume, world=world, **run_dir_options(args, run.resume_path)
+                )
+            )
+        except UsageError as err:
+            return fail(world, str(err), EXIT_USAGE)
+        run.run_id = rundir.run_id
+        try:
+            if world.is_main:
+                print(plan_text(run), flush=True)
+                start_output(run)
+            loop.train(run, stop)
+        except NonFiniteLoss as err:
+            return fail(world, str(err), EXIT_NONFINITE)
+        except (OSError, RuntimeError) as err:
+            if not is_disk_full(err):
+                raise
+            return fail(world, disk_full_message(run, err), EXIT_FAILED)
     close_world(world)
     return 0
+
+
+def disk_full_message(run: Run, err: BaseException) -> str:
+    """One line: what could not be written, and which checkpoint is intact."""
+    what = getattr(err, "filename", None) or str(err).split(": ", 1)[-1]
+    newest = latest_checkpoint(run.output_dir / "checkpoints")
+    kept = f"the newest checkpoint {newest} is intact" if newest is not None else "no checkpoint was written yet"
+    return f"no space left on the device (writing {what}); {kept}; free some space and resume with {RESUME_FLAG} latest"
