@@ -45,7 +45,7 @@ def stop_at_random(out: Path, sig: signal.Signals, rows: int, delay: float, duri
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, f"{sig.name}: exit {proc.returncode}: {stderr[-2000:]}"
     assert "Traceback" not in stderr
-    assert "stopped on request at step" in stdout + stderr
+    assert f"stopped by {sig.name} at step" in stdout + stderr
     states = load_every_checkpoint(out, DINO_PROGRAM)
     step = int(states[-1]["step"])
     assert step == log_rows(out), "the checkpoint is not at the last logged step"

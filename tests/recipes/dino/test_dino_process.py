@@ -71,7 +71,7 @@ def test_open_ended_run_exits_0_on_sigterm_with_a_loadable_checkpoint(tmp_path: 
     state = load_checkpoint(path, PROGRAM)
     assert state["step"] == logged_steps(out) >= 3
     assert json.loads((out / "metrics.json").read_text())["status"].startswith("stopped at step")
-    assert "stopped on request" in stdout
+    assert "stopped by SIGTERM at step" in stdout
 
 
 @pytest.mark.slow
@@ -139,3 +139,75 @@ def test_student_learns_its_teacher_and_knn_beats_the_network_at_init(tmp_path: 
     assert sum(kl[-50:]) / 50 < 0.75 * sum(kl[:20]) / 20
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["knn_top1"] > metrics["knn_top1_at_init"] + 0.03
+
+
+def start_logged(out: Path, log: Path, *extra: str) -> subprocess.Popen[str]:
+    """The program with stdout and stderr in a file, so a test can wait for a line."""
+    handle = log.open("w")
+    return subprocess.Popen(
+        [PYTHON, str(ENTRY), *SMALL, "--output-dir", str(out), *extra],
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=child_env(),
+    )
+
+
+@pytest.mark.parametrize(
+    "sig",
+    [
+        signal.SIGTERM,
+        pytest.param(signal.SIGINT, marks=pytest.mark.slow),
+        pytest.param(signal.SIGHUP, marks=pytest.mark.slow),
+    ],
+)
+def test_a_signal_during_the_knn_baseline_saves_step_0_and_exits_0(tmp_path: Path, sig: signal.Signals) -> None:
+    out, log = tmp_path / "run", tmp_path / "out.txt"
+    proc = start_logged(out, log, "--max-steps", "5", "--warmup-steps", "1", "--knn-train-samples", "60000")
+    wait_for(lambda: "data: fashion-mnist" in log.read_text(), proc)  # printed just before the baselines
+    proc.send_signal(sig)
+    assert proc.wait(timeout=120) == 0
+    text = log.read_text()
+    assert f"stopped by {sig.name} at step 0" in text and "Traceback" not in text
+    state = load_checkpoint(out / "checkpoints" / "step-00000000.pt", PROGRAM)
+    assert state["step"] == 0 and "knn_top1_at_init" not in state["metrics"]
+    again = start(out, "--max-steps", "5", "--warmup-steps", "1", "--resume", "latest", "--knn-train-samples", "600")
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["knn_top1_at_init"] is not None and metrics["status"] == "finished"
+
+
+def test_sighup_in_the_loop_saves_and_exits_0(tmp_path: Path) -> None:
+    out = tmp_path / "open"
+    proc = start(out, "--warmup-steps", "2")
+    wait_for(lambda: logged_steps(out) >= 2, proc)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    path = latest_checkpoint(out / "checkpoints")
+    assert path is not None and load_checkpoint(path, PROGRAM)["step"] == logged_steps(out)
+
+
+def test_a_second_process_on_the_folder_is_refused_at_once_naming_the_first(tmp_path: Path) -> None:
+    out = tmp_path / "open"
+    first = start(out, "--warmup-steps", "2")
+    wait_for(lambda: logged_steps(out) >= 2, first)
+    second = subprocess.run(
+        [PYTHON, str(ENTRY), *SMALL, "--output-dir", str(out), "--resume", "latest"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+    )
+    rows = logged_steps(out)
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert second.returncode == 2
+    assert second.stderr.strip().endswith(
+        f"in use by another process (pid {first.pid}); wait for it to end or stop it, or choose another folder"
+    )
+    assert rows <= logged_steps(out) and [r["step"] for r in read_rows(out / "log.csv")] == [
+        str(t) for t in range(logged_steps(out))
+    ]

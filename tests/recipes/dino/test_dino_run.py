@@ -161,7 +161,7 @@ def test_an_existing_run_is_never_overwritten(tmp_path: Path, capsys: pytest.Cap
     (out / "log.csv").write_text("precious\n")
     with pytest.raises(SystemExit) as err:
         run(out, "--max-steps", "3", "--warmup-steps", "1")
-    assert err.value.code == 2 and "already holds a run" in capsys.readouterr().err
+    assert err.value.code == 2 and "holds files of a run without run.json (log.csv" in capsys.readouterr().err
     assert (out / "log.csv").read_text() == "precious\n"
 
 
@@ -330,3 +330,73 @@ def test_replan_to_a_new_peak_rewarms_says_so_and_refuses_a_jump_in_one_line(
     assert "note: --replan from step 4: 0.001 -> 0.002 linearly by step 6" in capsys.readouterr().out
     lrs = [float(r["lr"]) for r in read_rows(out / "log.csv")]
     assert lrs[3] == lrs[4] == pytest.approx(1e-3) and lrs[5] == pytest.approx(1.5e-3) and lrs[6] == pytest.approx(2e-3)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_folder_belongs_to_one_run_and_another_runs_checkpoint_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = ["--max-steps", "6", "--warmup-steps", "1", "--workers", "0", "--save-every", "2"]
+    assert run(tmp_path / "a", *flags) == 0
+    monkeypatch.setenv("LRSCHED_STOP_AT_STEP", "3")
+    assert run(tmp_path / "b", *flags) == 0
+    monkeypatch.delenv("LRSCHED_STOP_AT_STEP")
+    before = _files(tmp_path / "b")
+    capsys.readouterr()
+    other = tmp_path / "a" / "checkpoints" / "step-00000002.pt"
+    with pytest.raises(SystemExit) as exit_status:
+        run(tmp_path / "b", *flags, "--resume", str(other))
+    assert exit_status.value.code == 2
+    err = capsys.readouterr().err.strip()
+    run_a = json.loads((tmp_path / "a" / "run.json").read_text())["id"]
+    run_b = json.loads((tmp_path / "b" / "run.json").read_text())["id"]
+    assert f"a checkpoint of run {run_a}" in err and f"holds another, run {run_b}" in err
+    assert len(err.splitlines()) == 1 and _files(tmp_path / "b") == before
+    with pytest.raises(SystemExit):  # a fresh start into a run with checkpoints: refused too
+        run(tmp_path / "b", *flags)
+    assert "pass --resume latest to continue it" in capsys.readouterr().err and _files(tmp_path / "b") == before
+
+
+def test_a_run_that_died_before_its_first_checkpoint_is_no_dead_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    flags = ["--max-steps", "4", "--warmup-steps", "1", "--workers", "0"]
+    monkeypatch.setenv("LRSCHED_INJECT_NAN_AT_STEP", "0")
+    assert run(out, *flags) == 3  # stopped before any checkpoint
+    monkeypatch.delenv("LRSCHED_INJECT_NAN_AT_STEP")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run(out, *flags, "--resume", "latest")
+    assert "stopped before its first checkpoint; start it again without --resume" in capsys.readouterr().err
+    assert run(out, *flags) == 0  # a fresh start in the same folder
+    assert len(read_rows(out / "log.csv")) == 4
+
+
+def test_resuming_from_an_older_checkpoint_sets_the_abandoned_future_aside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    flags = [
+        "--max-steps",
+        "8",
+        "--warmup-steps",
+        "1",
+        "--workers",
+        "0",
+        "--save-every",
+        "2",
+        "--keep-checkpoints",
+        "9",
+    ]
+    assert run(out, *flags) == 0
+    monkeypatch.setenv("LRSCHED_STOP_AT_STEP", "5")
+    assert run(out, *flags, "--resume", str(out / "checkpoints" / "step-00000004.pt")) == 0
+    assert latest_checkpoint(out / "checkpoints") == out / "checkpoints" / "step-00000005.pt"
+    aside = sorted(p.name for p in (out / "checkpoints").glob("abandoned-after-step-00000004/*"))
+    assert aside == ["step-00000006.pt", "step-00000008.pt"]
+    assert [int(r["step"]) for r in read_rows(out / "log.csv")] == list(range(5))
+    assert json.loads((out / "metrics.json").read_text())["status"] == "stopped at step 5"

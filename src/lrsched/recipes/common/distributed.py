@@ -51,6 +51,18 @@ def mean_across(value: torch.Tensor, world: World) -> torch.Tensor:
     return value / world.size
 
 
+def any_rank(flag: bool, world: World, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any rank; a collective: every rank must call it.
+
+    ``device`` is the training device (NCCL reduces only tensors on the GPU).
+    """
+    if not world.distributed:
+        return flag
+    value = torch.tensor(1.0 if flag else 0.0, device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()

@@ -30,9 +30,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.device import autocast, describe_device
-from lrsched.recipes.common.distributed import World, barrier
+from lrsched.recipes.common.distributed import World, any_rank, barrier
 from lrsched.recipes.common.runlog import RunLog, write_json
-from lrsched.recipes.common.stopping import StopRequest
+from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.dino import knn
 from lrsched.recipes.dino.augment import Geometry, Photometric, as_float
 from lrsched.recipes.dino.data import Dataset, Sampler, Source, mix
@@ -165,6 +165,9 @@ class Run:
     recent_seconds: deque[float] = field(default_factory=partial(deque, maxlen=TIMING_WINDOW))
     seconds: float = 0.0
     waiting: float = 0.0
+    run_id: str | None = None
+    saved_at: int | None = None
+    """The step of the last checkpoint this process wrote: a step is never saved twice."""
     lr_hash: str = ""
     """``h(t+1) = sha256(h(t) || lr(t))`` over the steps this process ran: equal on every rank."""
     replanned_at: int | None = None
@@ -341,13 +344,14 @@ def checkpoint_state(run: Run) -> dict[str, Any]:
     }
 
 
-def save(run: Run) -> Path | None:
-    """Rank 0 writes ``checkpoints/step-<t>.pt`` atomically and prunes old ones; all ranks wait."""
-    path = None
-    if run.world.is_main:
-        directory = run.settings.output_dir / "checkpoints"
-        path = ckpt.save_checkpoint(checkpoint_state(run), ckpt.step_path(directory, run.t), PROGRAM)
+def save(run: Run) -> Path:
+    """Rank 0 writes ``checkpoints/step-<t>.pt`` atomically (once per step) and prunes old ones; all ranks wait."""
+    directory = run.settings.output_dir / "checkpoints"
+    path = ckpt.step_path(directory, run.t)
+    if run.world.is_main and run.saved_at != run.t:
+        ckpt.save_checkpoint(checkpoint_state(run), path, PROGRAM, run_id=run.run_id)
         ckpt.prune_checkpoints(directory, run.settings.args.keep_checkpoints)
+    run.saved_at = run.t
     barrier(run.world)
     return path
 
@@ -391,12 +395,20 @@ def plan_json(run: Run) -> dict[str, Any]:
 # --- evaluation ------------------------------------------------------------------------------
 
 
-def _features(run: Run, source: Source, ids: torch.Tensor, net: DINONet | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features of images ``ids`` (teacher CLS, or raw pixels when ``net`` is None) and labels, a batch at a time."""
+def _features(
+    run: Run, source: Source, ids: torch.Tensor, net: DINONet | None, stop: StopRequest
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of images ``ids`` (teacher CLS, or raw pixels when ``net`` is None) and labels, a batch at a time.
+
+    In one process a stop request raises ``Stopped`` between batches; under torchrun rank 0
+    finishes (the other ranks wait for it) and every rank stops after (``stop_point``).
+    """
     s = run.settings
     size = s.preset.global_size if net is not None else min(s.preset.global_size, RAW_PIXELS_SIDE)
     features, labels = [], []
     for pixels, y in eval_batches(source, ids, size, s.args.workers):
+        if not run.world.distributed:
+            stop.check()
         x = as_float(pixels.to(run.device))
         if net is None:
             features.append(x.flatten(1))
@@ -408,7 +420,7 @@ def _features(run: Run, source: Source, ids: torch.Tensor, net: DINONet | None) 
 
 
 @torch.no_grad()
-def knn_eval(run: Run, net: DINONet | None) -> float | None:
+def knn_eval(run: Run, net: DINONet | None, stop: StopRequest) -> float | None:
     """Weighted k-NN top-1 on teacher CLS features (``net``), or on raw pixels when ``net`` is None."""
     s = run.settings
     if s.data.knn_train is None or s.data.knn_test is None:
@@ -418,42 +430,52 @@ def knn_eval(run: Run, net: DINONet | None) -> float | None:
     was_training = net.training if net is not None else False
     if net is not None:
         net.eval()
-    train_f, train_y = _features(run, s.data.knn_train, tr, net)
-    test_f, test_y = _features(run, s.data.knn_test, te, net)
-    if net is not None:
-        net.train(was_training)
+    try:
+        train_f, train_y = _features(run, s.data.knn_train, tr, net, stop)
+        test_f, test_y = _features(run, s.data.knn_test, te, net, stop)
+    finally:
+        if net is not None:
+            net.train(was_training)
     return knn.knn_top1(train_f, train_y, test_f, test_y)
 
 
-def evaluate(run: Run) -> None:
+def stop_point(run: Run, stop: StopRequest) -> None:
+    """A point every rank passes: ``Stopped`` on all of them when any rank got a signal."""
+    if any_rank(stop.requested is not None, run.world, run.device):
+        raise Stopped(stop.requested or "a signal to another rank")
+
+
+def evaluate(run: Run, stop: StopRequest) -> None:
     """k-NN of the teacher at step ``t`` on rank 0 (recorded in the metrics); others wait."""
     if run.world.is_main:
-        acc = knn_eval(run, run.teacher)
+        acc = knn_eval(run, run.teacher, stop)
         if acc is not None:
             run.metrics["knn_top1"] = acc
             history = run.metrics.setdefault("knn_history", [])
             if history and history[-1][0] == run.t:  # evaluated at this step already (a resumed, finished run)
                 history.pop()
             history.append([run.t, acc])
-            _say(
+            say(
                 run,
                 f"step {run.t}: k-NN top-1 {acc:.4f} (at init {run.metrics.get('knn_top1_at_init', 0):.4f}, "
                 f"raw pixels {run.metrics.get('knn_top1_raw_pixels', 0):.4f})",
             )
     barrier(run.world)
+    stop_point(run, stop)
 
 
-def baselines(run: Run) -> None:
-    """k-NN on raw pixels and on the network at initialisation (fresh runs only)."""
+def baselines(run: Run, stop: StopRequest) -> None:
+    """k-NN on raw pixels and on the network at initialisation (until both are recorded)."""
     if run.world.is_main and "knn_top1_at_init" not in run.metrics:
-        run.metrics["knn_top1_raw_pixels"] = knn_eval(run, None)
-        run.metrics["knn_top1_at_init"] = knn_eval(run, run.teacher)
+        run.metrics["knn_top1_raw_pixels"] = knn_eval(run, None, stop)
+        run.metrics["knn_top1_at_init"] = knn_eval(run, run.teacher, stop)
         raw, init = run.metrics["knn_top1_raw_pixels"], run.metrics["knn_top1_at_init"]
         if init is not None:
             run.metrics["knn_history"] = [[run.t, init]]  # the curve starts at the network at init
         if raw is not None and init is not None:
-            _say(run, f"k-NN top-1 before training: raw pixels {raw:.4f}, network at init {init:.4f}")
+            say(run, f"k-NN top-1 before training: raw pixels {raw:.4f}, network at init {init:.4f}")
     barrier(run.world)
+    stop_point(run, stop)
 
 
 # --- training loop ---------------------------------------------------------------------------
@@ -463,7 +485,8 @@ class NonFiniteLoss(RuntimeError):
     """The loss of a step was NaN or infinite; nothing of that step was applied or saved."""
 
 
-def _say(run: Run, text: str) -> None:
+def say(run: Run, text: str) -> None:
+    """A line for the person watching (rank 0), printed above the progress bar."""
     if run.world.is_main:
         from tqdm import tqdm
 
@@ -566,8 +589,12 @@ def train_step(run: Run, batches: Iterator[Batch], stop: StopRequest) -> tuple[d
     return row, bool(stats[3] > 0) or _env_step(STOP_AT) == run.t
 
 
-def train(run: Run, log: RunLog | None) -> str:
-    """Steps until ``--max-steps`` (or for ever), with evaluation and checkpoints; returns how it ended."""
+def train(run: Run, log: RunLog | None, stop: StopRequest) -> str:
+    """Steps until ``--max-steps`` (or for ever), with evaluation and checkpoints; returns how it ended.
+
+    A signal during a step stops the run after it (the flag travels with the step's all-reduce);
+    during an evaluation it raises ``Stopped`` (``main`` saves and exits 0).
+    """
     from tqdm import tqdm
 
     a = run.settings.args
@@ -587,26 +614,23 @@ def train(run: Run, log: RunLog | None) -> str:
         pin_memory=run.device.type == "cuda",
     )
     try:
-        with StopRequest() as stop:
-            while total is None or run.t < total:
-                row, stop_now = train_step(run, batches, stop)
-                if log is not None:
-                    log.write(row)
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.3g}", img_s=f"{row['images_per_s']:.0f}")
-                if a.eval_every and run.t % a.eval_every == 0 and run.t != total:
-                    evaluate(run)
-                if stop_now:
-                    path = save(run)
-                    _say(run, f"stopped on request at step {run.t}; checkpoint {path}")
-                    return f"stopped at step {run.t}"
-                if a.save_every and run.t % a.save_every == 0 and run.t != total:
-                    save(run)
+        while total is None or run.t < total:
+            row, stop_now = train_step(run, batches, stop)
+            if log is not None:
+                log.write(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.3g}", img_s=f"{row['images_per_s']:.0f}")
+            if stop_now:
+                raise Stopped(stop.requested or "a stop request")
+            if a.eval_every and run.t % a.eval_every == 0 and run.t != total:
+                evaluate(run, stop)
+            if a.save_every and run.t % a.save_every == 0 and run.t != total:
+                save(run)
     finally:
         bar.close()
         batches.close()  # stops the workers before evaluation starts its own
         _say_data_wait(run)
-    evaluate(run)
+    evaluate(run, stop)
     save(run)
     return "finished"
 
@@ -615,7 +639,7 @@ def _say_data_wait(run: Run) -> None:
     if run.seconds > 0:
         share = run.waiting / run.seconds
         hint = " (the device starved: try more --workers)" if share > 0.2 else ""
-        _say(run, f"waited for data {share:.1%} of {run.seconds:.1f} s of training{hint}")
+        say(run, f"waited for data {share:.1%} of {run.seconds:.1f} s of training{hint}")
 
 
 # --- metrics ---------------------------------------------------------------------------------

@@ -4,13 +4,14 @@ Order of work, so that bad input never leaves a trace: parse the flags (``flags`
 check everything -- the four schedules and the freeze, the preset, the data, the checkpoint to
 resume from, the output folder -- then build the run and train (``loop``), then report.
 
-Exit status: 0 finished or stopped on request (SIGINT/SIGTERM, checkpoint saved), 2 bad input,
+Exit status: 0 finished or stopped on request (SIGINT/SIGTERM/SIGHUP, checkpoint saved), 1 disk full, 2 bad input,
 3 non-finite loss.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -23,8 +24,10 @@ import torch
 from lrsched import args as shared
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.device import describe_device, pick_device
-from lrsched.recipes.common.distributed import World, barrier, close_world, init_world
+from lrsched.recipes.common.distributed import World, close_world, init_world
+from lrsched.recipes.common.rundir import check_not_in_use, check_run_dir, claim_run_dir
 from lrsched.recipes.common.runlog import RunLog, write_json
+from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.dino.curves import draw_curves
 from lrsched.recipes.dino.data import Dataset, data_changes, load_dataset, read_index_header, write_index
 from lrsched.recipes.dino.flags import DEFAULTS, LR_WARMUP, PROG, build_parser, flag_strings, spelling
@@ -40,6 +43,8 @@ from lrsched.recipes.dino.loop import (
     check_resume,
     plan_json,
     rank_fingerprints,
+    save,
+    say,
     train,
     write_metrics,
 )
@@ -48,7 +53,11 @@ from lrsched.recipes.dino.vit import PRESETS, Preset
 from lrsched.schedules import Schedule
 from lrsched.strategy import UsageError
 
+EXIT_DISK_FULL = 1
+EXIT_USAGE = 2
 EXIT_NONFINITE = 3
+RUN_FILES = ("log.csv", "metrics.json", "plan.json", "args.json", "data_index.tsv", "checkpoints", "curves.png", "tb")
+"""What a phase5 run leaves in its folder (cleared when a run that never saved restarts there)."""
 DATA_INDEX = "data_index.tsv"
 """The run's record of its data: the fingerprint, then one line per file (``label<TAB>path``)."""
 
@@ -113,7 +122,10 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
 
 
 def resolve_output(args: argparse.Namespace, resume_path: Path | None) -> Path:
-    """--output-dir, else the resumed run's folder, else runs/phase5-<timestamp>; never overwrite a run."""
+    """--output-dir, else the resumed run's folder, else runs/phase5-<timestamp>.
+
+    Whether the folder may be used is ``check_run_dir``'s answer (one run per folder).
+    """
     if args.output_dir is not None:
         out = Path(args.output_dir)
     elif resume_path is not None:
@@ -121,8 +133,6 @@ def resolve_output(args: argparse.Namespace, resume_path: Path | None) -> Path:
         out = parent.parent if parent.name == "checkpoints" else parent
     else:
         out = Path("runs") / f"phase5-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    if resume_path is None and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"--output-dir {out}: already holds a run; pass --resume latest or choose another folder")
     return out
 
 
@@ -131,6 +141,8 @@ def settle(argv: Sequence[str] | None) -> Settings:
     args = build_parser().parse_args(argv)
     if args.resume == "latest" and args.output_dir is None:
         raise UsageError("--resume latest: needs --output-dir (the run whose newest checkpoint to load)")
+    if args.output_dir is not None:
+        check_not_in_use(Path(args.output_dir))  # a live run's folder: say so before anything about it
     schedules = resolve_schedules(args)
     preset = resolve_preset(args)
     _check_inputs(args)
@@ -235,7 +247,10 @@ def start_outputs(run: Run) -> RunLog | None:
     if not run.world.is_main:
         return None
     out = run.settings.output_dir
-    out.mkdir(parents=True, exist_ok=True)
+    if run.settings.resume is not None:
+        moved = ckpt.set_aside_future(out / "checkpoints", run.t)
+        if moved is not None:
+            print(f"{PROG}: checkpoints after step {run.t} (an abandoned future) moved to {moved}")
     write_json(out / "plan.json", plan_json(run))
     write_json(out / "args.json", flag_strings(run.settings.args))
     data = run.settings.data
@@ -272,38 +287,92 @@ def finish(run: Run, log: RunLog | None, status: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the program; returns the exit status (0 done or stopped, 2 bad input, 3 non-finite loss)."""
-    with shared.usage_errors(PROG):
-        settings = settle(argv)
+    """Run the program; returns the exit status (0 done or stopped, 1 disk full, 2 bad input, 3 non-finite loss).
+
+    SIGINT, SIGTERM and SIGHUP never kill it: before the model exists it exits 0 having written
+    nothing; after, it saves the latest state and exits 0.
+    """
+    with StopRequest(immediate=True) as stop:
         try:
-            device = pick_device(settings.args.device)
-        except RuntimeError as err:  # an unknown device, or one this machine lacks
-            raise UsageError(f"--device {settings.args.device}: {err}") from None
-        check_fits(settings, device)
-    world = init_world(device.type)
-    if device.type == "cuda" and world.distributed:
-        device = torch.device("cuda", world.local_rank)
-    try:
-        return run_program(settings, world, device)
-    finally:
-        close_world(world)
+            with shared.usage_errors(PROG):
+                settings = settle(argv)
+                device = _device(settings)
+                check_fits(settings, device)
+        except Stopped as stopped:
+            print(f"{PROG}: stopped by {stopped.signal_name} before the run started; nothing was written")
+            return 0
+        world = init_world(device.type)
+        if device.type == "cuda" and world.distributed:
+            device = torch.device("cuda", world.local_rank)
+        try:
+            return run_program(settings, world, device, stop)
+        finally:
+            close_world(world)
 
 
-def run_program(settings: Settings, world: World, device: torch.device) -> int:
-    """Build the run, write the plan, train and report; the exit status (0, or 3 on a non-finite loss)."""
-    run = build_run(settings, world, device)
-    barrier(world)
-    log = start_outputs(run)
-    if settings.resume is None:
-        baselines(run)
+def _device(settings: Settings) -> torch.device:
     try:
-        status = train(run, log)
+        return pick_device(settings.args.device)
+    except RuntimeError as err:  # an unknown device, or one this machine lacks
+        raise UsageError(f"--device {settings.args.device}: {err}") from None
+
+
+def run_dir_options(settings: Settings) -> dict[str, Any]:
+    """What phase5 tells ``check_run_dir`` and ``claim_run_dir`` about its folder."""
+    return {"resume_path": settings.resume_path, "run_files": RUN_FILES, "output_flag": "--output-dir"}
+
+
+def run_program(settings: Settings, world: World, device: torch.device, stop: StopRequest) -> int:
+    """Claim the folder, build the run, write the plan, train and report; the exit status."""
+    out = settings.output_dir
+    with shared.usage_errors(PROG):
+        check_run_dir(out, PROGRAM, settings.resume, world=world, **run_dir_options(settings))
+    try:
+        run = build_run(settings, world, device)
+        stop.defer()  # the model exists: from now on a signal saves the latest state
+    except Stopped as stopped:
+        print(f"{PROG}: stopped by {stopped.signal_name} before the run started; nothing was written")
+        return 0
+    with contextlib.ExitStack() as stack:
+        try:
+            claimed = stack.enter_context(
+                claim_run_dir(out, PROGRAM, settings.resume, world=world, **run_dir_options(settings))
+            )
+        except UsageError as err:
+            print(f"{PROG}: error: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        run.run_id = claimed.run_id
+        return _train_and_report(run, stop)
+    return 0  # unreachable: the ExitStack does not swallow exceptions
+
+
+def _train_and_report(run: Run, stop: StopRequest) -> int:
+    """Outputs, baselines, the loop, the report; a stop anywhere saves first; a full disk is one line."""
+    out = run.settings.output_dir
+    log = None
+    try:
+        log = start_outputs(run)
+        baselines(run, stop)
+        status = train(run, log, stop)
+    except Stopped as stopped:
+        path = save(run)
+        say(run, f"stopped by {stopped.signal_name} at step {run.t}; checkpoint {path}")
+        status = f"stopped at step {run.t}"
     except NonFiniteLoss as err:
-        last = ckpt.latest_checkpoint(settings.output_dir / "checkpoints")
+        last = ckpt.latest_checkpoint(out / "checkpoints")
         print(f"{PROG}: error: {err}; stopping. Last good checkpoint: {last or 'none'}", file=sys.stderr)
         if log is not None:
             log.close()
             write_metrics(run, str(err))
         return EXIT_NONFINITE
+    except (OSError, RuntimeError) as err:
+        if not ckpt.is_disk_full(err):
+            raise
+        newest = ckpt.latest_checkpoint(out / "checkpoints")
+        kept = f"the newest checkpoint {newest} is intact" if newest else "no checkpoint was written yet"
+        print(
+            f"{PROG}: error: no space left on the device; {kept}; free some space and --resume latest", file=sys.stderr
+        )
+        return EXIT_DISK_FULL
     finish(run, log, status)
     return 0

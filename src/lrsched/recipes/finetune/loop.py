@@ -41,7 +41,7 @@ from lrsched.recipes.common.checkpoint import (
     step_path,
 )
 from lrsched.recipes.common.device import autocast
-from lrsched.recipes.common.distributed import World, barrier, mean_across
+from lrsched.recipes.common.distributed import World, any_rank, barrier, mean_across
 from lrsched.recipes.common.runlog import RunLog, write_json
 from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.finetune import data as D
@@ -275,17 +275,14 @@ def write_eval(run: Run, state: State, test: dict[str, Any] | None, ranks: list[
 # ---------------------------------------------------------------- the loop
 
 
-def stop_requested(stop: StopRequest, world: World) -> bool:
+def stop_requested(stop: StopRequest, world: World, device: torch.device) -> bool:
     """Whether any rank got a signal (all ranks agree, so they stop at the same step)."""
-    flag = torch.tensor(1.0 if stop.requested else 0.0)
-    if world.distributed:
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item() > 0)
+    return any_rank(stop.requested is not None, world, device)
 
 
 def stop_point(run: Run, stop: StopRequest) -> None:
     """A point every rank passes: raise ``Stopped`` on all of them if any rank got a signal."""
-    if stop_requested(stop, run.world):
+    if stop_requested(stop, run.world, run.device):
         raise Stopped(stop.requested or "a signal to another rank")
 
 
