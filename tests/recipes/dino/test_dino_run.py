@@ -400,3 +400,29 @@ def test_resuming_from_an_older_checkpoint_sets_the_abandoned_future_aside(
     assert aside == ["step-00000006.pt", "step-00000008.pt"]
     assert [int(r["step"]) for r in read_rows(out / "log.csv")] == list(range(5))
     assert json.loads((out / "metrics.json").read_text())["status"] == "stopped at step 5"
+
+
+def test_a_full_disk_is_one_line_exit_1_and_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    from lrsched.recipes.common import checkpoint
+
+    real, calls = checkpoint.save_checkpoint, []
+
+    def full_after_first(*args: object, **kw: object) -> Path:
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", full_after_first)
+    out = tmp_path / "run"
+    assert run(out, "--max-steps", "6", "--warmup-steps", "1", "--workers", "0", "--save-every", "2") == 1
+    stderr = capsys.readouterr().err
+    err = [line for line in stderr.splitlines() if "phase5_big_run.py:" in line]  # besides the progress bar
+    assert "Traceback" not in stderr and len(err) == 1
+    assert err[0].startswith("phase5_big_run.py: error: no space left on the device;")
+    assert f"the newest checkpoint {out / 'checkpoints' / 'step-00000002.pt'} is intact" in err[0]
+    assert load_checkpoint(out / "checkpoints" / "step-00000002.pt", PROGRAM)["step"] == 2
