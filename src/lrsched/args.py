@@ -239,6 +239,18 @@ def finetune_plan(args: argparse.Namespace, steps_per_epoch: int | None) -> Plan
     )
 
 
+LR_LIMIT = 1e36
+"""The largest peak LR: AdamW's float32 arithmetic (lr / bias correction, lr x weight decay) overflows above."""
+
+
+def check_peak(plan: Plan, flag: str) -> None:
+    """Refuse a peak LR above ``LR_LIMIT`` (one line naming ``flag``), before anything is built."""
+    if plan.schedule.base > LR_LIMIT:
+        raise UsageError(
+            f"{flag} {plan.schedule.base:g}: must be at most {LR_LIMIT:g} (AdamW's float32 arithmetic overflows above)"
+        )
+
+
 def pretrain_plan(args: argparse.Namespace) -> Plan:
     """phase5_big_run.py's plan from its parsed flags (``--batch-size`` and ``WORLD_SIZE`` for ``--lr-ref-batch``)."""
     plan = resolve_pretrain(

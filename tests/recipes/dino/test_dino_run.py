@@ -128,6 +128,7 @@ def test_open_ended_stop_then_replan_decays_without_a_jump(
         (["--local-crops", "1000000"], "--local-crops 1000000 --out-dim 2048 (--preset tiny): a step needs at least"),
         (["--batch-size", "60000", "--local-crops", "6"], "--batch-size 60000 --local-crops 6"),
         (["--out-dim", "100000000"], "--out-dim 100000000 (--preset tiny): a step needs at least"),
+        (["--lr", "1e300"], "--lr 1e+300: must be at most 1e+36"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_nothing_written(

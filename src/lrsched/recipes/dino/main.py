@@ -72,6 +72,7 @@ def resolve_schedules(args: argparse.Namespace) -> Schedules:
     value is its flag or its entry in ``flags.DEFAULTS``, each with its source.
     """
     lr = shared.pretrain_plan(args)
+    shared.check_peak(lr, "--lr")
     total, sources = lr.schedule.total, dict[str, str]()
     value = {name: _resolve(args, name, lr.schedule.warmup, sources) for name in DEFAULTS}
     temp_warm = value["warmup_teacher_temp_steps"]

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from lrsched.args import finetune_plan
+from lrsched.args import check_peak, finetune_plan
 from lrsched.recipes.common.checkpoint import is_disk_full, latest_checkpoint, load_checkpoint, resolve_resume
 from lrsched.recipes.common.device import describe_device, device_memory, pick_device
 from lrsched.recipes.common.distributed import World, close_world, init_world
@@ -51,8 +51,6 @@ from lrsched.torch_sched import ScheduleMismatch
 PROGRAM = "train.py"
 EXIT_USAGE, EXIT_NONFINITE, EXIT_FAILED = 2, 3, 1
 RUN_FILES = ("plan.json", "args.json", "log.csv", "eval.json", "curves.png", "checkpoints", "best", "last", "tb")
-LR_LIMIT = 1e36
-"""The largest peak LR: AdamW's float32 arithmetic (lr / bias correction, lr x weight decay) overflows above."""
 RESUME_FLAG, OUTPUT_FLAG, OVERWRITE_FLAG = "--resume_from_checkpoint", "--output_dir", "--overwrite_output_dir"
 
 
@@ -154,14 +152,6 @@ def run_dir_options(args: argparse.Namespace, resume_path: Path | None) -> dict[
     }
 
 
-def check_lr(plan: Plan) -> None:
-    if plan.schedule.base > LR_LIMIT:
-        raise UsageError(
-            f"--learning_rate {plan.schedule.base:g}: must be at most {LR_LIMIT:g} "
-            "(AdamW's float32 arithmetic overflows above)"
-        )
-
-
 def _gb(n: float) -> str:
     return f"{n / 1e9:.1f} GB"
 
@@ -237,7 +227,7 @@ def prepare(args: argparse.Namespace, world: World, device: torch.device) -> Run
     tokenizer = M.load_tokenizer(model_dir)
     batches, upe = size_run(args, len(splits.train), world)
     plan = finetune_plan(args, upe)
-    check_lr(plan)
+    check_peak(plan, "--learning_rate")
     output_dir = args.output_dir if args.output_dir is not None else default_output_dir()
     flag = RESUME_FLAG
     resume_path = resolve_resume(args.resume_from_checkpoint, output_dir, flag)
