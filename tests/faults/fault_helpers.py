@@ -185,7 +185,7 @@ def call_main(program: str, argv: list[str]) -> tuple[int, str, str]:
     ``program``: ``phase5_big_run`` or ``phase5_big_run.py``, ``train.py``, or anything else for ``lrsched``.
     """
     if program.startswith(DINO_PROGRAM):
-        from lrsched.recipes.dino.pretrain import main
+        from lrsched.recipes.dino.main import main
     elif program == TRAIN_PROGRAM:
         from lrsched.recipes.finetune.main import main
     else:

@@ -150,7 +150,7 @@ def _dests(parser: object) -> set[str]:
 def test_the_table_covers_every_flag() -> None:
     """Every flag of each parser has at least one bad-input case (a new flag must add its rows)."""
     from lrsched.cli import build_parser as cli_parser
-    from lrsched.recipes.dino.pretrain import build_parser as dino_parser
+    from lrsched.recipes.dino.flags import build_parser as dino_parser
     from lrsched.recipes.finetune.flags import build_parser as train_parser
 
     sub = next(a for a in cli_parser()._actions if a.__class__.__name__ == "_SubParsersAction")

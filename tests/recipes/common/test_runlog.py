@@ -37,3 +37,17 @@ def test_write_json_replaces_the_file_whole(tmp_path: Path) -> None:
     write_json(path, {"b": [1, 2]})
     assert json.loads(path.read_text()) == {"b": [1, 2]}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_a_long_log_is_read_thinned_to_a_bounded_number_of_rows(tmp_path: Path) -> None:
+    from lrsched.recipes.common.runlog import read_log_thinned
+
+    log = RunLog(tmp_path, ["step", "lr"])
+    for t in range(1001):
+        log.write({"step": t, "lr": t / 1000})
+    log.close()
+    rows = read_log_thinned(tmp_path / "log.csv", max_rows=100)
+    steps = [int(r["step"]) for r in rows]
+    assert steps[:3] == [0, 16, 32] and steps[-1] == 1000 and len(rows) <= 101
+    assert steps == sorted(set(steps))
+    assert [int(r["step"]) for r in read_log_thinned(tmp_path / "log.csv", max_rows=5000)] == list(range(1001))

@@ -12,11 +12,10 @@ import torch.nn.functional as F
 from dino_helpers import FASHION, needs_data
 
 from lrsched.recipes.dino import knn
-from lrsched.recipes.dino.augment import MultiCrop, gaussian_blur, resized_crop_grid
-from lrsched.recipes.dino.data import Sampler, load_fashion_mnist, read_idx
+from lrsched.recipes.dino.data import load_fashion_mnist, read_idx
 from lrsched.recipes.dino.head import DINOHead, DINONet
 from lrsched.recipes.dino.loss import DINOLoss
-from lrsched.recipes.dino.pretrain import ema_update, param_groups
+from lrsched.recipes.dino.model import ema_update, param_groups
 from lrsched.recipes.dino.vit import PRESETS, ViT
 from lrsched.schedules import Schedule
 from lrsched.strategy import UsageError
@@ -111,50 +110,6 @@ def test_ema_update_formula() -> None:
     ema_update(teacher, student, 0.9)
     for t0, t1, s in zip(before, teacher.parameters(), student.parameters()):
         torch.testing.assert_close(t1, 0.9 * t0 + 0.1 * s)
-
-
-def test_multicrop_shapes_and_reproducibility() -> None:
-    images = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
-    mc = MultiCrop(28, 12, 3, (0.3,), (0.35,))
-    a = mc(images, torch.Generator().manual_seed(7))
-    b = mc(images, torch.Generator().manual_seed(7))
-    c = mc(images, torch.Generator().manual_seed(8))
-    assert a.global_crops.shape == (10, 1, 28, 28) and a.local_crops.shape == (15, 1, 12, 12)
-    assert torch.equal(a.global_crops, b.global_crops) and torch.equal(a.local_crops, b.local_crops)
-    assert not torch.equal(a.global_crops, c.global_crops)
-    rgb = MultiCrop(32, 16, 2, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))(
-        torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8), torch.Generator().manual_seed(0)
-    )
-    assert rgb.global_crops.shape == (4, 3, 32, 32) and rgb.local_crops.shape == (4, 3, 16, 16)
-
-
-def test_full_crop_without_flip_is_the_identity_grid() -> None:
-    theta = resized_crop_grid(torch.Generator().manual_seed(0), 64, MultiCrop(8, 4, 0, (0,), (1,)).views[0])
-    w, h = theta[:, 0, 0].abs(), theta[:, 1, 1]
-    assert bool((w <= 1).all() and (h <= 1).all())
-    assert bool((theta[:, 0, 2].abs() <= 1 - w + 1e-6).all())  # the crop stays inside the image
-    assert bool((theta[:, 1, 2].abs() <= 1 - h + 1e-6).all())
-
-
-def test_gaussian_blur_preserves_mean_and_smooths() -> None:
-    x = torch.rand(2, 1, 16, 16)
-    y = gaussian_blur(x, torch.tensor([1.0, 1e-3]))
-    assert y[0].var() < x[0].var()
-    torch.testing.assert_close(y[1], x[1], atol=1e-5, rtol=0)
-    assert y[0].mean() == pytest.approx(float(x[0].mean()), abs=0.02)
-
-
-def test_sampler_is_a_pure_function_of_seed_and_step() -> None:
-    s = Sampler(size=100, batch=8, world=2, seed=3)
-    assert s.batches_per_epoch == 6
-    assert torch.equal(s.indices(7, 0), Sampler(100, 8, 2, 3).indices(7, 0))
-    for step in range(6):  # one epoch: ranks and steps never repeat an image
-        seen = torch.cat([s.indices(step, r) for r in range(2)])
-        assert len(set(seen.tolist())) == 16
-    epoch = torch.cat([s.indices(t, r) for t in range(6) for r in range(2)])
-    assert len(set(epoch.tolist())) == 96
-    assert not torch.equal(s.indices(0, 0), s.indices(6, 0))  # a new permutation each epoch
-    assert s.position(13) == (2, 1)
 
 
 def test_knn_weighted_vote() -> None:

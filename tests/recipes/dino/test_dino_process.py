@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from child_process import child_env
-from dino_helpers import ENTRY, PYTHON, SMALL, needs_data, read_rows
+from dino_helpers import ENTRY, PYTHON, SMALL, make_image_folder, needs_data, read_rows
 
 from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint
-from lrsched.recipes.dino.pretrain import PROGRAM
+from lrsched.recipes.dino.loop import PROGRAM
 
 pytestmark = needs_data
 TORCHRUN = Path(PYTHON).with_name("torchrun")
@@ -75,8 +75,12 @@ def test_open_ended_run_exits_0_on_sigterm_with_a_loadable_checkpoint(tmp_path: 
 
 
 @pytest.mark.slow
-def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("data", ["fashion-mnist", "jpeg-folder-2-workers"])
+def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tmp_path: Path, data: str) -> None:
     flags = ["--max-steps", "16", "--warmup-steps", "3", "--save-every", "4", "--keep-checkpoints", "10"]
+    if data != "fashion-mnist":
+        folder = make_image_folder(tmp_path / "images", 120, classes=4, sizes=(60, 160))
+        flags += ["--data-dir", str(folder), "--workers", "2", "--global-size", "32"]
     whole = start(tmp_path / "whole", *flags)
     assert whole.wait(timeout=600) == 0
     out = tmp_path / "killed"

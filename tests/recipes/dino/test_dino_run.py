@@ -12,7 +12,8 @@ import torch
 from dino_helpers import FASHION, SMALL, needs_data, read_rows
 
 from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint
-from lrsched.recipes.dino.pretrain import PROGRAM, main
+from lrsched.recipes.dino.loop import PROGRAM
+from lrsched.recipes.dino.main import main
 from lrsched.schedules import from_description
 
 pytestmark = needs_data
@@ -124,6 +125,9 @@ def test_open_ended_stop_then_replan_decays_without_a_jump(
         ),
         (["--global-size", "2"], "--global-size 2: must be at least the patch size"),
         (["--batch-size", "100000"], "--batch-size 100000"),
+        (["--local-crops", "1000000"], "--local-crops 1000000 --out-dim 2048 (--preset tiny): a step needs at least"),
+        (["--batch-size", "60000", "--local-crops", "6"], "--batch-size 60000 --local-crops 6"),
+        (["--out-dim", "100000000"], "--out-dim 100000000 (--preset tiny): a step needs at least"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_nothing_written(
@@ -209,3 +213,99 @@ def _native_bf16() -> bool:
 
 def _nothing() -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from dino_helpers import make_image_folder
+
+    return make_image_folder(tmp_path_factory.mktemp("photos"), 80, classes=4, sizes=(40, 90))
+
+
+def test_folder_run_streams_with_workers_and_resumes_bitwise_with_any_worker_count(
+    tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flags = ["--data-dir", str(photos), "--max-steps", "8", "--warmup-steps", "2", "--save-every", "0"]
+    assert run(tmp_path / "whole", *flags, "--workers", "2") == 0
+    monkeypatch.setenv("LRSCHED_STOP_AT_STEP", "4")
+    assert run(tmp_path / "split", *flags, "--workers", "2") == 0
+    monkeypatch.delenv("LRSCHED_STOP_AT_STEP")
+    assert run(tmp_path / "split", *flags, "--workers", "0", "--resume", "latest") == 0
+    whole, split = read_rows(tmp_path / "whole" / "log.csv"), read_rows(tmp_path / "split" / "log.csv")
+    assert [r["loss"] for r in whole] == [r["loss"] for r in split]
+    assert all(float(r["data_wait_s"]) >= 0 for r in whole)
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    index = (tmp_path / "whole" / "data_index.tsv").read_text().splitlines()
+    assert len(index) == 1 + 80 and index[1] == "0\tclass0/img0000000.jpg"
+    metrics = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert 0 <= metrics["data_wait_fraction"] < 1 and metrics["knn_top1"] is not None
+
+
+def test_a_changed_folder_is_refused_on_resume_unless_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dino_helpers import make_image_folder
+
+    images = make_image_folder(tmp_path / "images", 30, classes=2, sizes=(40, 60))
+    flags = ["--data-dir", str(images), "--max-steps", "6", "--warmup-steps", "1", "--workers", "0"]
+    out = tmp_path / "run"
+    monkeypatch.setenv("LRSCHED_STOP_AT_STEP", "2")
+    assert run(out, *flags) == 0
+    monkeypatch.delenv("LRSCHED_STOP_AT_STEP")
+    make_image_folder(images, 31, classes=2, sizes=(40, 60))  # one image more
+    log_before = (out / "log.csv").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_status:
+        run(out, *flags, "--resume", "latest")
+    assert exit_status.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"phase5_big_run.py: error: --data-dir {images}: not the data of the checkpoint (files 30 -> 31); "
+        "pass --accept-data-change to continue on the data as it is now"
+    )
+    assert (out / "log.csv").read_text() == log_before
+    assert run(out, *flags, "--resume", "latest", "--accept-data-change") == 0
+    assert len(read_rows(out / "log.csv")) == 6
+    assert len((out / "data_index.tsv").read_text().splitlines()) == 1 + 31
+
+
+def test_unlabelled_folder_trains_and_says_why_knn_is_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dino_helpers import make_image_folder
+
+    images = make_image_folder(tmp_path / "images", 20, classes=0, sizes=(40, 60))
+    out = tmp_path / "run"
+    assert run(out, "--data-dir", str(images), "--max-steps", "2", "--warmup-steps", "1", "--workers", "0") == 0
+    assert "note: k-NN evaluation skipped: no class sub-folders (no labels)" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["knn_top1"] is None
+
+
+def test_lr_ref_batch_scales_the_peak_by_the_global_batch_and_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert run(out, "--lr", "1e-3", "--lr-ref-batch", "64", "--max-steps", "3", "--warmup-steps", "1") == 0
+    plan = json.loads((out / "plan.json").read_text())["lr"]
+    assert plan["base_lr"] == pytest.approx(1e-3 * 16 / 64)
+    assert plan["sources"]["peak"] == "--lr 0.001 x 16/64 (global batch / --lr-ref-batch)"
+    assert float(read_rows(out / "log.csv")[1]["lr"]) == pytest.approx(2.5e-4)
+
+
+def test_a_resume_keeps_what_defines_the_run_and_records_what_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    flags = ["--max-steps", "6", "--warmup-steps", "1", "--workers", "0"]
+    monkeypatch.setenv("LRSCHED_STOP_AT_STEP", "2")
+    assert run(out, *flags) == 0
+    monkeypatch.delenv("LRSCHED_STOP_AT_STEP")
+    capsys.readouterr()
+    for changed in (["--batch-size", "8"], ["--seed", "1"], ["--local-crops", "3"], ["--koleo-weight", "0.1"]):
+        with pytest.raises(SystemExit) as exit_status:
+            run(out, *flags, "--resume", "latest", *changed)
+        assert exit_status.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert f"these flags cannot change on resume: {changed[0]} " in err and len(err.splitlines()) == 1
+    assert run(out, *flags, "--resume", "latest", "--eval-every", "3", "--workers", "1") == 0
+    changed_flags = json.loads((out / "plan.json").read_text())["changed_on_resume"]
+    assert changed_flags == {"eval_every": ["0", "3"], "workers": ["0", "1"]}

@@ -37,13 +37,11 @@ class RunLog:
 
     def _truncate_after(self, step: int) -> None:
         """Keep the rows of steps before ``step``: a resumed run writes the rest again."""
-        with self.path.open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) < step]
         tmp = self.path.with_name(f".{self.path.name}.tmp")  # a kill here keeps the old log whole
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+        with self.path.open(newline="") as old, tmp.open("w", newline="") as new:
+            writer = csv.DictWriter(new, fieldnames=self.columns, extrasaction="ignore")
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(r for r in csv.DictReader(old) if r.get("step", "").isdigit() and int(r["step"]) < step)
         os.replace(tmp, self.path)
 
     def write(self, row: dict[str, Any]) -> None:
@@ -71,3 +69,22 @@ def _tensorboard(output_dir: Path) -> Any:
 def read_log(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
+
+
+def read_log_thinned(path: Path, max_rows: int = 20_000) -> list[dict[str, str]]:
+    """Rows ``0, k, 2k, ...`` of the log and its last row, at most ``max_rows + 1``, read as a stream.
+
+    ``k`` is the smallest power of two that fits: a log of any length costs the same memory.
+    """
+    kept: list[dict[str, str]] = []
+    stride, last = 1, None
+    with path.open(newline="") as f:
+        for i, row in enumerate(csv.DictReader(f)):
+            last = row
+            if i % stride == 0:
+                kept.append(row)
+                if len(kept) > max_rows:
+                    kept, stride = kept[::2], stride * 2
+    if last is not None and (not kept or kept[-1] is not last):
+        kept.append(last)
+    return kept

@@ -1,17 +1,23 @@
-"""Multi-crop augmentation as batched tensor ops on the training device (no torchvision).
+"""DINO's multi-crop, in two parts: geometry in the DataLoader workers, colour on the device.
 
-For a batch of ``B`` uint8 images this makes 2 global crops and ``N`` local crops per image
-(DINO): random resized crop + horizontal flip through one affine grid per crop
-(``F.affine_grid`` + ``F.grid_sample``), brightness/contrast jitter, random grayscale (RGB
-only), Gaussian blur and solarisation, then normalisation. All random parameters come from
-a CPU ``torch.Generator`` seeded by the caller (from ``(seed, step, rank)``), so the crops
-of a step are reproducible on any device.
+``Geometry`` runs per image in a worker process: from the decoded image at its own
+resolution it cuts 2 global and ``N`` local random resized crops (DINO's
+``RandomResizedCrop``: area fraction and aspect ratio ranges, bicubic, horizontal flip) and
+returns them as uint8, channels last. Its random numbers come from ``random.Random(seed)``
+with a seed the caller derives from ``(seed, step, rank, sample)``, so the crops of a sample
+do not depend on which worker made them.
+
+``Photometric`` runs batched on the training device: brightness/contrast jitter, random
+grayscale (RGB only), Gaussian blur, solarisation, normalisation, with a ``torch.Generator``
+the caller seeds from ``(seed, step, rank)``.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,14 +30,83 @@ RATIO = (3 / 4, 4 / 3)
 """Aspect ratio range of a crop, sampled log-uniformly."""
 
 
-@dataclass(frozen=True)
-class CropSpec:
-    """One view type: output size, area range and the probabilities of blur and solarisation."""
+def crop_box(rng: random.Random, width: int, height: int, scale: tuple[float, float]) -> tuple[int, int, int, int]:
+    """A random crop ``(left, top, w, h)`` of a ``width x height`` image (DINO's RandomResizedCrop).
 
-    size: int
-    scale: tuple[float, float]
-    blur_p: float
-    solarize_p: float
+    Up to 10 tries: area ``a = width * height * U(scale)``, aspect ``r = exp(U(log 3/4, log 4/3))``,
+    ``w = round(sqrt(a r))``, ``h = round(sqrt(a / r))``; the first that fits is placed uniformly.
+    Otherwise the largest centred crop whose aspect is within the range.
+    """
+    area = width * height
+    lo, hi = math.log(RATIO[0]), math.log(RATIO[1])
+    for _ in range(10):
+        target = area * (scale[0] + (scale[1] - scale[0]) * rng.random())
+        aspect = math.exp(lo + (hi - lo) * rng.random())
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            left = min(int(rng.random() * (width - w + 1)), width - w)
+            top = min(int(rng.random() * (height - h + 1)), height - h)
+            return left, top, w, h
+    w, h = width, height
+    if width / height < RATIO[0]:
+        h = round(width / RATIO[0])
+    elif width / height > RATIO[1]:
+        w = round(height * RATIO[1])
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def _pixels(img: Any, channels: int) -> torch.Tensor:
+    """A PIL image as a uint8 tensor ``(H, W, C)`` (shares the array's memory)."""
+    import numpy as np
+
+    return torch.from_numpy(np.array(img, dtype=np.uint8).reshape(img.height, img.width, channels))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The geometric part of DINO's multi-crop, per image, in a worker process."""
+
+    global_size: int
+    local_size: int
+    local_crops: int
+    channels: int
+    global_scale: tuple[float, float] = GLOBAL_SCALE
+    local_scale: tuple[float, float] = LOCAL_SCALE
+
+    def crop(self, img: Any, rng: random.Random, size: int, scale: tuple[float, float]) -> torch.Tensor:
+        """One random resized crop of ``img`` at ``size x size`` (bicubic), flipped with p=0.5."""
+        from PIL import Image
+
+        left, top, w, h = crop_box(rng, img.width, img.height, scale)
+        out = img.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + w, top + h))
+        if rng.random() < 0.5:
+            out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return _pixels(out, self.channels)
+
+    def __call__(self, img: Any, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Global crops ``(2, G, G, C)`` and local crops ``(N, L, L, C)``, uint8."""
+        rng = random.Random(seed)
+        g = torch.stack([self.crop(img, rng, self.global_size, self.global_scale) for _ in range(2)])
+        local = [self.crop(img, rng, self.local_size, self.local_scale) for _ in range(self.local_crops)]
+        size, c = self.local_size, self.channels
+        return g, torch.stack(local) if local else torch.empty(0, size, size, c, dtype=torch.uint8)
+
+
+def center_view(img: Any, size: int, channels: int) -> torch.Tensor:
+    """A whole image for evaluation: shorter side resized to ``size`` (bicubic), centre crop, ``(size, size, C)``."""
+    from PIL import Image
+
+    scale = size / min(img.width, img.height)
+    w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
+    if (w, h) != (img.width, img.height):
+        img = img.resize((w, h), Image.Resampling.BICUBIC)
+    left, top = (w - size) // 2, (h - size) // 2
+    if (w, h) != (size, size):
+        img = img.crop((left, top, left + size, top + size))
+    return _pixels(img, channels)
+
+
+# --- the photometric part, batched on the device ------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -44,25 +119,6 @@ class Crops:
 
 def _uniform(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=g)
-
-
-def resized_crop_grid(g: torch.Generator, n: int, spec: CropSpec) -> torch.Tensor:
-    """Affine matrices ``(n, 2, 3)`` mapping the output grid to a random crop, flipped with p=0.5.
-
-    Area fraction ``s ~ U(scale)``, aspect ``r = exp(U(log 3/4, log 4/3))``; the crop spans
-    ``w = sqrt(s r)`` and ``h = sqrt(s / r)`` of the image (clamped to 1), centred at
-    ``(cx, cy) ~ U(-(1 - w), 1 - w) x U(-(1 - h), 1 - h)`` in [-1, 1] coordinates:
-    ``theta = [[flip * w, 0, cx], [0, h, cy]]``.
-    """
-    s = _uniform(g, n, *spec.scale)
-    r = torch.exp(_uniform(g, n, math.log(RATIO[0]), math.log(RATIO[1])))
-    w, h = (s * r).sqrt().clamp(max=1.0), (s / r).sqrt().clamp(max=1.0)
-    cx, cy = (2 * torch.rand(n, generator=g) - 1) * (1 - w), (2 * torch.rand(n, generator=g) - 1) * (1 - h)
-    flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 2] = flip * w, cx
-    theta[:, 1, 1], theta[:, 1, 2] = h, cy
-    return theta
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -84,47 +140,37 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return y.reshape(b, c, hgt, wid)
 
 
-class MultiCrop:
-    """Makes DINO's views of a batch: ``2`` global crops and ``local_crops`` local crops.
+def as_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(..., H, W, C)`` -> float ``(..., C, H, W)`` in [0, 1]."""
+    return pixels.movedim(-1, -3).float().div_(255)
 
-    Global view 1 is always blurred, view 2 blurred with p=0.1 and solarised with p=0.2,
-    local views blurred with p=0.5 (DINO's recipe). Colour: with p=0.8 brightness and
-    contrast factors in [0.6, 1.4] (``x <- mean + c (x - mean)``, then ``x <- b x``); RGB
-    images turn grayscale with p=0.2.
+
+class Photometric:
+    """The colour part of DINO's views, on a batch: global view 1 always blurred, view 2 blurred
+    with p=0.1 and solarised with p=0.2, local views blurred with p=0.5.
+
+    Colour: with p=0.8 brightness and contrast factors in [0.6, 1.4] (``x <- mean + c (x - mean)``,
+    then ``x <- b x``); RGB images turn grayscale with p=0.2. Blur sigma is drawn in
+    ``[0.1, max(0.5, 2 size / 224)]`` pixels (DINO: [0.1, 2] at 224 px). Then ``(x - mean) / std``.
     """
 
-    def __init__(
-        self,
-        global_size: int,
-        local_size: int,
-        local_crops: int,
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
-        global_scale: tuple[float, float] = GLOBAL_SCALE,
-        local_scale: tuple[float, float] = LOCAL_SCALE,
-    ) -> None:
-        self.views = [
-            CropSpec(global_size, global_scale, 1.0, 0.0),
-            CropSpec(global_size, global_scale, 0.1, 0.2),
-            *[CropSpec(local_size, local_scale, 0.5, 0.0)] * local_crops,
-        ]
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
 
-    def view(self, images: torch.Tensor, spec: CropSpec, g: torch.Generator) -> torch.Tensor:
-        """One augmented view of every image in ``images`` (float in [0, 1], on the device)."""
-        b, c = images.shape[:2]
-        theta = resized_crop_grid(g, b, spec).to(images.device, images.dtype)
-        grid = F.affine_grid(theta, [b, c, spec.size, spec.size], align_corners=False)
-        x = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    def view(self, x: torch.Tensor, g: torch.Generator, blur_p: float, solarize_p: float) -> torch.Tensor:
+        """One view of every image of ``x`` (float ``(B, C, H, W)`` in [0, 1] on the device)."""
+        b = x.shape[0]
         x = self._colour(x, g)
-        # Blur radius scales with the crop: sigma in [0.1, 2] px at 224px (DINO), at least 0.5 px at most.
-        top = max(0.5, 2.0 * spec.size / 224)
-        blur = (torch.rand(b, generator=g) < spec.blur_p).float() * _uniform(g, b, 0.1, top)
+        top = max(0.5, 2.0 * x.shape[-1] / 224)
+        blur = (torch.rand(b, generator=g) < blur_p).float() * _uniform(g, b, 0.1, top)
         if bool((blur > 0).any()):
             x = gaussian_blur(x, blur)
-        solar = (torch.rand(b, generator=g) < spec.solarize_p).to(x.device).view(b, 1, 1, 1)
+        solar = (torch.rand(b, generator=g) < solarize_p).to(x.device).view(b, 1, 1, 1)
         x = torch.where(solar & (x >= 0.5), 1.0 - x, x)
+        return self.normalise(x)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean.to(x.device, x.dtype)) / self.std.to(x.device, x.dtype)
 
     def _colour(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -140,19 +186,11 @@ class MultiCrop:
             x = torch.where(gray.to(x.device).view(b, 1, 1, 1), x.mean(dim=1, keepdim=True).expand_as(x), x)
         return x.clamp(0.0, 1.0)
 
-    def __call__(self, images: torch.Tensor, g: torch.Generator) -> Crops:
-        """``images`` uint8 ``(B, C, H, W)`` on the device -> global and local crops."""
-        x = images.float().div_(255)
-        views = [self.view(x, spec, g) for spec in self.views]
-        local = torch.cat(views[2:]) if len(views) > 2 else x.new_zeros(0, x.shape[1], 1, 1)
-        return Crops(torch.cat(views[:2]), local)
-
-
-def eval_view(images: torch.Tensor, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """Whole images for evaluation: resized to ``size`` (bilinear) and normalised."""
-    x = images.float().div_(255)
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-    return (x - m) / s
+    def __call__(self, global_px: torch.Tensor, local_px: torch.Tensor, g: torch.Generator) -> Crops:
+        """uint8 crops from ``Geometry`` batched (``(B, 2, G, G, C)``, ``(B, N, L, L, C)``) -> views."""
+        x = as_float(global_px)
+        views = [self.view(x[:, 0], g, 1.0, 0.0), self.view(x[:, 1], g, 0.1, 0.2)]
+        b, n, size, _, c = local_px.shape
+        local = as_float(local_px).transpose(0, 1).reshape(n * b, c, size, size)
+        local = self.view(local, g, 0.5, 0.0) if n else local
+        return Crops(torch.cat(views), local)

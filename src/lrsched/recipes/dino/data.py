@@ -1,16 +1,24 @@
-"""Images for DINO: Fashion-MNIST from Debian's idx files, or any folder of images.
+"""Images for DINO, streamed: Fashion-MNIST from Debian's idx files, or any folder of images.
 
-Everything is held in memory as ``uint8`` tensors ``(N, C, H, W)`` and augmented on the
-training device. Batches are a pure function of ``(seed, step)``: resuming at step ``t``
-gives exactly the batches an uninterrupted run would have seen.
+A folder is listed once (``list_folder``): relative paths in one ``bytes`` blob with offsets,
+labels in one array, so a million files cost tens of MB and fork-started workers share them
+without copying. Nothing is decoded up front: a ``Source`` opens image ``i`` when asked
+(``Source.image``), in a DataLoader worker during training. The per-epoch data order is a
+pure function of ``(seed, epoch)``, computed once per epoch (``Sampler``).
 """
 
 from __future__ import annotations
 
+import array
 import gzip
+import hashlib
+import os
 import struct
-from dataclasses import dataclass
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -18,40 +26,161 @@ from lrsched.strategy import UsageError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 INSTALL_HINT = "apt-get install dataset-fashion-mnist"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 HELD_OUT_EVERY = 10
-"""A folder without train/ and test/ keeps every 10th image (sorted order) for k-NN testing."""
+"""A labelled folder without train/ and test/ keeps every 10th file (sorted order) for k-NN testing."""
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+STATS_SAMPLE = 256
+"""Images (evenly spaced in the listing) decoded at start to estimate the channel statistics."""
+STATS_SIZE = 64
+"""Those images are shrunk to at most this side first: the statistics need colours, not detail."""
 
 
-@dataclass(frozen=True)
-class Split:
-    """Images ``(N, C, H, W)`` uint8 and labels ``(N,)`` (-1 where unknown)."""
+# --- sources: image i on request ------------------------------------------------------------
 
-    images: torch.Tensor
-    labels: torch.Tensor
+
+class Source:
+    """``len(source)`` images; ``image(i)`` is a PIL image in mode ``L`` or ``RGB``."""
+
+    channels: int
+    labels: torch.Tensor | None
+    """``(N,)`` int64 class indices, or None when the images are unlabelled."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def image(self, i: int) -> Any:
+        raise NotImplementedError
+
+
+class ArraySource(Source):
+    """Images held as a uint8 tensor ``(N, C, H, W)`` (Fashion-MNIST: 47 MB)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None) -> None:
+        self.images, self.labels, self.channels = images, labels, int(images.shape[1])
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    @property
-    def labelled(self) -> bool:
-        return bool((self.labels >= 0).all()) and len(self) > 0
+    def image(self, i: int) -> Any:
+        from PIL import Image
+
+        pixels = self.images[i].permute(1, 2, 0).numpy()
+        return Image.fromarray(pixels[:, :, 0] if self.channels == 1 else pixels)
 
 
 @dataclass(frozen=True)
-class Dataset:
-    """A training split, a labelled evaluation pair (or None) and the channel statistics."""
+class Listing:
+    """Files under ``root``: relative paths (UTF-8, ``blob[offsets[i]:offsets[i+1]]``) and class ids (-1: none)."""
 
-    name: str
-    train: Split
-    knn_train: Split | None
-    knn_test: Split | None
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    root: Path
+    blob: bytes
+    offsets: array.array
+    classes: tuple[str, ...]
+    label_ids: array.array
+    digest: str = field(compare=False)
+    """SHA-256 of the sorted relative paths and their classes: equal listings, equal digests."""
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def relative(self, i: int) -> str:
+        return self.blob[self.offsets[i] : self.offsets[i + 1]].decode("utf-8", "surrogateescape")
+
+    def path(self, i: int) -> Path:
+        return self.root / self.relative(i)
 
     @property
-    def channels(self) -> int:
-        return int(self.train.images.shape[1])
+    def labelled(self) -> bool:
+        return len(self) > 0 and min(self.label_ids) >= 0
+
+
+class FileSource(Source):
+    """Images ``ids`` of a ``Listing``, decoded from disk when asked.
+
+    A file that cannot be decoded is replaced by the next readable one in the listing (the same
+    one every time, so runs stay reproducible), with one warning line per occurrence.
+    """
+
+    def __init__(self, listing: Listing, ids: torch.Tensor | None, channels: int) -> None:
+        self.listing, self.ids, self.channels = listing, ids, channels
+        self.mode = "RGB" if channels == 3 else "L"
+        self.labels = None
+        if listing.labelled:
+            all_labels = torch.tensor(listing.label_ids, dtype=torch.long)
+            self.labels = all_labels if ids is None else all_labels[ids]
+
+    def __len__(self) -> int:
+        return len(self.listing) if self.ids is None else int(self.ids.shape[0])
+
+    def image(self, i: int) -> Any:
+        n = len(self.listing)
+        first = int(i if self.ids is None else self.ids[i])
+        for k in range(min(n, 100)):
+            try:
+                return read_image(self.listing.path((first + k) % n), self.mode)
+            except UsageError as err:
+                print(f"warning: {err}; using the next image", file=sys.stderr)
+        raise UsageError(f"--data-dir {self.listing.root}: 100 unreadable images in a row from {first}")
+
+
+def read_image(path: Path, mode: str | None) -> Any:
+    """The image at ``path`` decoded (and converted to ``mode``); a ``UsageError`` when it cannot be."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert(mode) if mode else img
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise UsageError(f"--data-dir: cannot read image {path} ({err})") from None
+
+
+# --- listing a folder ---------------------------------------------------------------------------
+
+
+def _walk(root: Path) -> Iterator[str]:
+    """Relative paths of image files under ``root`` in sorted depth-first order; symlink loops visited once."""
+    seen: set[tuple[int, int]] = set()
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        directory = root / rel if rel else root
+        st = directory.stat()
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as err:
+            raise UsageError(f"--data-dir {root}: cannot list {directory} ({err.strerror})") from None
+        subdirs = []
+        for entry in entries:
+            name = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.is_dir():
+                subdirs.append(name)
+            elif entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file():
+                yield name
+        stack.extend(reversed(subdirs))
+
+
+def list_folder(root: Path, progress: bool = False) -> Listing:
+    """Every image file under ``root`` (sorted); its class is its first sub-folder (none at top level)."""
+    from tqdm import tqdm
+
+    blob, offsets, label_ids = bytearray(), array.array("q", [0]), array.array("i")
+    classes: list[str] = []
+    digest = hashlib.sha256()
+    for rel in tqdm(_walk(root), desc=f"listing {root}", unit=" files", disable=not progress, mininterval=2):
+        cls = rel.split("/", 1)[0] if "/" in rel else ""
+        if cls and (not classes or classes[-1] != cls):
+            classes.append(cls)
+        encoded = rel.encode("utf-8", "surrogateescape")
+        blob += encoded
+        offsets.append(len(blob))
+        label_ids.append(len(classes) - 1 if cls else -1)
+        digest.update(encoded + b"\0")
+    return Listing(root, bytes(blob), offsets, tuple(classes), label_ids, digest.hexdigest())
 
 
 # --- Fashion-MNIST (idx files) -----------------------------------------------------------
@@ -80,7 +209,7 @@ def _idx_file(directory: Path, stem: str) -> Path:
     raise UsageError(f"Fashion-MNIST: {directory / stem}.gz missing; install it with `{INSTALL_HINT}`")
 
 
-def load_fashion_mnist(directory: Path = FASHION_MNIST_DIR) -> tuple[Split, Split]:
+def load_fashion_mnist(directory: Path = FASHION_MNIST_DIR) -> tuple[ArraySource, ArraySource]:
     """The 60k training and 10k test images ``(N, 1, 28, 28)`` with labels 0..9."""
     if not directory.is_dir():
         raise UsageError(f"Fashion-MNIST: {directory} not found; install it with `{INSTALL_HINT}`")
@@ -88,99 +217,171 @@ def load_fashion_mnist(directory: Path = FASHION_MNIST_DIR) -> tuple[Split, Spli
     for prefix in ("train", "t10k"):
         images = read_idx(_idx_file(directory, f"{prefix}-images-idx3-ubyte"))
         labels = read_idx(_idx_file(directory, f"{prefix}-labels-idx1-ubyte"))
-        splits.append(Split(images.unsqueeze(1).contiguous(), labels.long()))
+        splits.append(ArraySource(images.unsqueeze(1).contiguous(), labels.long()))
     return splits[0], splits[1]
 
 
-# --- image folders -------------------------------------------------------------------------
+# --- the dataset of a run ------------------------------------------------------------------
 
 
-def _image_files(directory: Path) -> list[tuple[Path, str]]:
-    """``(file, class)`` for every image under ``directory``; the class is its first sub-folder ("" if none)."""
-    out = []
-    for path in sorted(directory.rglob("*")):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-            rel = path.relative_to(directory).parts
-            out.append((path, rel[0] if len(rel) > 1 else ""))
-    return out
+@dataclass(frozen=True)
+class Dataset:
+    """The training images, a labelled k-NN pair (or None, with the reason) and channel statistics."""
+
+    name: str
+    train: Source
+    knn_train: Source | None
+    knn_test: Source | None
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    listings: tuple[Listing, ...] = ()
+    knn_note: str = ""
+
+    @property
+    def channels(self) -> int:
+        return self.train.channels
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the data of a run: checked on resume (``check_same_data``)."""
+        return {
+            "name": self.name,
+            "files": [len(x) for x in self.listings] or [len(self.train)],
+            "digests": [x.digest for x in self.listings],
+            "channels": self.channels,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
 
 
-def _load_images(files: list[tuple[Path, str]], size: int, rgb: bool, classes: list[str]) -> Split:
-    """Decode, convert and resize each file to ``size x size`` (PIL, bicubic)."""
-    from PIL import Image, UnidentifiedImageError
-
-    mode = "RGB" if rgb else "L"
-    images = torch.empty(len(files), 3 if rgb else 1, size, size, dtype=torch.uint8)
-    for i, (path, _) in enumerate(files):
-        try:
-            with Image.open(path) as img:
-                pixels = img.convert(mode).resize((size, size), Image.Resampling.BICUBIC)
-        except (OSError, UnidentifiedImageError) as err:
-            raise UsageError(f"--data-dir: cannot read image {path} ({err})") from None
-        array = torch.frombuffer(bytearray(pixels.tobytes()), dtype=torch.uint8)
-        images[i] = array.reshape(size, size, -1).permute(2, 0, 1)
-    labels = torch.tensor([classes.index(c) if c in classes else -1 for _, c in files], dtype=torch.long)
-    return Split(images, labels)
+def _split_dirs(root: Path) -> tuple[Path, Path] | None:
+    test = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
+    return (root / "train", test) if (root / "train").is_dir() and test is not None else None
 
 
-def _is_rgb(files: list[tuple[Path, str]]) -> bool:
-    from PIL import Image
-
-    try:
-        with Image.open(files[0][0]) as img:
-            return img.mode not in ("L", "LA", "1", "I", "I;16", "F")
-    except OSError as err:  # PIL's UnidentifiedImageError is an OSError
-        raise UsageError(f"--data-dir: cannot read image {files[0][0]} ({err})") from None
-
-
-def load_folder(directory: Path, size: int) -> tuple[Split, Split | None, Split | None]:
-    """A folder of images -> (train, k-NN train, k-NN test).
-
-    ``train/`` and ``test/`` (or ``val/``) sub-folders are used as they are; otherwise every
-    ``HELD_OUT_EVERY``-th image is held out for testing. Class sub-folders give labels; without
-    them the k-NN evaluation is skipped.
-    """
-    if not directory.is_dir():
-        raise UsageError(f"--data-dir {directory}: no such directory")
-    test_dir = next((directory / n for n in ("test", "val") if (directory / n).is_dir()), None)
-    if (directory / "train").is_dir() and test_dir is not None:
-        train_files, test_files = _image_files(directory / "train"), _image_files(test_dir)
-    else:
-        every = _image_files(directory)
-        train_files = [f for i, f in enumerate(every) if i % HELD_OUT_EVERY != HELD_OUT_EVERY - 1]
-        test_files = [f for i, f in enumerate(every) if i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1]
-    if not train_files:
-        raise UsageError(f"--data-dir {directory}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    classes = sorted({c for _, c in train_files + test_files if c})
-    rgb = _is_rgb(train_files)
-    train = _load_images(train_files, size, rgb, classes)
-    test = _load_images(test_files, size, rgb, classes) if test_files else None
-    if test is None or not train.labelled or not test.labelled:
-        return train, None, None
-    return train, train, test
-
-
-def channel_stats(images: torch.Tensor, limit: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of pixels in [0, 1], over the first ``limit`` images."""
-    x = images[:limit].float().div_(255)
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+def _stats_of(images: list[Any], channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of pixels in [0, 1] over ``images`` (PIL, shrunk to ``STATS_SIZE``)."""
+    sums, squares, count = torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64), 0
+    for img in images:
+        img.thumbnail((STATS_SIZE, STATS_SIZE))
+        x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(-1, channels).double() / 255
+        sums += x.sum(0)
+        squares += (x * x).sum(0)
+        count += x.shape[0]
+    mean = sums / count
+    std = (squares / count - mean * mean).clamp_min(0).sqrt().clamp_min(1e-3)
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
-def load_dataset(data_dir: Path | None, image_size: int) -> Dataset:
-    """Fashion-MNIST (``data_dir`` None) or an image folder resized to ``image_size``."""
-    knn_train: Split | None
-    knn_test: Split | None
-    if data_dir is None:
-        train, test = load_fashion_mnist()
-        name = "fashion-mnist"
-        knn_train, knn_test = train, test
+def _sample(listing: Listing) -> list[int]:
+    n = len(listing)
+    return sorted({i * n // min(n, STATS_SAMPLE) for i in range(min(n, STATS_SAMPLE))})
+
+
+def _sampled_images(listing: Listing) -> tuple[list[Any], int]:
+    """The ``STATS_SAMPLE`` images decoded (each must be readable) and the channels: 3 if any has colour."""
+    images = [read_image(listing.path(i), None) for i in _sample(listing)]
+    channels = 1 if all(img.mode in GRAY_MODES for img in images) else 3
+    return [img.convert("RGB" if channels == 3 else "L") for img in images], channels
+
+
+def open_folder(root: Path, progress: bool = False) -> Dataset:
+    """A folder of images: listed, never decoded up front (but for ``STATS_SAMPLE`` images).
+
+    ``train/`` + ``test/`` (or ``val/``) sub-folders are used as they are; otherwise a labelled
+    folder holds every ``HELD_OUT_EVERY``-th file out for k-NN testing, and an unlabelled one
+    (no class sub-folders) trains on everything and skips k-NN.
+    """
+    if not root.is_dir():
+        raise UsageError(f"--data-dir {root}: no such directory")
+    split = _split_dirs(root)
+    listings = tuple(list_folder(d, progress) for d in split) if split else (list_folder(root, progress),)
+    first = listings[0]
+    if len(first) == 0:
+        raise UsageError(f"--data-dir {root}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    sample, channels = _sampled_images(first)
+    source = FileSource(first, None, channels)
+    train: Source = source
+    knn_train: Source | None = None
+    knn_test: Source | None = None
+    note = ""
+    if split:
+        test = FileSource(listings[1], None, channels)
+        if source.labels is not None and test.labels is not None and listings[1].classes == first.classes:
+            knn_train, knn_test = source, test
+        else:
+            note = "train/ and test/ (or val/) need the same class sub-folders"
+    elif first.labelled and len(first) >= HELD_OUT_EVERY:
+        held = torch.arange(HELD_OUT_EVERY - 1, len(first), HELD_OUT_EVERY)
+        kept = torch.ones(len(first), dtype=torch.bool)
+        kept[held] = False
+        train = knn_train = FileSource(first, kept.nonzero().squeeze(1), channels)
+        knn_test = FileSource(first, held, channels)
+    elif first.labelled:
+        note = f"fewer than {HELD_OUT_EVERY} images: none held out to test on"
     else:
-        train, knn_train, knn_test = load_folder(data_dir, image_size)
-        name = str(data_dir)
-    mean, std = channel_stats(train.images)
-    return Dataset(name, train, knn_train, knn_test, mean, std)
+        note = "no class sub-folders (no labels)"
+    mean, std = _stats_of(sample, channels)
+    return Dataset(str(root), train, knn_train, knn_test, mean, std, listings, note)
+
+
+def fashion_mnist() -> Dataset:
+    """Fashion-MNIST: 60k training images, k-NN on them and the 10k test images."""
+    train, test = load_fashion_mnist()
+    x = train.images[:10_000].float().div_(255)
+    mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return Dataset("fashion-mnist", train, train, test, tuple(mean.tolist()), tuple(std.tolist()))
+
+
+def load_dataset(data_dir: Path | None, progress: bool = False) -> Dataset:
+    """Fashion-MNIST (``data_dir`` None) or an image folder, streamed."""
+    return fashion_mnist() if data_dir is None else open_folder(Path(data_dir), progress)
+
+
+def write_index(dataset: Dataset, path: Path) -> None:
+    """``data_index.tsv``: a JSON header line (the fingerprint), then ``label<TAB>path`` per file.
+
+    Written as it is produced, atomically renamed; a record of exactly what the run trains on.
+    """
+    import json
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8", errors="surrogateescape") as f:
+        f.write(json.dumps(dataset.fingerprint()) + "\n")
+        for listing in dataset.listings:
+            prefix = listing.root.name + "/" if len(dataset.listings) > 1 else ""
+            for i in range(len(listing)):
+                f.write(f"{listing.label_ids[i]}\t{prefix}{listing.relative(i)}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_index_header(path: Path) -> dict[str, Any] | None:
+    """The fingerprint line of a ``data_index.tsv``, or None when there is none."""
+    import json
+
+    try:
+        with path.open(encoding="utf-8", errors="surrogateescape") as f:
+            header = json.loads(f.readline())
+    except (OSError, ValueError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def data_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """How the data of ``now`` differs from ``saved`` (two fingerprints), in words."""
+    changes = []
+    if saved.get("name") != now["name"]:
+        changes.append(f"data {saved.get('name')} -> {now['name']}")
+    count = "/".join(str(n) for n in now["files"])
+    if saved.get("files") != now["files"]:
+        changes.append(f"files {'/'.join(str(n) for n in saved.get('files', []))} -> {count}")
+    elif saved.get("digests") != now["digests"]:
+        changes.append(f"the same {count} files in number, other names or classes")
+    keys = ("channels", "mean", "std")
+    if not changes and any(saved.get(k) != now[k] for k in keys):
+        changes.append("other channel statistics")
+    return changes
 
 
 # --- batches as a pure function of (seed, step) ---------------------------------------------
@@ -195,19 +396,19 @@ def mix(*values: int) -> int:
     return h & 0x7FFFFFFFFFFFFFFF
 
 
-@dataclass(frozen=True)
 class Sampler:
     """Epoch ``e`` is a permutation drawn from ``(seed, e)``; step ``t`` takes its ``t``-th slice.
 
     ``batches_per_epoch = N // (batch * world)`` (the last partial batch is dropped);
     ``epoch = t // batches_per_epoch``, and rank ``r`` takes items
     ``[(i * world + r) * batch, ... + batch)`` of that epoch's permutation, ``i = t mod batches_per_epoch``.
+    The permutation is drawn once per epoch and kept (8 bytes per image).
     """
 
-    size: int
-    batch: int
-    world: int
-    seed: int
+    def __init__(self, size: int, batch: int, world: int, seed: int) -> None:
+        self.size, self.batch, self.world, self.seed = size, batch, world, seed
+        self._epoch: int | None = None
+        self._perm = torch.empty(0, dtype=torch.long)
 
     @property
     def batches_per_epoch(self) -> int:
@@ -217,9 +418,13 @@ class Sampler:
         """``(epoch, batch index in the epoch)`` of ``step``."""
         return divmod(step, self.batches_per_epoch)
 
+    def permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(mix(self.seed, epoch))
+            self._perm, self._epoch = torch.randperm(self.size, generator=g), epoch
+        return self._perm
+
     def indices(self, step: int, rank: int) -> torch.Tensor:
         epoch, i = self.position(step)
-        g = torch.Generator().manual_seed(mix(self.seed, epoch))
-        perm = torch.randperm(self.size, generator=g)
         start = (i * self.world + rank) * self.batch
-        return perm[start : start + self.batch]
+        return self.permutation(epoch)[start : start + self.batch]

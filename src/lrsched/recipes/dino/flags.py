@@ -1,0 +1,242 @@
+"""phase5_big_run.py's command line: lrsched's schedule flags plus DINO's schedules, model, data, run.
+
+Every flag has both spellings (``--weight-decay`` and ``--weight_decay``). ``DEFAULTS`` is the one
+table of DINO's schedule defaults; ``main.resolve_schedules`` is the one function that applies it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lrsched import args as shared
+from lrsched.recipes.common.device import add_device_flags
+from lrsched.recipes.dino.augment import GLOBAL_SCALE, LOCAL_SCALE
+from lrsched.recipes.dino.stream import default_workers
+from lrsched.recipes.dino.vit import PRESETS
+
+PROG = "phase5_big_run.py"
+LR_WARMUP = "--warmup-steps"
+"""A default that is the LR warm-up (``--warmup-steps``, or lrsched's default for it)."""
+DEFAULTS: dict[str, float | str] = {
+    "weight_decay": 0.04,
+    "weight_decay_end": 0.4,
+    "momentum_teacher": 0.996,
+    "teacher_temp": 0.07,
+    "warmup_teacher_temp": 0.04,
+    "warmup_teacher_temp_steps": LR_WARMUP,
+    "freeze_last_layer_steps": LR_WARMUP,
+}
+"""DINO's schedule flags left unset: a number, or ``LR_WARMUP`` for the steps that follow the LR warm-up."""
+
+
+def spelling(name: str) -> str:
+    """The flag as the messages spell it: ``weight_decay`` -> ``--weight-decay``."""
+    return shared.spellings(name)[0]
+
+
+def default_text(name: str) -> str:
+    """``DEFAULTS[name]`` as the help says it: ``default 0.04`` or ``default: --warmup-steps``."""
+    value = DEFAULTS[name]
+    return f"default: {value}" if value == LR_WARMUP else f"default {value:g}"
+
+
+def flag_strings(args: argparse.Namespace) -> dict[str, str]:
+    """The flags as a dict of strings (what a ``weights_only`` checkpoint can hold)."""
+    return {k: ("" if v is None else str(v)) for k, v in sorted(vars(args).items())}
+
+
+def _probability(text: str) -> float:
+    value = shared.nonnegative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be in [0, 1)")
+    return value
+
+
+def _unit_interval(text: str) -> float:
+    value = shared.positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be in (0, 1]")
+    return value
+
+
+def build_parser() -> shared.ArgumentParser:
+    """Every flag of the program, with help; schedule flags come from lrsched's one table."""
+    p = shared.ArgumentParser(
+        prog=PROG,
+        description="DINO self-supervised ViT pretraining: linear warm-up + cosine decay, "
+        "or warm-up + constant for open-ended runs (no --max-steps).",
+    )
+    shared.add_schedule_flags(p, shared.PRETRAIN_FLAGS, title="learning-rate schedule")
+    for add_group in (_dino_flags, _optimisation_flags, _model_flags, _data_flags, _eval_flags, _run_flags):
+        add_group(p)
+    return p
+
+
+def _dino_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("DINO schedules (cosine to the end value over --max-steps; held when open-ended)")
+    add = shared.add_flag
+    add(g, "weight_decay", type=shared.positive_float, help=f"weight decay at step 0 ({default_text('weight_decay')})")
+    add(
+        g,
+        "weight_decay_end",
+        type=shared.nonnegative_float,
+        help=f"weight decay at --max-steps ({default_text('weight_decay_end')})",
+    )
+    add(
+        g,
+        "momentum_teacher",
+        type=_unit_interval,
+        help=f"teacher EMA momentum at step 0, rising to 1 ({default_text('momentum_teacher')})",
+    )
+    add(
+        g,
+        "teacher_temp",
+        type=shared.positive_float,
+        help=f"teacher temperature after its warm-up ({default_text('teacher_temp')})",
+    )
+    add(
+        g,
+        "warmup_teacher_temp",
+        type=shared.positive_float,
+        help=f"teacher temperature at step 0 ({default_text('warmup_teacher_temp')})",
+    )
+    add(
+        g,
+        "warmup_teacher_temp_steps",
+        type=shared.nonnegative_int,
+        help=f"teacher temperature warm-up steps ({default_text('warmup_teacher_temp_steps')})",
+    )
+    add(
+        g,
+        "freeze_last_layer_steps",
+        type=shared.nonnegative_int,
+        help=f"steps with the head's last layer frozen ({default_text('freeze_last_layer_steps')})",
+    )
+
+
+def _optimisation_flags(p: argparse.ArgumentParser) -> None:
+    o = p.add_argument_group("optimisation")
+    add = shared.add_flag
+    add(
+        o,
+        "clip_grad",
+        type=shared.nonnegative_float,
+        default=3.0,
+        help="clip the gradient norm to this (0: off; default 3)",
+    )
+    add(
+        o,
+        "layer_decay",
+        type=_unit_interval,
+        default=1.0,
+        help="layer-wise LR decay: block i gets decay**(depth+1-i) (default 1: off)",
+    )
+    add(o, "center_momentum", type=_probability, default=0.9, help="momentum of the loss centre (default 0.9)")
+    add(
+        o,
+        "koleo_weight",
+        type=shared.nonnegative_float,
+        default=0.0,
+        help="weight of DINOv2's KoLeo regulariser on the student's global-crop CLS features (default 0: plain DINO)",
+    )
+    add(o, "student_temp", type=shared.positive_float, default=0.1, help="student temperature (default 0.1)")
+    add(
+        o,
+        "lr_ref_batch",
+        type=shared.positive_int,
+        help="DINO's rule: --lr is for this global batch, the peak is lr x batch-size x processes / N "
+        "(default: --lr is the peak, as typed)",
+    )
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    m = p.add_argument_group("model and crops")
+    add = shared.add_flag
+    add(m, "preset", choices=sorted(PRESETS), default="tiny", help="model size (default tiny: CPU-sized)")
+    add(m, "out_dim", type=shared.positive_int, help="prototypes of the DINO head (default: the preset's)")
+    add(m, "global_size", type=shared.positive_int, help="global crop size in pixels (default: the preset's)")
+    add(m, "local_size", type=shared.positive_int, help="local crop size in pixels (default: the preset's)")
+    add(m, "local_crops", type=shared.nonnegative_int, default=6, help="local crops per image (default 6)")
+    add(
+        m,
+        "global_crops_scale",
+        type=_unit_interval,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=list(GLOBAL_SCALE),
+        help=f"area range of global crops (default {GLOBAL_SCALE[0]} {GLOBAL_SCALE[1]})",
+    )
+    add(
+        m,
+        "local_crops_scale",
+        type=_unit_interval,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=list(LOCAL_SCALE),
+        help=f"area range of local crops (default {LOCAL_SCALE[0]} {LOCAL_SCALE[1]})",
+    )
+
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
+    d = p.add_argument_group("data")
+    add = shared.add_flag
+    add(
+        d,
+        "data_dir",
+        type=Path,
+        help="a folder of images (class sub-folders give k-NN labels; "
+        "default: Fashion-MNIST from /usr/share/datasets/fashion-mnist)",
+    )
+    add(
+        d,
+        "workers",
+        type=shared.nonnegative_int,
+        default=default_workers(),
+        help="DataLoader processes that decode and crop images (0: in the training process; "
+        f"default: usable cores minus one, at most 8: {default_workers()} here)",
+    )
+    add(
+        d,
+        "accept_data_change",
+        action="store_true",
+        help="on --resume, continue although the data differs from the checkpoint's (files added, removed, renamed)",
+    )
+    add(d, "batch_size", type=shared.positive_int, default=64, help="images per step on each process (default 64)")
+    add(d, "seed", type=shared.nonnegative_int, default=0, help="seed of the model, batches and crops (default 0)")
+
+
+def _eval_flags(p: argparse.ArgumentParser) -> None:
+    e = p.add_argument_group("evaluation (weighted k-NN, k=20, T=0.07, on teacher CLS features)")
+    add = shared.add_flag
+    add(e, "eval_every", type=shared.nonnegative_int, default=500, help="k-NN every N steps (0: only at the end)")
+    add(
+        e,
+        "knn_train_samples",
+        type=shared.nonnegative_int,
+        default=10_000,
+        help="labelled training images for k-NN (0: all; default 10000)",
+    )
+    add(
+        e,
+        "knn_test_samples",
+        type=shared.nonnegative_int,
+        default=2_000,
+        help="test images for k-NN (0: all; default 2000)",
+    )
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    r = p.add_argument_group("run")
+    add = shared.add_flag
+    add(r, "output_dir", type=Path, help="where the run writes (default runs/phase5-<timestamp>)")
+    add(r, "resume", metavar="PATH|latest", help="continue from a checkpoint (latest: newest in --output-dir)")
+    add(
+        r,
+        "save_every",
+        type=shared.nonnegative_int,
+        default=1000,
+        help="checkpoint every N steps (0: only at the end and on stop; default 1000)",
+    )
+    add(r, "keep_checkpoints", type=shared.positive_int, default=3, help="step checkpoints kept (default 3)")
+    add_device_flags(r)

@@ -1,0 +1,329 @@
+"""phase5_big_run.py: DINO self-supervised ViT pretraining with lrsched's schedules (DESIGN 5).
+
+Order of work, so that bad input never leaves a trace: parse the flags (``flags``), resolve and
+check everything -- the four schedules and the freeze, the preset, the data, the checkpoint to
+resume from, the output folder -- then build the run and train (``loop``), then report.
+
+Exit status: 0 finished or stopped on request (SIGINT/SIGTERM, checkpoint saved), 2 bad input,
+3 non-finite loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lrsched import args as shared
+from lrsched.recipes.common import checkpoint as ckpt
+from lrsched.recipes.common.device import describe_device, pick_device
+from lrsched.recipes.common.distributed import World, barrier, close_world, init_world
+from lrsched.recipes.common.runlog import RunLog, write_json
+from lrsched.recipes.dino.curves import draw_curves
+from lrsched.recipes.dino.data import Dataset, data_changes, load_dataset, read_index_header, write_index
+from lrsched.recipes.dino.flags import DEFAULTS, LR_WARMUP, PROG, build_parser, flag_strings, spelling
+from lrsched.recipes.dino.loop import (
+    LOG_COLUMNS,
+    PROGRAM,
+    NonFiniteLoss,
+    Run,
+    Schedules,
+    Settings,
+    baselines,
+    build_run,
+    check_resume,
+    plan_json,
+    rank_fingerprints,
+    train,
+    write_metrics,
+)
+from lrsched.recipes.dino.model import step_bytes_lower_bound
+from lrsched.recipes.dino.vit import PRESETS, Preset
+from lrsched.schedules import Schedule
+from lrsched.strategy import Plan, UsageError
+
+EXIT_NONFINITE = 3
+DATA_INDEX = "data_index.tsv"
+"""The run's record of its data: the fingerprint, then one line per file (``label<TAB>path``)."""
+
+
+# --- settings: every check before anything is written ----------------------------------------
+
+
+def resolve_schedules(args: argparse.Namespace) -> Schedules:
+    """All four schedules (LR, weight decay, teacher momentum and temperature) and the last-layer freeze.
+
+    The LR plan is lrsched's (``--lr``, ``--warmup-steps``, ``--min-lr``, ``--max-steps``); every other
+    value is its flag or its entry in ``flags.DEFAULTS``, each with its source.
+    """
+    lr = _batch_scaled(shared.pretrain_plan(args), args)
+    total, sources = lr.schedule.total, dict[str, str]()
+    value = {name: _resolve(args, name, lr.schedule.warmup, sources) for name in DEFAULTS}
+    temp_warm = value["warmup_teacher_temp_steps"]
+    if total is not None and temp_warm >= total:
+        raise UsageError(f"--warmup-teacher-temp-steps {temp_warm}: must be less than --max-steps {total}")
+    return Schedules(
+        lr=lr,
+        weight_decay=Schedule("cosine", base=value["weight_decay"], final=value["weight_decay_end"], total=total),
+        momentum=Schedule("cosine", base=value["momentum_teacher"], final=1.0, total=total),
+        teacher_temp=Schedule(
+            "constant", start=value["warmup_teacher_temp"], base=value["teacher_temp"], warmup=temp_warm, total=total
+        ),
+        freeze_last_layer=value["freeze_last_layer_steps"],
+        sources=sources,
+    )
+
+
+def _batch_scaled(plan: Plan, args: argparse.Namespace) -> Plan:
+    """DINO's rule, on request: ``peak = --lr x global batch / --lr-ref-batch``; else the plan as it is."""
+    if args.lr_ref_batch is None:
+        return plan
+    batch = args.batch_size * world_size()
+    peak = plan.schedule.base * batch / args.lr_ref_batch
+    if peak < plan.schedule.final:
+        raise UsageError(
+            f"--lr-ref-batch {args.lr_ref_batch}: makes the peak {peak:g}, below --min-lr {plan.schedule.final:g}"
+        )
+    how = f"{plan.source('peak')} x {batch}/{args.lr_ref_batch} (global batch / --lr-ref-batch)"
+    sources = tuple((k, how if k == "peak" else v) for k, v in plan.sources)
+    return replace(plan, schedule=replace(plan.schedule, base=peak), sources=sources)
+
+
+def world_size() -> int:
+    """Processes in the run (torchrun's ``WORLD_SIZE``; 1 without it)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _resolve(args: argparse.Namespace, name: str, lr_warmup: int, sources: dict[str, str]) -> Any:
+    """The flag's value, else its default (``LR_WARMUP``: the LR's warm-up); records where it came from."""
+    given, default = getattr(args, name), DEFAULTS[name]
+    if default == LR_WARMUP:  # a step count: --flag 2500, or "default: --warmup-steps"
+        sources[name] = f"default: {LR_WARMUP}" if given is None else f"{spelling(name)} {given}"
+        return lr_warmup if given is None else given
+    sources[name] = "default" if given is None else f"{spelling(name)} {given:g}"
+    return default if given is None else given
+
+
+def resolve_preset(args: argparse.Namespace) -> Preset:
+    """The preset with --out-dim, --global-size and --local-size applied; crops must fit a patch."""
+    p = PRESETS[args.preset]
+    p = Preset(
+        **{
+            **p.__dict__,
+            "out_dim": args.out_dim or p.out_dim,
+            "global_size": args.global_size or p.global_size,
+            "local_size": args.local_size or p.local_size,
+        }
+    )
+    for name, size in (("--global-size", p.global_size), ("--local-size", p.local_size)):
+        if size < p.patch:
+            raise UsageError(f"{name} {size}: must be at least the patch size {p.patch} of --preset {args.preset}")
+    return p
+
+
+def resolve_output(args: argparse.Namespace, resume_path: Path | None) -> Path:
+    """--output-dir, else the resumed run's folder, else runs/phase5-<timestamp>; never overwrite a run."""
+    if args.output_dir is not None:
+        out = Path(args.output_dir)
+    elif resume_path is not None:
+        parent = resume_path.resolve().parent
+        out = parent.parent if parent.name == "checkpoints" else parent
+    else:
+        out = Path("runs") / f"phase5-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if resume_path is None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--output-dir {out}: already holds a run; pass --resume latest or choose another folder")
+    return out
+
+
+def settle(argv: Sequence[str] | None) -> Settings:
+    """Parse and check everything: flags, schedules, data, checkpoint, output folder. Writes nothing."""
+    args = build_parser().parse_args(argv)
+    if args.resume == "latest" and args.output_dir is None:
+        raise UsageError("--resume latest: needs --output-dir (the run whose newest checkpoint to load)")
+    schedules = resolve_schedules(args)
+    preset = resolve_preset(args)
+    _check_inputs(args)
+    state, path = _read_resume(args, schedules)
+    output = resolve_output(args, path)
+    show_progress = sys.stderr.isatty() and os.environ.get("RANK", "0") == "0"
+    data = load_dataset(args.data_dir, progress=show_progress)
+    if len(data.train) < args.batch_size * world_size():
+        raise UsageError(
+            f"--batch-size {args.batch_size}: more than the {len(data.train)} training images "
+            f"allow across {world_size()} process(es)"
+        )
+    if state is not None:
+        _check_same_data(state, data, args)
+    return Settings(args, preset, schedules, data, output, state, path)
+
+
+def _check_same_data(state: dict[str, Any], data: Dataset, args: argparse.Namespace) -> None:
+    """A resume trains on the data its checkpoint saw, unless --accept-data-change."""
+    saved = state.get("data", {}).get("fingerprint")
+    changes = ["no record in the checkpoint"] if saved is None else data_changes(saved, data.fingerprint())
+    if changes and not args.accept_data_change:
+        raise UsageError(
+            f"--data-dir {args.data_dir or data.name}: not the data of the checkpoint ({'; '.join(changes)}); "
+            "pass --accept-data-change to continue on the data as it is now"
+        )
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Crop scale ranges in order and --data-dir a folder."""
+    for name in ("global_crops_scale", "local_crops_scale"):
+        lo, hi = getattr(args, name)
+        if lo > hi:
+            raise UsageError(f"{spelling(name)} {lo:g} {hi:g}: the low end must not exceed the high end")
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise UsageError(f"--data-dir {args.data_dir}: no such directory")
+
+
+def _read_resume(args: argparse.Namespace, schedules: Schedules) -> tuple[dict[str, Any] | None, Path | None]:
+    """The checkpoint --resume names, loaded and checked against the flags; ``(None, None)`` without it."""
+    if args.resume is None:
+        return None, None
+    path = ckpt.resolve_resume(args.resume, Path(args.output_dir or "."), "--resume")
+    assert path is not None
+    state = ckpt.load_checkpoint(path, PROGRAM, "--resume")
+    check_resume(state, args, schedules, path)
+    return state, path
+
+
+def check_fits(settings: Settings, device: torch.device) -> None:
+    """Refuse, before anything is allocated, a step that cannot fit in the device's memory."""
+    a, s = settings.args, settings
+    available = memory_available(device)
+    if available is None:
+        return
+    parts = step_bytes_lower_bound(s.preset, s.data.channels, a.batch_size, a.local_crops, a.bf16)
+    need = sum(parts.values())
+    if need > available:
+        biggest = max(parts, key=parts.__getitem__)
+        raise UsageError(
+            f"--batch-size {a.batch_size} --local-crops {a.local_crops} --out-dim {s.preset.out_dim} "
+            f"(--preset {a.preset}): a step needs at least {need / 2**30:.1f} GiB ({biggest} "
+            f"{parts[biggest] / 2**30:.1f} GiB), more than the {available / 2**30:.1f} GiB available "
+            f"on {describe_device(device)}"
+        )
+
+
+def memory_available(device: torch.device) -> int | None:
+    """Free bytes on a GPU, or the host's available memory (Linux); None when unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+
+def plan_lines(run: Run) -> list[str]:
+    """The plan as people read it: the LR plan with sources, then DINO's other schedules."""
+    sch, total = run.settings.schedules, run.settings.schedules.lr.schedule.total
+    horizon = "held after warm-up (open-ended)" if total is None else f"cosine to step {total}"
+    wd, m, tt = sch.weight_decay, sch.momentum, sch.teacher_temp
+    lines = ["learning rate:", *sch.lr.lines()]
+    if run.replanned_at is not None:
+        t0 = run.replanned_at
+        lines.append(
+            f"  note: --replan at step {t0}: cosine from {run.lr_sched.schedule(t0):.4g} to "
+            f"{run.lr_sched.schedule.end_value:.4g} by step {total if total is not None else 'never'}"
+        )
+    lines += [
+        f"weight decay:     {wd.base:g} -> {wd.final:g}, {horizon}",
+        f"teacher momentum: {m.base:g} -> {m.final:g}, {horizon}",
+        f"teacher temp:     {tt.start:g} -> {tt.base:g} over {tt.warmup} steps, then constant",
+        f"last layer frozen for the first {sch.freeze_last_layer} steps",
+    ]
+    return lines
+
+
+def start_outputs(run: Run) -> RunLog | None:
+    """Rank 0: create the folder, write plan.json and args.json, open log.csv, print the plan."""
+    if not run.world.is_main:
+        return None
+    out = run.settings.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "plan.json", plan_json(run))
+    write_json(out / "args.json", flag_strings(run.settings.args))
+    data = run.settings.data
+    if read_index_header(out / DATA_INDEX) != data.fingerprint():
+        write_index(data, out / DATA_INDEX)
+    print(f"{PROG}: {describe_device(run.device)}, {run.world.size} process(es), output {out}")
+    print("\n".join(plan_lines(run)), flush=True)
+    _say_data(run)
+    return RunLog(out, LOG_COLUMNS, resume_step=run.t if run.settings.resume is not None else None)
+
+
+def _say_data(run: Run) -> None:
+    """Rank 0: what the run trains on and evaluates with."""
+    data, a = run.settings.data, run.settings.args
+    print(f"data: {data.name}, {len(data.train)} training images, {data.channels} channel(s), {a.workers} worker(s)")
+    if data.knn_train is None:
+        print(f"note: k-NN evaluation skipped: {data.knn_note}", flush=True)
+
+
+def finish(run: Run, log: RunLog | None, status: str) -> None:
+    """Metrics, curves and closing the log (rank 0)."""
+    rank_fingerprints(run)
+    if log is None:
+        return
+    log.close()
+    write_metrics(run, status)
+    try:
+        draw_curves(run.settings.output_dir, run.metrics)
+    except ImportError as err:
+        print(f"{PROG}: note: curves.png not drawn ({err})", file=sys.stderr)
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the program; returns the exit status (0 done or stopped, 2 bad input, 3 non-finite loss)."""
+    with shared.usage_errors(PROG):
+        settings = settle(argv)
+        try:
+            device = pick_device(settings.args.device)
+        except RuntimeError as err:  # an unknown device, or one this machine lacks
+            raise UsageError(f"--device {settings.args.device}: {err}") from None
+        check_fits(settings, device)
+    world = init_world(device.type)
+    if device.type == "cuda" and world.distributed:
+        device = torch.device("cuda", world.local_rank)
+    try:
+        return run_program(settings, world, device)
+    finally:
+        close_world(world)
+
+
+def run_program(settings: Settings, world: World, device: torch.device) -> int:
+    """Build the run, write the plan, train and report; the exit status (0, or 3 on a non-finite loss)."""
+    run = build_run(settings, world, device)
+    barrier(world)
+    log = start_outputs(run)
+    if settings.resume is None:
+        baselines(run)
+    try:
+        status = train(run, log)
+    except NonFiniteLoss as err:
+        last = ckpt.latest_checkpoint(settings.output_dir / "checkpoints")
+        print(f"{PROG}: error: {err}; stopping. Last good checkpoint: {last or 'none'}", file=sys.stderr)
+        if log is not None:
+            log.close()
+            write_metrics(run, str(err))
+        return EXIT_NONFINITE
+    finish(run, log, status)
+    return 0

@@ -1,0 +1,86 @@
+"""Multi-crop: the geometric part (per image, in workers) and the photometric part (batched)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+from lrsched.recipes.dino.augment import RATIO, Geometry, Photometric, center_view, crop_box, gaussian_blur
+
+
+@given(
+    width=st.integers(1, 2000),
+    height=st.integers(1, 2000),
+    lo=st.floats(0.01, 1.0),
+    seed=st.integers(0, 2**32),
+)
+def test_crop_box_stays_inside_and_keeps_area_and_aspect(width: int, height: int, lo: float, seed: int) -> None:
+    left, top, w, h = crop_box(random.Random(seed), width, height, (lo, 1.0))
+    assert left >= 0 and top >= 0 and w > 0 and h > 0 and left + w <= width and top + h <= height
+    if width >= 100 and height >= 100 and 0.8 <= width / height <= 1.25:
+        # tries fit: the area fraction is within the range (up to rounding) and the aspect within 3/4..4/3
+        assert w * h >= lo * width * height * 0.95
+        assert RATIO[0] * 0.95 <= w / h <= RATIO[1] * 1.05
+
+
+def test_crop_box_falls_back_to_the_largest_centred_crop_for_extreme_shapes() -> None:
+    assert crop_box(random.Random(0), 1000, 10, (0.9, 1.0)) == (493, 0, 13, 10)
+    assert crop_box(random.Random(0), 10, 1000, (0.9, 1.0)) == (0, 493, 10, 13)
+
+
+def test_geometry_is_a_pure_function_of_the_seed() -> None:
+    img = Image.fromarray(torch.randint(0, 256, (350, 400, 3), dtype=torch.uint8).numpy())
+    geo = Geometry(64, 32, 3, channels=3)
+    g1, l1 = geo(img, 7)
+    g2, l2 = geo(img, 7)
+    g3, _ = geo(img, 8)
+    assert g1.shape == (2, 64, 64, 3) and l1.shape == (3, 32, 32, 3) and g1.dtype == torch.uint8
+    assert torch.equal(g1, g2) and torch.equal(l1, l2) and not torch.equal(g1, g3)
+    assert Geometry(64, 32, 0, channels=3)(img, 7)[1].shape == (0, 32, 32, 3)
+
+
+def test_a_full_crop_is_the_bicubic_resize_or_its_mirror() -> None:
+    img = Image.fromarray(torch.randint(0, 256, (40, 40), dtype=torch.uint8).numpy())
+    geo = Geometry(20, 10, 0, channels=1, global_scale=(1.0, 1.0))
+    crops, _ = geo(img, 0)
+    full = torch.from_numpy(__import__("numpy").array(img.resize((20, 20), Image.Resampling.BICUBIC)))
+    for view in crops[..., 0]:
+        assert torch.equal(view, full) or torch.equal(view, full.flip(1))
+
+
+def test_center_view_resizes_the_shorter_side_and_crops_the_centre() -> None:
+    img = Image.fromarray(torch.arange(60 * 30, dtype=torch.int32).remainder(256).to(torch.uint8).view(30, 60).numpy())
+    view = center_view(img, 15, 1)
+    assert view.shape == (15, 15, 1)
+    same = center_view(img.crop((15, 0, 45, 30)), 30, 1)
+    assert torch.equal(same[..., 0], torch.from_numpy(__import__("numpy").array(img.crop((15, 0, 45, 30)))))
+
+
+def test_photometric_views_keep_order_and_are_reproducible() -> None:
+    g_px = torch.randint(0, 256, (5, 2, 28, 28, 3), dtype=torch.uint8)
+    l_px = torch.randint(0, 256, (5, 4, 12, 12, 3), dtype=torch.uint8)
+    photo = Photometric((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    a = photo(g_px, l_px, torch.Generator().manual_seed(1))
+    b = photo(g_px, l_px, torch.Generator().manual_seed(1))
+    assert a.global_crops.shape == (10, 3, 28, 28) and a.local_crops.shape == (20, 3, 12, 12)
+    assert torch.equal(a.global_crops, b.global_crops) and torch.equal(a.local_crops, b.local_crops)
+    # local crop j of image i lands at row j * B + i: the photometric change is per image, so
+    # its correlation with the source pixels stays high
+    src = l_px[2, 3].permute(2, 0, 1).float().flatten()
+    out = a.local_crops[3 * 5 + 2].flatten()
+    assert torch.corrcoef(torch.stack([src, out]))[0, 1] > 0.5
+
+
+def test_gaussian_blur_preserves_mean_and_smooths() -> None:
+    x = torch.rand(2, 1, 16, 16)
+    y = gaussian_blur(x, torch.tensor([1.0, 1e-3]))
+    assert y[0].var() < x[0].var()
+    torch.testing.assert_close(y[1], x[1], atol=1e-5, rtol=0)
+    assert y[0].mean() == pytest.approx(float(x[0].mean()), abs=0.02)
+    assert math.isfinite(float(y.sum()))

@@ -1,0 +1,147 @@
+"""Streaming image data: listing a folder, sources, the k-NN split, the index, the data order."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from dino_helpers import make_image_folder
+
+from lrsched.recipes.dino import data
+from lrsched.recipes.dino.data import Sampler, data_changes, list_folder, open_folder, read_index_header, write_index
+from lrsched.strategy import UsageError
+
+
+def test_listing_is_sorted_labels_come_from_the_first_sub_folder(tmp_path: Path) -> None:
+    for rel in ("b/x/2.png", "b/1.jpg", "a/3.JPEG", "top.webp", "a/notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    listing = list_folder(tmp_path)
+    assert [listing.relative(i) for i in range(len(listing))] == ["top.webp", "a/3.JPEG", "b/1.jpg", "b/x/2.png"]
+    assert listing.classes == ("a", "b")
+    assert list(listing.label_ids) == [-1, 0, 1, 1]
+    assert not listing.labelled  # a file at the top level has no class
+
+
+def test_listing_digest_sees_any_change_and_a_symlink_loop_is_listed_once(tmp_path: Path) -> None:
+    make_image_folder(tmp_path, 6, classes=2, sizes=(20, 30))
+    os.symlink(tmp_path, tmp_path / "class0" / "loop")
+    before = list_folder(tmp_path)
+    assert len(before) == 6 and before.digest == list_folder(tmp_path).digest
+    (tmp_path / "class1" / "img0000001.jpg").rename(tmp_path / "class1" / "renamed.jpg")
+    assert list_folder(tmp_path).digest != before.digest
+
+
+def test_a_folder_is_never_decoded_up_front(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_image_folder(tmp_path, 2 * data.STATS_SAMPLE, classes=2, sizes=(20, 30))
+    opened: list[Path] = []
+    real = data.read_image
+
+    def counting(path: Path, mode: str | None) -> object:
+        opened.append(path)
+        return real(path, mode)
+
+    monkeypatch.setattr(data, "read_image", counting)
+    ds = open_folder(tmp_path)
+    assert len(opened) == data.STATS_SAMPLE  # only the sample for the channel statistics
+    assert ds.channels == 3 and len(ds.train) == 2 * data.STATS_SAMPLE - 2 * data.STATS_SAMPLE // 10
+
+
+def test_labelled_folder_holds_out_every_tenth_file_for_knn(tmp_path: Path) -> None:
+    make_image_folder(tmp_path, 30, classes=3, sizes=(20, 30))
+    ds = open_folder(tmp_path)
+    assert ds.knn_train is ds.train and ds.knn_test is not None
+    assert len(ds.train) == 27 and len(ds.knn_test) == 3
+    assert ds.knn_test.labels is not None
+    assert ds.knn_test.labels.tolist() == [list_folder(tmp_path).label_ids[i] for i in (9, 19, 29)]
+
+
+def test_train_and_test_sub_folders_are_used_as_they_are(tmp_path: Path) -> None:
+    make_image_folder(tmp_path / "train", 8, classes=2, sizes=(20, 30))
+    make_image_folder(tmp_path / "val", 4, classes=2, sizes=(20, 30), seed=1)
+    ds = open_folder(tmp_path)
+    assert (len(ds.train), len(ds.knn_test or [])) == (8, 4)
+    assert len(ds.fingerprint()["digests"]) == 2
+
+
+def test_unlabelled_folder_trains_on_everything_and_says_why_knn_is_skipped(tmp_path: Path) -> None:
+    make_image_folder(tmp_path, 12, classes=0, sizes=(20, 30))
+    ds = open_folder(tmp_path)
+    assert len(ds.train) == 12 and ds.knn_train is None and ds.knn_test is None
+    assert ds.knn_note == "no class sub-folders (no labels)"
+
+
+def test_grayscale_folder_trains_on_one_channel(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("L", (20, 10), color=40 * i).save(tmp_path / f"{i}.png")
+    ds = open_folder(tmp_path)
+    assert ds.channels == 1 and ds.train.image(0).mode == "L"
+    assert ds.mean[0] == pytest.approx(40 / 255, abs=1e-6)
+
+
+def test_empty_missing_or_unreadable_folder_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no images"):
+        open_folder(tmp_path)
+    (tmp_path / "fake.png").write_bytes(b"not a png")
+    with pytest.raises(UsageError, match=r"cannot read image .*fake\.png"):
+        open_folder(tmp_path)
+    with pytest.raises(UsageError, match="no such directory"):
+        open_folder(tmp_path / "nowhere")
+
+
+def test_an_unreadable_file_is_replaced_by_the_next_readable_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_image_folder(tmp_path, 3, classes=0, sizes=(20, 30))
+    source = open_folder(tmp_path).train  # the sampled images must be readable at start ...
+    (tmp_path / "img0000000.jpg").write_bytes(b"not a jpeg")  # ... one that breaks later is skipped
+    assert source.image(0).tobytes() == source.image(1).tobytes()
+    assert "cannot read image" in capsys.readouterr().err
+
+
+def test_index_file_records_the_fingerprint_and_every_file(tmp_path: Path) -> None:
+    make_image_folder(tmp_path / "imgs", 5, classes=2, sizes=(20, 30))
+    ds = open_folder(tmp_path / "imgs")
+    write_index(ds, tmp_path / "data_index.tsv")
+    lines = (tmp_path / "data_index.tsv").read_text().splitlines()
+    assert read_index_header(tmp_path / "data_index.tsv") == ds.fingerprint()
+    assert lines[1:] == [f"{i % 2}\tclass{i % 2}/img{i:07d}.jpg" for i in sorted(range(5), key=lambda i: (i % 2, i))]
+    make_image_folder(tmp_path / "imgs", 6, classes=2, sizes=(20, 30))
+    changes = data_changes(ds.fingerprint(), open_folder(tmp_path / "imgs").fingerprint())
+    assert changes == ["files 5 -> 6"]
+    assert data_changes(ds.fingerprint(), ds.fingerprint()) == []
+
+
+def test_sampler_draws_one_permutation_per_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = torch.randperm
+
+    def counting(n: int, **kw: object) -> torch.Tensor:
+        calls.append(n)
+        return real(n, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "randperm", counting)
+    s = Sampler(size=1_281_167, batch=64, world=1, seed=0)
+    for t in range(50):
+        assert s.indices(t, 0).shape == (64,)
+    assert calls == [1_281_167]
+    s.indices(s.batches_per_epoch, 0)
+    assert len(calls) == 2
+
+
+def test_sampler_is_a_pure_function_of_seed_and_step() -> None:
+    s = Sampler(size=100, batch=8, world=2, seed=3)
+    assert s.batches_per_epoch == 6
+    assert torch.equal(s.indices(7, 0), Sampler(100, 8, 2, 3).indices(7, 0))
+    for step in range(6):  # one epoch: ranks and steps never repeat an image
+        seen = torch.cat([s.indices(step, r) for r in range(2)])
+        assert len(set(seen.tolist())) == 16
+    epoch = torch.cat([s.indices(t, r) for t in range(6) for r in range(2)])
+    assert len(set(epoch.tolist())) == 96
+    assert not torch.equal(s.indices(0, 0), s.indices(6, 0))  # a new permutation each epoch
+    assert torch.equal(s.indices(3, 1), Sampler(100, 8, 2, 3).indices(3, 1))  # after other epochs: same
+    assert s.position(13) == (2, 1)
