@@ -1,6 +1,6 @@
 """Images/s of DINO's data path alone: lrsched's streaming loader against DINO's own pipeline.
 
-Usage: ``python bench/data_pipeline.py [--quick] [--rounds 3] [--work DIR] [--official-venv DIR]
+Usage: ``python bench/data_pipeline.py [--quick] [--rounds 5] [--threads 1] [--work DIR] [--official-venv DIR]
 [--no-cache] [--out DIR]`` (with the project's venv: ``.venv/bin/python bench/data_pipeline.py``).
 
 The work of one image on both sides: decode a JPEG, 2 global crops at 224 px and 8 local
@@ -22,8 +22,14 @@ Contenders, each run as a fresh subprocess:
 - ``ours``: lrsched's streaming path (``lrsched.recipes.dino.stream.train_loader``: a folder
   listed without decoding, decode + geometric crops in the DataLoader workers, uint8 crops)
   followed by the photometric part of ``lrsched.recipes.dino.augment`` applied to each batch
-  on the CPU in the main process, so that both sides do the same total work. Run with the
-  project's python (this one).
+  on the CPU in the main process (in training it runs on the device), so that both sides
+  go from JPEG files to normalised float views. Run with the project's python (this one).
+  Both sides crop DINO's areas (global 0.4-1.0, local 0.05-0.4; lrsched's default local
+  range is 0.1-0.4, ``--local-crops-scale``). The photometric work is not identical, and the
+  difference favours ours: lrsched jitters brightness and contrast only (DINO's
+  ``ColorJitter`` also shifts saturation by 0.2 and hue by 0.1, the latter through HSV in
+  PIL), and it blurs a 96 px local crop with sigma up to 0.86 px (DINO: radius up to 2 at
+  every size).
 
 Test images: ``images`` JPEGs (default 5,000) near 400x350 px (each side drawn in +-15%),
 photo-like entropy (a multi-scale smoothed-noise luminance, smooth chroma, a gradient, a few
@@ -33,7 +39,7 @@ are. ImageFolder layout (``classes`` subfolders), generated once under ``--work`
 ``manifest.json`` matches the settings. Before measuring, every file is read once so both
 sides start from a warm page cache.
 
-Interleaving: ``rounds`` rounds (default 3); in each, for ``W`` in 0, 1, 2 workers, one run of
+Interleaving: ``rounds`` rounds (default 5); in each, for ``W`` in 0, 1, 2 workers, one run of
 each side in an order that alternates from round to round. Reported per ``(side, W)``: the
 median images/s over rounds and its IQR; the ratio of medians ours / official per ``W``; the
 scaling of each side (median at ``W`` / median at ``W = 0``). Both sides' main processes run
@@ -46,7 +52,7 @@ round, 1 warm-up + 2 timed batches of 16.
 
 Outputs under ``bench/results/``: ``data_pipeline.json`` (machine, versions of both venvs,
 commands, every run with its per-batch times, file-size distribution), ``data_pipeline.md``
-(table), ``data_pipeline.png`` (images/s against workers) and ``README-section-data.md``.
+(table) and ``data_pipeline.png`` (images/s against workers).
 Every finished run is a cell of ``bench/results/cache/data_pipeline.json``; an interrupted
 bench resumes with the runs it lacks (``--no-cache`` ignores the cache).
 """
@@ -82,7 +88,7 @@ def sizes(quick: bool) -> dict[str, Any]:
     base = {"global_size": 224, "local_size": 96, "local_crops": 8, "workers": list(WORKERS), "seed": 0}
     if quick:
         return {**base, "images": 160, "classes": 4, "batch": 16, "warmup": 1, "batches": 2, "rounds": 1}
-    return {**base, "images": 5000, "classes": 10, "batch": 32, "warmup": 3, "batches": 20, "rounds": 3}
+    return {**base, "images": 5000, "classes": 10, "batch": 32, "warmup": 3, "batches": 20, "rounds": 5}
 
 
 # --- the test folder --------------------------------------------------------------------
@@ -242,15 +248,75 @@ def ensure_official_venv(venv: Path, log: Any = print) -> dict[str, str]:
 # --- our side -----------------------------------------------------------------------------
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DINO_GLOBAL_SCALE = (0.4, 1.0)
+DINO_LOCAL_SCALE = (0.05, 0.4)
+"""DINO's crop areas for ViTs, used on both sides (lrsched's default local range is 0.1-0.4)."""
+
+
 def ours_run(opts: argparse.Namespace) -> dict[str, Any]:
-    """One timed run of lrsched's streaming path + the CPU photometric part (``--side ours``)."""
+    """One timed run of lrsched's streaming path + the CPU photometric part (``--side ours``).
+
+    Built as ``phase5_big_run.py`` builds it (``dino.loop``): ``open_folder`` (listing, no
+    decoding but the 256 images of the colour statistics), ``Geometry`` with DINO's crop areas,
+    ``Sampler`` and ``train_loader`` with ``workers``; then per batch, in this process,
+    ``Photometric`` with a generator seeded from ``(seed, step, rank)``, as a training step does
+    on its device. The timed work ends with the normalised float views.
+    """
     if str(SRC) not in sys.path:
         sys.path.insert(0, str(SRC))
-    try:
-        from lrsched.recipes.dino import stream  # noqa: F401
-    except ImportError as err:
-        raise SystemExit(f"our side needs lrsched.recipes.dino.stream, which is not in this checkout: {err}") from err
-    raise NotImplementedError("our side: waiting for the streaming data path")
+    import torch
+
+    from lrsched.recipes.dino.augment import Geometry, Photometric
+    from lrsched.recipes.dino.data import Sampler, mix, open_folder
+    from lrsched.recipes.dino.stream import train_loader
+
+    started = time.perf_counter()
+    data = open_folder(Path(opts.folder))
+    geometry = Geometry(
+        opts.global_size,
+        opts.local_size,
+        opts.local_crops,
+        data.channels,
+        global_scale=DINO_GLOBAL_SCALE,
+        local_scale=DINO_LOCAL_SCALE,
+    )
+    photometric = Photometric(IMAGENET_MEAN, IMAGENET_STD)
+    sampler = Sampler(len(data.train), opts.batch, 1, opts.seed)
+    total = opts.warmup + opts.batches
+    batches = train_loader(data.train, geometry, sampler, rank=0, start=0, stop=total, workers=opts.workers)
+
+    def views(batch: Any) -> Any:
+        g = torch.Generator().manual_seed(mix(opts.seed, batch.step, 0))
+        return photometric(batch.global_px, batch.local_px, g)
+
+    first = None
+    crops = None
+    for _ in range(opts.warmup):
+        crops = views(next(batches))
+        first = first if first is not None else time.perf_counter() - started
+    shapes = [list(crops.global_crops.shape), list(crops.local_crops.shape)] if crops is not None else []
+    times = []
+    t0 = time.perf_counter()
+    last = t0
+    for _ in range(opts.batches):
+        views(next(batches))
+        now = time.perf_counter()
+        times.append(now - last)
+        last = now
+    seconds = last - t0
+    batches.close()
+    return {
+        "images_per_s": opts.batches * opts.batch / seconds,
+        "seconds": seconds,
+        "batch_seconds": [round(t, 4) for t in times],
+        "first_batch_seconds": first,
+        "dataset_images": len(data.train),
+        "batch_shapes": shapes,
+        "torch_threads_main": torch.get_num_threads(),
+        "versions": {"torch": torch.__version__, "pillow": __import__("PIL").__version__},
+    }
 
 
 # --- running and interleaving --------------------------------------------------------------
@@ -288,13 +354,19 @@ def side_command(side: str, cfg: dict[str, Any], folder: Path, workers: int, ven
 def run_side(command: list[str], threads: int) -> dict[str, Any]:
     """Run one side's subprocess; its ``RESULT`` line, with the command and wall time."""
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    load = round(os.getloadavg()[0], 2)
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env, cwd=BENCH_DIR)
     wall = time.perf_counter() - started
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    return {**json.loads(lines[-1][len("RESULT ") :]), "wall_seconds": round(wall, 2), "command": command}
+    return {
+        **json.loads(lines[-1][len("RESULT ") :]),
+        "wall_seconds": round(wall, 2),
+        "load_1min_before": load,
+        "command": command,
+    }
 
 
 def measure(cfg: dict[str, Any], folder: Path, venv: Path, cache: CellCache, sides: list[str]) -> list[dict]:
@@ -430,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", choices=["ours"], help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="160 images, 1 round, 2 timed batches (a smoke test)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each side's main process (default 1)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "lrsched-bench-data")
     parser.add_argument("--official-venv", type=Path, default=DEFAULT_VENV, help=f"default {DEFAULT_VENV}")
