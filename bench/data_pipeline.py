@@ -37,12 +37,17 @@ straight edges and fine grain), saved at JPEG quality 90: 50-100 KB each, as Ima
 are. ImageFolder layout (``classes`` subfolders), generated once under ``--work`` (default
 ``$TMPDIR/lrsched-bench-data``) with numpy and PIL in two processes, and reused while its
 ``manifest.json`` matches the settings. Before measuring, every file is read once so both
-sides start from a warm page cache.
+sides start from a warm page cache; the kernel here evicts cold page cache within minutes,
+so the folder is read again before every run.
 
 Interleaving: ``rounds`` rounds (default 5); in each, for ``W`` in 0, 1, 2 workers, one run of
 each side in an order that alternates from round to round. Reported per ``(side, W)``: the
-median images/s over rounds and its IQR; the ratio of medians ours / official per ``W``; the
-scaling of each side (median at ``W`` / median at ``W = 0``). Both sides' main processes run
+median images/s over rounds and its IQR; the ratio of medians ours / official per ``W`` and
+the median of per-round ratios (the two runs of a round are adjacent in time); the scaling
+of each side (median at ``W`` / median at ``W = 0``); the CPU time of the timed batches per
+image (the side's process and its workers, read from ``/proc``), which other jobs disturb
+far less than the wall clock; and, per run, the load before it and the seconds the machine's
+tasks stalled for CPU, memory and I/O while it ran (Linux PSI). Both sides' main processes run
 torch on one thread (``--threads``, set through ``OMP_NUM_THREADS``; DataLoader workers use
 one each anyway): on this 2-core machine shared with other jobs, two threads made DINO's
 ``ToTensor`` + ``Normalize`` 40-100x slower (20 ms instead of 0.3 ms a crop) whenever another
@@ -71,7 +76,18 @@ from pathlib import Path
 from typing import Any
 
 # isort: split
-from _common import BENCH_DIR, RESULTS_DIR, CellCache, machine_info, markdown_table, quantiles, write_json, write_text
+from _common import (
+    BENCH_DIR,
+    RESULTS_DIR,
+    CellCache,
+    machine_info,
+    markdown_table,
+    pressure_stall_seconds,
+    process_tree_cpu_seconds,
+    quantiles,
+    write_json,
+    write_text,
+)
 
 SCRIPT = "data_pipeline"
 SRC = BENCH_DIR.parent / "src"
@@ -298,6 +314,7 @@ def ours_run(opts: argparse.Namespace) -> dict[str, Any]:
         first = first if first is not None else time.perf_counter() - started
     shapes = [list(crops.global_crops.shape), list(crops.local_crops.shape)] if crops is not None else []
     times = []
+    cpu0 = process_tree_cpu_seconds()  # this process and its DataLoader workers
     t0 = time.perf_counter()
     last = t0
     for _ in range(opts.batches):
@@ -306,10 +323,14 @@ def ours_run(opts: argparse.Namespace) -> dict[str, Any]:
         times.append(now - last)
         last = now
     seconds = last - t0
+    cpu1 = process_tree_cpu_seconds()
+    cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
     batches.close()
     return {
         "images_per_s": opts.batches * opts.batch / seconds,
         "seconds": seconds,
+        "cpu_seconds": cpu,
+        "cpu_ms_per_image": None if cpu is None else 1000 * cpu / (opts.batches * opts.batch),
         "batch_seconds": [round(t, 4) for t in times],
         "first_batch_seconds": first,
         "dataset_images": len(data.train),
@@ -351,20 +372,32 @@ def side_command(side: str, cfg: dict[str, Any], folder: Path, workers: int, ven
     return [sys.executable, str(Path(__file__).resolve()), "--side", "ours", *side_args(cfg, folder, workers)]
 
 
-def run_side(command: list[str], threads: int) -> dict[str, Any]:
-    """Run one side's subprocess; its ``RESULT`` line, with the command and wall time."""
+def run_side(command: list[str], threads: int, folder: Path) -> dict[str, Any]:
+    """Run one side's subprocess after re-reading the images; its ``RESULT`` line, with context.
+
+    Added: the command, its wall time, the seconds spent re-reading the folder first (the
+    kernel here evicts cold page cache, so each run starts from a freshly read folder), the
+    1-minute load before, and the seconds during which some task on the machine stalled for
+    CPU, memory or I/O while the run went (PSI): other jobs' disturbance.
+    """
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    rewarm = warm_page_cache(folder)
     load = round(os.getloadavg()[0], 2)
+    stalls0 = pressure_stall_seconds()
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env, cwd=BENCH_DIR)
     wall = time.perf_counter() - started
+    stalls1 = pressure_stall_seconds()
+    stalls = {k: round(stalls1[k] - stalls0[k], 2) for k in stalls0 if k in stalls1}
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
     return {
         **json.loads(lines[-1][len("RESULT ") :]),
         "wall_seconds": round(wall, 2),
+        "rewarm_seconds": round(rewarm, 2),
         "load_1min_before": load,
+        "stall_seconds_during": stalls,
         "command": command,
     }
 
@@ -378,12 +411,14 @@ def measure(cfg: dict[str, Any], folder: Path, venv: Path, cache: CellCache, sid
                 cell = f"round{r}/w{workers}/{side}"
 
                 def go(side: str = side, workers: int = workers) -> dict[str, Any]:
-                    return run_side(side_command(side, cfg, folder, workers, venv), cfg["threads"])
+                    return run_side(side_command(side, cfg, folder, workers, venv), cfg["threads"], folder)
 
                 result = cache.compute(cell, go)
                 print(
                     f"round {r} W={workers} {side:8s}: {result['images_per_s']:7.2f} images/s "
-                    f"(first batch {result['first_batch_seconds']:.1f} s, run {result['wall_seconds']:.1f} s)",
+                    f"{result['cpu_ms_per_image']:6.1f} CPU ms/image "
+                    f"(first batch {result['first_batch_seconds']:.1f} s, run {result['wall_seconds']:.1f} s, "
+                    f"load {result['load_1min_before']}, stalls {result['stall_seconds_during']})",
                     flush=True,
                 )
                 runs.append({"round": r, "workers": workers, "side": side, "position": order.index(side), **result})
@@ -393,22 +428,30 @@ def measure(cfg: dict[str, Any], folder: Path, venv: Path, cache: CellCache, sid
 # --- reporting ------------------------------------------------------------------------------
 
 
+def _cells(runs: list[dict], side: str, w: int, key: str) -> list[float]:
+    return [run[key] for run in runs if run["side"] == side and run["workers"] == w and run.get(key) is not None]
+
+
 def summarise(runs: list[dict], cfg: dict[str, Any], sides: list[str]) -> dict[str, Any]:
-    stats: dict[str, dict[str, Any]] = {side: {} for side in sides}
-    for side in sides:
-        for w in cfg["workers"]:
-            sample = [run["images_per_s"] for run in runs if run["side"] == side and run["workers"] == w]
-            stats[side][str(w)] = quantiles(sample)
-    scaling = {
-        side: {str(w): stats[side][str(w)]["median"] / stats[side]["0"]["median"] for w in cfg["workers"]}
-        for side in sides
+    """Medians and IQRs per (side, W) of images/s and CPU ms per image; scaling; ratios."""
+    ws = [str(w) for w in cfg["workers"]]
+    speed = {side: {str(w): quantiles(_cells(runs, side, w, "images_per_s")) for w in cfg["workers"]} for side in sides}
+    cpu = {
+        side: {str(w): quantiles(_cells(runs, side, w, "cpu_ms_per_image")) for w in cfg["workers"]} for side in sides
     }
-    ratio = (
-        {str(w): stats["ours"][str(w)]["median"] / stats["official"][str(w)]["median"] for w in cfg["workers"]}
-        if {"ours", "official"} <= set(sides)
-        else {}
-    )
-    return {"images_per_s": stats, "scaling_vs_w0": scaling, "ratio_ours_over_official": ratio}
+    scaling = {side: {w: speed[side][w]["median"] / speed[side]["0"]["median"] for w in ws} for side in sides}
+    out: dict[str, Any] = {"images_per_s": speed, "cpu_ms_per_image": cpu, "scaling_vs_w0": scaling}
+    if {"ours", "official"} <= set(sides):
+        out["ratio_ours_over_official"] = {w: speed["ours"][w]["median"] / speed["official"][w]["median"] for w in ws}
+        paired = {}
+        for w in cfg["workers"]:
+            by_round = {(run["round"], run["side"]): run["images_per_s"] for run in runs if run["workers"] == w}
+            paired[str(w)] = quantiles(
+                [by_round[r, "ours"] / by_round[r, "official"] for r in range(cfg["rounds"]) if (r, "ours") in by_round]
+            )
+        out["per_round_ratio_ours_over_official"] = paired
+        out["cpu_ratio_official_over_ours"] = {w: cpu["official"][w]["median"] / cpu["ours"][w]["median"] for w in ws}
+    return out
 
 
 def draw(runs: list[dict], summary: dict[str, Any], cfg: dict[str, Any], sides: list[str], path: Path) -> None:
@@ -417,47 +460,70 @@ def draw(runs: list[dict], summary: dict[str, Any], cfg: dict[str, Any], sides: 
 
     from lrsched.render import save_figure
 
-    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    for k, side in enumerate(sides):
-        shift = (k - (len(sides) - 1) / 2) * 0.06
-        xs = [run["workers"] + shift for run in runs if run["side"] == side]
-        ys = [run["images_per_s"] for run in runs if run["side"] == side]
-        ax.plot(xs, ys, "o", color=COLOURS[side], alpha=0.45, ms=4)
-        medians = [summary["images_per_s"][side][str(w)]["median"] for w in cfg["workers"]]
-        ax.plot(cfg["workers"], medians, "-", color=COLOURS[side], lw=2, label=f"{SIDES[side]} (median)")
-    ax.set_xticks(cfg["workers"])
-    ax.set_xlabel("DataLoader workers")
-    ax.set_ylabel("images / s (each: 2x224 + 8x96 crops)")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
-    ax.set_title(f"DINO data path on CPU, batch {cfg['batch']}: images/s per run (dots) and median", fontsize=10)
+    axes = fig.subplots(1, 2)
+    panels = (
+        ("images_per_s", "images / s (each: 2x224 + 8x96 crops)", "throughput"),
+        ("cpu_ms_per_image", "CPU ms per image (process + workers)", "CPU cost"),
+    )
+    for ax, (key, label, title) in zip(axes, panels):
+        for k, side in enumerate(sides):
+            shift = (k - (len(sides) - 1) / 2) * 0.06
+            pts = [(run["workers"] + shift, run[key]) for run in runs if run["side"] == side and run.get(key)]
+            ax.plot([x for x, _ in pts], [y for _, y in pts], "o", color=COLOURS[side], alpha=0.45, ms=4)
+            medians = [summary[key][side][str(w)]["median"] for w in cfg["workers"]]
+            ax.plot(cfg["workers"], medians, "-", color=COLOURS[side], lw=2, label=f"{SIDES[side]} (median)")
+        ax.set_xticks(cfg["workers"])
+        ax.set_xlabel("DataLoader workers")
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.set_title(f"{title}: runs (dots) and medians", fontsize=10)
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"DINO data path on CPU (2 shared cores), batch {cfg['batch']}", fontsize=11)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, path, dpi=110)
+
+
+def _iqr(q: dict[str, float], fmt: str = ".1f") -> str:
+    return f"{q['median']:{fmt}} ({q['q1']:{fmt}} - {q['q3']:{fmt}})"
 
 
 def report(
     runs: list[dict], cfg: dict[str, Any], sides: list[str], manifest: dict[str, Any], extra: dict[str, Any], out: Path
 ) -> str:
     summary = summarise(runs, cfg, sides)
-    stats, scaling, ratio = summary["images_per_s"], summary["scaling_vs_w0"], summary["ratio_ours_over_official"]
-    headers = ["workers"]
-    for side in sides:
-        headers += [f"{side}: images/s (IQR)", f"{side}: x W=0"]
-    if ratio:
-        headers.append("ours / official")
+    speed, cpu, scaling = summary["images_per_s"], summary["cpu_ms_per_image"], summary["scaling_vs_w0"]
+    both = "ratio_ours_over_official" in summary
+    headers = ["workers"] + [f"{side}: images/s" for side in sides] + [f"{side}: x W=0" for side in sides]
+    if both:
+        headers += ["ours / official", "per-round ratio"]
     rows = []
-    for w in cfg["workers"]:
-        row: list[object] = [w]
-        for side in sides:
-            s = stats[side][str(w)]
-            row += [f"{s['median']:.1f} ({s['q1']:.1f} - {s['q3']:.1f})", f"{scaling[side][str(w)]:.2f}"]
-        if ratio:
-            row.append(f"**{ratio[str(w)]:.2f}**")
+    for w in map(str, cfg["workers"]):
+        row: list[object] = [w] + [_iqr(speed[side][w]) for side in sides]
+        row += [f"{scaling[side][w]:.2f}" for side in sides]
+        if both:
+            row += [
+                f"**{summary['ratio_ours_over_official'][w]:.2f}**",
+                _iqr(summary["per_round_ratio_ours_over_official"][w], ".2f"),
+            ]
         rows.append(row)
     table = markdown_table(headers, rows, "r" * len(headers))
+    cpu_headers = ["workers"] + [f"{side}: CPU ms/image" for side in sides] + (["official / ours"] if both else [])
+    cpu_rows = []
+    for w in map(str, cfg["workers"]):
+        row = [w] + [_iqr(cpu[side][w]) for side in sides]
+        if both:
+            row.append(f"{summary['cpu_ratio_official_over_ours'][w]:.2f}")
+        cpu_rows.append(row)
+    cpu_table = markdown_table(cpu_headers, cpu_rows, "r" * len(cpu_headers))
+    disturbance = {
+        side: quantiles(
+            [run["stall_seconds_during"].get("cpu", 0.0) / run["wall_seconds"] for run in runs if run["side"] == side]
+        )
+        for side in sides
+    }
     kb = manifest["file_kb"]
     info = extra["machine"]
     commands = "\n".join(f"- {side}: `{' '.join(extra['example_commands'][side])}`" for side in sides)
@@ -468,18 +534,29 @@ def report(
             f"Per image: JPEG decode, 2 global crops at {cfg['global_size']} px and {cfg['local_crops']} local crops "
             f"at {cfg['local_size']} px, colour jitter, grayscale, blur, solarisation, normalisation. Batch "
             f"{cfg['batch']}; each run a fresh subprocess drawing {cfg['warmup']} warm-up batches, then "
-            f"{cfg['batches']} timed ones; {cfg['rounds']} interleaved rounds (sides alternate in order). "
-            f"Main processes on {cfg['threads']} torch thread(s). "
-            "Medians over rounds, IQR in brackets; 'x W=0': that side's median over its own median "
-            "without workers.",
+            f"{cfg['batches']} timed ones; {cfg['rounds']} interleaved rounds (the sides' order alternates). "
+            f"Main processes on {cfg['threads']} torch thread(s). Medians over rounds, IQR in brackets; "
+            "'x W=0': that side's median over its own median without workers; per-round ratio: ours / "
+            "official of the two runs of a round (adjacent in time).",
             "",
             table,
+            "CPU time of the timed batches (the side's process and its DataLoader workers, from /proc), "
+            "per image: a cost that other jobs on the machine disturb far less than the wall clock.",
+            "",
+            cpu_table,
+            "Contention: the share of each run's wall time during which some task on the machine waited "
+            "for a CPU (Linux PSI; the run's own processes count too: with 2 workers it runs 3 on 2 cores), "
+            "median (IQR) over runs: "
+            + "; ".join(f"{side} {_iqr(disturbance[side], '.2f')}" for side in sides)
+            + f". 1-minute load before the runs: {min(run['load_1min_before'] for run in runs):.1f} - "
+            f"{max(run['load_1min_before'] for run in runs):.1f} (2 cores).",
+            "",
             f"Images: {cfg['images']} generated JPEGs (quality {manifest['jpeg_quality']}) in {cfg['classes']} "
             f"class folders, {manifest['width']['min']}-{manifest['width']['max']} x "
             f"{manifest['height']['min']}-{manifest['height']['max']} px, file size median {kb['median']:.1f} KB "
             f"(10-90%: {kb['p10']:.1f} - {kb['p90']:.1f} KB, min {kb['min']:.1f}, max {kb['max']:.1f}; "
-            f"{kb['share_50_to_100']:.0%} within 50-100 KB; {kb['total_mb']:.0f} MB in all), "
-            "read once before measuring (warm page cache).",
+            f"{kb['share_50_to_100']:.1%} within 50-100 KB; {kb['total_mb']:.0f} MB in all), "
+            "all read again before every run (the kernel here evicts cold page cache).",
             "",
             "Commands of one run (W=2):",
             "",

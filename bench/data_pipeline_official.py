@@ -33,6 +33,9 @@ import sys
 import time
 from typing import Any
 
+# isort: split
+from _common import process_tree_cpu_seconds  # standard library only: fine in the bench-only venv
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -113,6 +116,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         first = first if first is not None else time.perf_counter() - started
     shapes = [list(t.shape) for t in batch[0]] if opts.warmup else []  # batch: (views, labels)
     times = []
+    cpu0 = process_tree_cpu_seconds()  # this process and its DataLoader workers
     t0 = time.perf_counter()
     last = t0
     for _ in range(opts.batches):
@@ -121,10 +125,14 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         times.append(now - last)
         last = now
     seconds = last - t0
+    cpu1 = process_tree_cpu_seconds()
+    cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
     del batches
     return {
         "images_per_s": opts.batches * opts.batch / seconds,
         "seconds": seconds,
+        "cpu_seconds": cpu,
+        "cpu_ms_per_image": None if cpu is None else 1000 * cpu / (opts.batches * opts.batch),
         "batch_seconds": [round(t, 4) for t in times],
         "first_batch_seconds": first,
         "dataset_images": len(dataset),
