@@ -19,6 +19,8 @@ Contenders, each run as a fresh subprocess:
   about 5.5 GB, pip pulls torch's CUDA wheels) with
   ``python3 -m venv /work/venv-tv && /work/venv-tv/bin/pip install torch==2.14.1
   torchvision==0.29.1 pillow numpy``. Nothing is ever installed into the project's venv.
+- ``official_matched``: the same script with ``--match-lrsched``: DINO's pipeline doing
+  lrsched's lighter photometric work (see below), an equal-work control.
 - ``ours``: lrsched's streaming path (``lrsched.recipes.dino.stream.train_loader``: a folder
   listed without decoding, decode + geometric crops in the DataLoader workers, uint8 crops)
   followed by the photometric part of ``lrsched.recipes.dino.augment`` applied to each batch
@@ -29,7 +31,7 @@ Contenders, each run as a fresh subprocess:
   difference favours ours: lrsched jitters brightness and contrast only (DINO's
   ``ColorJitter`` also shifts saturation by 0.2 and hue by 0.1, the latter through HSV in
   PIL), and it blurs a 96 px local crop with sigma up to 0.86 px (DINO: radius up to 2 at
-  every size).
+  every size). ``official_matched`` measures how much of the difference that is.
 
 Test images: ``images`` JPEGs (default 5,000) near 400x350 px (each side drawn in +-15%),
 photo-like entropy (a multi-scale smoothed-noise luminance, smooth chroma, a gradient, a few
@@ -41,8 +43,8 @@ sides start from a warm page cache; the kernel here evicts cold page cache withi
 so the folder is read again before every run.
 
 Interleaving: ``rounds`` rounds (default 5); in each, for ``W`` in 0, 1, 2 workers, one run of
-each side in an order that alternates from round to round. Reported per ``(side, W)``: the
-median images/s over rounds and its IQR; the ratio of medians ours / official per ``W`` and
+each side in an order that rotates from one (round, W) to the next. Reported per ``(side, W)``: the
+median images/s over rounds and its IQR; the ratio of medians ours / each baseline per ``W`` and
 the median of per-round ratios (the two runs of a round are adjacent in time); the scaling
 of each side (median at ``W`` / median at ``W = 0``); the CPU time of the timed batches per
 image (the side's process and its workers, read from ``/proc``), which other jobs disturb
@@ -52,7 +54,7 @@ torch on one thread (``--threads``, set through ``OMP_NUM_THREADS``; DataLoader 
 one each anyway): on this 2-core machine shared with other jobs, two threads made DINO's
 ``ToTensor`` + ``Normalize`` 40-100x slower (20 ms instead of 0.3 ms a crop) whenever another
 process was busy, and the W=0 official run 4-5x slower in all. Defaults: batch
-32, 3 warm-up + 20 timed batches per run, about 15 minutes here; ``--quick``: 160 images, 1
+32, 3 warm-up + 20 timed batches per run, 45 runs, about 15 minutes here; ``--quick``: 160 images, 1
 round, 1 warm-up + 2 timed batches of 16.
 
 Outputs under ``bench/results/``: ``data_pipeline.json`` (machine, versions of both venvs,
@@ -94,8 +96,12 @@ SRC = BENCH_DIR.parent / "src"
 OFFICIAL_SCRIPT = BENCH_DIR / "data_pipeline_official.py"
 DEFAULT_VENV = Path("/work/venv-tv")
 VENV_PACKAGES = ("torch==2.14.1", "torchvision==0.29.1", "pillow", "numpy")
-SIDES = {"official": "DINO's pipeline (torchvision)", "ours": "lrsched stream + CPU photometric"}
-COLOURS = {"official": "#ff7f0e", "ours": "#1f77b4"}
+SIDES = {
+    "official": "DINO's pipeline (torchvision)",
+    "official_matched": "DINO's pipeline, lrsched's photometric work",
+    "ours": "lrsched stream + CPU photometric",
+}
+COLOURS = {"official": "#ff7f0e", "official_matched": "#2ca02c", "ours": "#1f77b4"}
 WORKERS = (0, 1, 2)
 RUN_TIMEOUT_S = 1200.0
 
@@ -369,6 +375,8 @@ def side_args(cfg: dict[str, Any], folder: Path, workers: int) -> list[str]:
 def side_command(side: str, cfg: dict[str, Any], folder: Path, workers: int, venv: Path) -> list[str]:
     if side == "official":
         return [str(venv_python(venv)), str(OFFICIAL_SCRIPT), *side_args(cfg, folder, workers)]
+    if side == "official_matched":
+        return [str(venv_python(venv)), str(OFFICIAL_SCRIPT), *side_args(cfg, folder, workers), "--match-lrsched"]
     return [sys.executable, str(Path(__file__).resolve()), "--side", "ours", *side_args(cfg, folder, workers)]
 
 
@@ -406,7 +414,8 @@ def measure(cfg: dict[str, Any], folder: Path, venv: Path, cache: CellCache, sid
     runs = []
     for r in range(cfg["rounds"]):
         for workers in cfg["workers"]:
-            order = sides if (r + workers) % 2 == 0 else sides[::-1]
+            shift = (r + workers) % len(sides)
+            order = sides[shift:] + sides[:shift]  # each side takes each place in turn
             for side in order:
                 cell = f"round{r}/w{workers}/{side}"
 
@@ -415,7 +424,7 @@ def measure(cfg: dict[str, Any], folder: Path, venv: Path, cache: CellCache, sid
 
                 result = cache.compute(cell, go)
                 print(
-                    f"round {r} W={workers} {side:8s}: {result['images_per_s']:7.2f} images/s "
+                    f"round {r} W={workers} {side:16s}: {result['images_per_s']:7.2f} images/s "
                     f"{result['cpu_ms_per_image']:6.1f} CPU ms/image "
                     f"(first batch {result['first_batch_seconds']:.1f} s, run {result['wall_seconds']:.1f} s, "
                     f"load {result['load_1min_before']}, stalls {result['stall_seconds_during']})",
@@ -441,16 +450,17 @@ def summarise(runs: list[dict], cfg: dict[str, Any], sides: list[str]) -> dict[s
     }
     scaling = {side: {w: speed[side][w]["median"] / speed[side]["0"]["median"] for w in ws} for side in sides}
     out: dict[str, Any] = {"images_per_s": speed, "cpu_ms_per_image": cpu, "scaling_vs_w0": scaling}
-    if {"ours", "official"} <= set(sides):
-        out["ratio_ours_over_official"] = {w: speed["ours"][w]["median"] / speed["official"][w]["median"] for w in ws}
+    bases = [side for side in sides if side != "ours"] if "ours" in sides else []
+    out["ratio_ours_over"], out["per_round_ratio_ours_over"], out["cpu_ratio_over_ours"] = {}, {}, {}
+    for base in bases:
+        out["ratio_ours_over"][base] = {w: speed["ours"][w]["median"] / speed[base][w]["median"] for w in ws}
         paired = {}
         for w in cfg["workers"]:
             by_round = {(run["round"], run["side"]): run["images_per_s"] for run in runs if run["workers"] == w}
-            paired[str(w)] = quantiles(
-                [by_round[r, "ours"] / by_round[r, "official"] for r in range(cfg["rounds"]) if (r, "ours") in by_round]
-            )
-        out["per_round_ratio_ours_over_official"] = paired
-        out["cpu_ratio_official_over_ours"] = {w: cpu["official"][w]["median"] / cpu["ours"][w]["median"] for w in ws}
+            rounds = [r for r in range(cfg["rounds"]) if (r, "ours") in by_round and (r, base) in by_round]
+            paired[str(w)] = quantiles([by_round[r, "ours"] / by_round[r, base] for r in rounds])
+        out["per_round_ratio_ours_over"][base] = paired
+        out["cpu_ratio_over_ours"][base] = {w: cpu[base][w]["median"] / cpu["ours"][w]["median"] for w in ws}
     return out
 
 
@@ -495,28 +505,30 @@ def report(
 ) -> str:
     summary = summarise(runs, cfg, sides)
     speed, cpu, scaling = summary["images_per_s"], summary["cpu_ms_per_image"], summary["scaling_vs_w0"]
-    both = "ratio_ours_over_official" in summary
+    bases = list(summary["ratio_ours_over"])
     headers = ["workers"] + [f"{side}: images/s" for side in sides] + [f"{side}: x W=0" for side in sides]
-    if both:
-        headers += ["ours / official", "per-round ratio"]
     rows = []
     for w in map(str, cfg["workers"]):
         row: list[object] = [w] + [_iqr(speed[side][w]) for side in sides]
-        row += [f"{scaling[side][w]:.2f}" for side in sides]
-        if both:
-            row += [
-                f"**{summary['ratio_ours_over_official'][w]:.2f}**",
-                _iqr(summary["per_round_ratio_ours_over_official"][w], ".2f"),
-            ]
-        rows.append(row)
+        rows.append(row + [f"{scaling[side][w]:.2f}" for side in sides])
     table = markdown_table(headers, rows, "r" * len(headers))
-    cpu_headers = ["workers"] + [f"{side}: CPU ms/image" for side in sides] + (["official / ours"] if both else [])
+    ratio_headers = ["workers"]
+    for base in bases:
+        ratio_headers += [f"ours / {base}", f"ours / {base}, per round"]
+    ratio_rows = []
+    for w in map(str, cfg["workers"]):
+        row = [w]
+        for base in bases:
+            ratio = summary["ratio_ours_over"][base][w]
+            row += [f"**{ratio:.2f}**" if base == "official" else f"{ratio:.2f}"]
+            row += [_iqr(summary["per_round_ratio_ours_over"][base][w], ".2f")]
+        ratio_rows.append(row)
+    ratio_table = markdown_table(ratio_headers, ratio_rows, "r" * len(ratio_headers)) if bases else ""
+    cpu_headers = ["workers"] + [f"{side}: CPU ms/image" for side in sides] + [f"{base} / ours" for base in bases]
     cpu_rows = []
     for w in map(str, cfg["workers"]):
         row = [w] + [_iqr(cpu[side][w]) for side in sides]
-        if both:
-            row.append(f"{summary['cpu_ratio_official_over_ours'][w]:.2f}")
-        cpu_rows.append(row)
+        cpu_rows.append(row + [f"{summary['cpu_ratio_over_ours'][base][w]:.2f}" for base in bases])
     cpu_table = markdown_table(cpu_headers, cpu_rows, "r" * len(cpu_headers))
     disturbance = {
         side: quantiles(
@@ -534,12 +546,18 @@ def report(
             f"Per image: JPEG decode, 2 global crops at {cfg['global_size']} px and {cfg['local_crops']} local crops "
             f"at {cfg['local_size']} px, colour jitter, grayscale, blur, solarisation, normalisation. Batch "
             f"{cfg['batch']}; each run a fresh subprocess drawing {cfg['warmup']} warm-up batches, then "
-            f"{cfg['batches']} timed ones; {cfg['rounds']} interleaved rounds (the sides' order alternates). "
+            f"{cfg['batches']} timed ones; {cfg['rounds']} interleaved rounds (the sides' order rotates). "
             f"Main processes on {cfg['threads']} torch thread(s). Medians over rounds, IQR in brackets; "
-            "'x W=0': that side's median over its own median without workers; per-round ratio: ours / "
-            "official of the two runs of a round (adjacent in time).",
+            "'x W=0': that side's median over its own median without workers.",
             "",
             table,
+            "Ours against each baseline: ratio of the medians above, and the median (IQR) of the per-round "
+            "ratios (the runs of a round are adjacent in time, so they share the machine's load). "
+            "`official_matched` is DINO's pipeline doing lrsched's lighter photometric work "
+            "(`data_pipeline_official.py --match-lrsched`): no saturation or hue jitter, local blur "
+            "radius up to 0.86 px; it tells how much of the difference is less work.",
+            "",
+            ratio_table,
             "CPU time of the timed batches (the side's process and its DataLoader workers, from /proc), "
             "per image: a cost that other jobs on the machine disturb far less than the wall clock.",
             "",
@@ -604,7 +622,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg["rounds"] = opts.rounds
     cfg["threads"] = opts.threads
     sides = [side for side in SIDES if side in opts.sides]
-    official_versions = ensure_official_venv(opts.official_venv) if "official" in sides else {}
+    uses_venv = any(side.startswith("official") for side in sides)
+    official_versions = ensure_official_venv(opts.official_venv) if uses_venv else {}
     folder, manifest = image_folder(opts.work, cfg)
     manifest = {**manifest, **folder_stats(folder)}
     print(f"images: {folder} ({manifest['file_kb']['median']:.1f} KB median)", flush=True)

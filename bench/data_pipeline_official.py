@@ -19,6 +19,11 @@ Gaussian blur of radius U(0.1, 2) with p=1.0 (global view 1), 0.1 (global view 2
 ``Normalize`` with the ImageNet mean and std. A batch is the default collation: a list of
 ``2 + local_crops`` float tensors ``(B, 3, S, S)``.
 
+``--match-lrsched`` makes the photometric work that of lrsched's ``Photometric`` instead, for
+an equal-work control: ``ColorJitter(0.4, 0.4)`` (brightness and contrast only, no saturation
+or hue) and a blur radius drawn in ``[0.1, max(0.5, 2 S / 224)]`` (0.86 at 96 px); everything
+else as above.
+
 Timing: the loader is built, ``warmup`` batches are drawn (worker start-up and first
 reads included there), then ``batches`` more are drawn and timed: images/s =
 ``batches * batch_size / seconds``. The result is printed as one line ``RESULT {json}``.
@@ -70,16 +75,19 @@ class PilSolarize:
 class MultiCrop:
     """DINO's multi-crop views of one PIL image: a list of ``2 + local_crops`` normalised tensors."""
 
-    def __init__(self, global_size: int, local_size: int, local_crops: int) -> None:
+    def __init__(self, global_size: int, local_size: int, local_crops: int, match_lrsched: bool = False) -> None:
         from torchvision import transforms as T
 
+        saturation, hue = (0.0, 0.0) if match_lrsched else (0.2, 0.1)
+
         def view(size: int, scale: tuple[float, float], blur_p: float, solarize_p: float) -> Any:
+            radius = (0.1, max(0.5, 2.0 * size / 224)) if match_lrsched else (0.1, 2.0)
             steps = [
                 T.RandomResizedCrop(size, scale=scale, interpolation=T.InterpolationMode.BICUBIC),
                 T.RandomHorizontalFlip(p=0.5),
-                T.RandomApply([T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
+                T.RandomApply([T.ColorJitter(brightness=0.4, contrast=0.4, saturation=saturation, hue=hue)], p=0.8),
                 T.RandomGrayscale(p=0.2),
-                PilBlur(blur_p),
+                PilBlur(blur_p, radius),
             ]
             if solarize_p > 0:
                 steps.append(PilSolarize(solarize_p))
@@ -104,7 +112,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     random.seed(opts.seed)
     started = time.perf_counter()
     dataset = datasets.ImageFolder(
-        opts.folder, transform=MultiCrop(opts.global_size, opts.local_size, opts.local_crops)
+        opts.folder, transform=MultiCrop(opts.global_size, opts.local_size, opts.local_crops, opts.match_lrsched)
     )
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=opts.batch, shuffle=True, num_workers=opts.workers, drop_last=True, pin_memory=False
@@ -157,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="batches drawn before timing")
     parser.add_argument("--batches", type=int, default=20, help="batches timed")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--match-lrsched", action="store_true", help="lrsched's lighter photometric work (a control)")
     opts = parser.parse_args(argv)
     print("RESULT " + json.dumps(run(opts)), flush=True)
     return 0
