@@ -7,13 +7,18 @@
 - ``CellCache``: finished cells of a run, cached on disk under
   ``<results>/cache/<script>.json`` so an interrupted run resumes where it stopped.
   The cache is tied to a configuration: a run with other settings starts afresh.
-- ``quantiles``: median and interquartile range of a sample.
+- ``quantiles``: median and interquartile range of a sample;
+- ``process_tree_cpu_seconds``: CPU time of this process and its live descendants (Linux),
+  for work spread over worker processes;
+- ``pressure_stall_seconds``: the kernel's pressure-stall totals (Linux PSI), to tell a
+  measurement disturbed by other jobs.
 
 Standard library only, so any benchmark can import it before its own heavy imports.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import importlib.metadata
@@ -193,3 +198,52 @@ class CellCache:
         value = run()
         self.put(cell, value)
         return value
+
+
+def _tree_pids(pid: int) -> list[int]:
+    """``pid`` and its live descendants, from ``/proc/<pid>/task/*/children``."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):  # the task or its children ended meanwhile
+                todo += [int(child) for child in task.read_text().split()]
+    return found
+
+
+def process_tree_cpu_seconds(pid: int | None = None) -> float | None:
+    """User + system CPU seconds of ``pid`` (default: this process) and its live descendants.
+
+    Read from ``/proc`` (clock ticks, 10 ms here); descendants that have exited are not
+    counted, so take both readings while worker processes live. ``None`` off Linux.
+    """
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0
+    try:
+        pids = _tree_pids(os.getpid() if pid is None else pid)
+    except OSError:
+        return None
+    if not Path(f"/proc/{pids[0]}/stat").exists():
+        return None
+    for current in pids:
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / tick
+
+
+def pressure_stall_seconds() -> dict[str, float]:
+    """Seconds since boot during which some task stalled on ``cpu``, ``memory`` and ``io`` (Linux PSI)."""
+    out = {}
+    for resource in ("cpu", "memory", "io"):
+        try:
+            line = Path(f"/proc/pressure/{resource}").read_text().splitlines()[0]
+        except (OSError, IndexError):
+            continue
+        total = dict(item.split("=") for item in line.split()[1:]).get("total")
+        if total is not None:
+            out[resource] = int(total) / 1e6
+    return out
