@@ -48,6 +48,7 @@ bench: $(STAMP) data
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/throughput_finetune.py
 	$(BIN)/python bench/dino_knn.py
+	$(BIN)/python bench/data_pipeline.py
 	$(BIN)/python bench/schedule_study.py
 
 clean:
