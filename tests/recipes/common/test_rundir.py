@@ -157,3 +157,30 @@ def test_a_live_runs_folder_is_reported_in_use_before_anything_about_its_content
         for resume in (None, {"run_id": "someone-else"}):
             with pytest.raises(RunDirError, match=rf"in use by another process \(pid {os.getpid()}\)"):
                 check_run_dir(out, "prog", resume, **OPTS)
+
+
+def test_a_forked_child_does_not_keep_the_lock_after_the_parent_releases_it(tmp_path: Path) -> None:
+    """DataLoader workers are forked: a killed parent's folder must not stay locked by them."""
+    import os
+    import signal as sig
+
+    from lrsched.recipes.common.rundir import acquire_lock, check_not_in_use, release_lock
+
+    fd = acquire_lock(tmp_path, "phase5_big_run")
+    ready, started = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child lives on, as a worker would after its parent died
+        import time
+
+        os.write(started, b"x")  # the fork hooks have run by now
+        time.sleep(30)
+        os._exit(0)
+    try:
+        assert os.read(ready, 1) == b"x"
+        release_lock(fd)
+        check_not_in_use(tmp_path)  # free, though the child still runs
+    finally:
+        os.kill(child, sig.SIGKILL)
+        os.waitpid(child, 0)
+        os.close(ready)
+        os.close(started)

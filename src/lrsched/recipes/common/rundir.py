@@ -237,6 +237,26 @@ def check_run_dir(
 
 # ---------------------------------------------------------------- the lock
 
+_HELD: set[int] = set()
+"""Lock fds this process holds. A forked child (a DataLoader worker) shares the lock with its
+parent, and would keep the folder locked after the parent is killed: children close them."""
+
+
+def _drop_inherited_locks() -> None:
+    for fd in _HELD:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
+def release_lock(fd: int) -> None:
+    """Release a lock ``acquire_lock`` took (closing its fd)."""
+    _HELD.discard(fd)
+    os.close(fd)
+
 
 def _holder(fd: int) -> str:
     """What the lock file says about its holder (it writes its pid just after locking)."""
@@ -291,6 +311,7 @@ def acquire_lock(path: Path, program: str, output_flag: str = "--output-dir") ->
         raise _in_use(path, output_flag, holder) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()} {program} {_now()}\n".encode())
+    _HELD.add(fd)
     return fd
 
 
@@ -350,7 +371,7 @@ def _take(
         write_run_file(path, info)
         return fd, RunDir(path, program, info.id, info.created, new=True, cleared=decision.clear)
     except BaseException:
-        os.close(fd)
+        release_lock(fd)
         raise
 
 
@@ -407,4 +428,4 @@ def claim_run_dir(
         yield outcome
     finally:
         if fd is not None:
-            os.close(fd)
+            release_lock(fd)
