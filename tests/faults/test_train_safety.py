@@ -30,7 +30,7 @@ from fault_helpers import (
     wait_for,
 )
 
-from lrsched.recipes.common.rundir import acquire_lock
+from lrsched.recipes.common.rundir import acquire_lock, release_lock
 
 ARGS = ["--num_epochs", "1", "--max_train_samples", "16", "--per_device_train_batch_size", "2", *TRAIN_SMALL]
 """8 updates, validation at the end, a test of 8 tweets."""
@@ -115,7 +115,7 @@ def test_torchrun_ranks_are_refused_together_when_the_folder_is_locked(tmp_path:
         cmd = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(TRAIN), *argv(out)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=child_env(), cwd=REPO, check=False)
     finally:
-        os.close(fd)
+        release_lock(fd)
     assert proc.returncode != 0
     refusals = [line for line in proc.stderr.splitlines() if "in use by another process" in line]
     assert refusals == [

@@ -20,6 +20,7 @@ from lrsched.recipes.common.rundir import (
     check_run_dir,
     claim_run_dir,
     read_run,
+    release_lock,
 )
 
 FILES = ("log.csv", "checkpoints", "plan.json")
@@ -48,7 +49,7 @@ def test_a_new_run_writes_its_id_and_holds_the_lock(tmp_path: Path) -> None:
         with pytest.raises(RunDirError) as err:  # another open file description: flock refuses it too
             acquire_lock(out, "prog", "--out")
         assert f"in use by another process (pid {os.getpid()})" in str(err.value)
-    os.close(acquire_lock(out, "prog"))  # released at the end of the block
+    release_lock(acquire_lock(out, "prog"))  # released at the end of the block
 
 
 def test_a_second_process_is_refused_at_once_naming_the_holder(tmp_path: Path) -> None:
@@ -164,7 +165,7 @@ def test_a_forked_child_does_not_keep_the_lock_after_the_parent_releases_it(tmp_
     import os
     import signal as sig
 
-    from lrsched.recipes.common.rundir import acquire_lock, check_not_in_use, release_lock
+    from lrsched.recipes.common.rundir import check_not_in_use
 
     fd = acquire_lock(tmp_path, "phase5_big_run")
     ready, started = os.pipe()

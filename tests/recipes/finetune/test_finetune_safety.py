@@ -20,7 +20,7 @@ import pytest
 from finetune_helpers import TINY, assert_log_follows_plan, run_train
 
 from lrsched.recipes.common import checkpoint as ckpt
-from lrsched.recipes.common.rundir import RUN_FILE, acquire_lock, claim_run_dir
+from lrsched.recipes.common.rundir import RUN_FILE, acquire_lock, claim_run_dir, release_lock
 from lrsched.recipes.common.runlog import read_log
 from lrsched.recipes.finetune import loop
 from lrsched.recipes.finetune import model as M
@@ -131,7 +131,7 @@ def test_a_second_process_on_the_folder_is_refused_at_once_naming_the_holder(
         assert f"in use by another process (pid {os.getpid()})" in line
         assert tree(out) == before and capsys.readouterr().out == ""
     finally:
-        os.close(fd)
+        release_lock(fd)
 
 
 def test_a_run_that_died_before_its_first_checkpoint_is_no_dead_end(

@@ -237,15 +237,18 @@ def check_run_dir(
 
 # ---------------------------------------------------------------- the lock
 
-_HELD: set[int] = set()
-"""Lock fds this process holds. A forked child (a DataLoader worker) shares the lock with its
-parent, and would keep the folder locked after the parent is killed: children close them."""
+_HELD: dict[int, tuple[int, int]] = {}
+"""Lock fds this process holds, with their files' (device, inode). A forked child (a DataLoader
+worker) shares the lock with its parent, and would keep the folder locked after the parent is
+killed: children close them (only fds that still are those files)."""
 
 
 def _drop_inherited_locks() -> None:
-    for fd in _HELD:
+    for fd, file in _HELD.items():
         with contextlib.suppress(OSError):
-            os.close(fd)
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == file:
+                os.close(fd)
     _HELD.clear()
 
 
@@ -254,7 +257,7 @@ os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 def release_lock(fd: int) -> None:
     """Release a lock ``acquire_lock`` took (closing its fd)."""
-    _HELD.discard(fd)
+    _HELD.pop(fd, None)
     os.close(fd)
 
 
@@ -311,7 +314,8 @@ def acquire_lock(path: Path, program: str, output_flag: str = "--output-dir") ->
         raise _in_use(path, output_flag, holder) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()} {program} {_now()}\n".encode())
-    _HELD.add(fd)
+    st = os.fstat(fd)
+    _HELD[fd] = (st.st_dev, st.st_ino)
     return fd
 
 
