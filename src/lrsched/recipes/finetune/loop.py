@@ -16,11 +16,13 @@ end-of-epoch validation, the final report).
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import math
 import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -142,13 +144,43 @@ def save(run: Run, state: State) -> None:
     barrier(run.world)
 
 
-def save_model(run: Run, model: nn.Module, name: str) -> None:
-    """A Hugging Face model directory (weights, config with label names, tokenizer)."""
+def save_model(run: Run, model: nn.Module, name: str, dedupe_with: str | None = None) -> None:
+    """A Hugging Face model directory (weights, config with label names, tokenizer).
+
+    A file that is a hard link (``last/`` sharing ``best/``'s) is unlinked first, so writing one
+    never changes the other. With ``dedupe_with``, each written file identical to that folder's
+    file of the same name becomes a hard link to it: stored once."""
     if run.world.is_main:
         target = run.output_dir / name
+        if target.is_dir():
+            for path in target.iterdir():
+                if path.is_file() and path.stat().st_nlink > 1:
+                    path.unlink()
         model.save_pretrained(str(target))  # type: ignore[operator]
         run.tokenizer.save_pretrained(str(target))
+        if dedupe_with is not None:
+            link_identical(target, run.output_dir / dedupe_with)
     barrier(run.world)
+
+
+def link_identical(folder: Path, reference: Path) -> list[str]:
+    """Replace each file of ``folder`` whose bytes equal ``reference``'s file of the same name by a hard
+    link to it (a file system without hard links keeps the copy); the names linked."""
+    linked = []
+    for path in sorted(folder.iterdir()):
+        other = reference / path.name
+        if not (path.is_file() and other.is_file()) or os.path.samefile(path, other):
+            continue
+        if path.stat().st_size != other.stat().st_size or not filecmp.cmp(path, other, shallow=False):
+            continue
+        tmp = path.with_name(f".{path.name}.link-{os.getpid()}")
+        try:
+            os.link(other, tmp)
+        except OSError:
+            continue
+        os.replace(tmp, path)
+        linked.append(path.name)
+    return linked
 
 
 # ---------------------------------------------------------------- one update
@@ -385,7 +417,7 @@ def finish(run: Run, state: State, stop: StopRequest) -> dict[str, Any] | None:
     """Save the last model, test the best one, write eval.json and curves.png (a stop between parts
     leaves the step's checkpoint; resuming it redoes the report)."""
     stop_point(run, stop)
-    save_model(run, state.model, "last")
+    save_model(run, state.model, "last", dedupe_with="best")
     stop_point(run, stop)
     ranks = rank_summary(run, state)
     test: dict[str, Any] | None = None
