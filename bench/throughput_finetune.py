@@ -33,7 +33,8 @@ block of each contender in an order shuffled per round. Throughput of a block = 
 samples / its wall time (for Trainer: from release to the callback's ``on_step_end`` after
 the block's last step, so its data loading and collation count). Reported: median
 samples/s over rounds and the interquartile range per contender, train.py's speed-up over
-each (ratio of medians, and the median of the per-round ratios). Defaults: 8 rounds of 4
+each (ratio of medians, and the median of the per-round ratios), and padded tokens/s (median
+samples/s x mean padded length: the work per token). Defaults: 10 rounds of 4
 updates (plus warm-up), about 10 minutes here; ``--quick``: 2 rounds of 1 update.
 
 Outputs under ``bench/results/``: ``throughput_finetune.json`` (machine, versions, command,
@@ -78,7 +79,7 @@ WAIT_S = 900.0
 
 def sizes(quick: bool) -> dict[str, Any]:
     base = {"train": 640, "batch": 32, "max_length": 128, "lr": 4e-5, "seed": 0, "weight_decay": 0.01}
-    return {**base, "rounds": 2, "block": 1} if quick else {**base, "rounds": 8, "block": 4}
+    return {**base, "rounds": 2, "block": 1} if quick else {**base, "rounds": 10, "block": 4}
 
 
 class Gate:
@@ -345,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{stats[n]['median']:.2f}",
             f"{stats[n]['q1']:.2f} - {stats[n]['q3']:.2f}",
             f"{padded[n]:.1f}",
+            f"{stats[n]['median'] * padded[n]:.0f}",
             f"{speedup[n]:.3f}",
             f"{per_round[n]['median']:.3f} ({per_round[n]['q1']:.3f} - {per_round[n]['q3']:.3f})",
         ]
@@ -356,11 +358,12 @@ def main(argv: list[str] | None = None) -> int:
             "median samples/s",
             "IQR",
             "mean padded length",
+            "padded tokens/s",
             "train.py speed-up (ratio of medians)",
             "per-round train.py / it: median (IQR)",
         ],
         rows,
-        "lrrrrr",
+        "lrrrrrr",
     )
     info = machine_info(("torch", "transformers", "accelerate", "numpy"))
     goals = (
