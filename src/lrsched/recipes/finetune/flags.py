@@ -63,7 +63,7 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
         "no_group_by_length",
         action="store_true",
         help="batches from a plain seeded permutation; by default each epoch's order groups texts of similar "
-        "length into a batch (sorted within seeded mega-batches of 50 batches, then the batches shuffled), "
+        "length into a batch (sorted within seeded mega-batches of up to 50 batches, then the batches shuffled), "
         "so a batch carries less padding",
     )
 

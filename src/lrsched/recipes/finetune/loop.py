@@ -273,7 +273,7 @@ def evaluate(
     model.eval()
     k = len(run.splits.label_names)
     conf = torch.zeros(k, k, dtype=torch.float64)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
+    losses = []
     w = run.world
     lengths = None if tokens is None else tokens.lengths
     pairs = []
@@ -285,13 +285,13 @@ def evaluate(
         labels = torch.tensor([data.labels[i] for i in indices]).to(run.device, non_blocking=True)
         with autocast(run.device, run.args.bf16):
             logits = model(**enc).logits.float()
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
+        losses.append(F.cross_entropy(logits, labels, reduction="sum"))
         pairs.append(torch.stack([labels, logits.argmax(-1)]))
         if stop is not None and not w.distributed:
             stop.check()
     for t, p in torch.cat(pairs, 1).t().tolist() if pairs else []:
         conf[t, p] += 1
-    loss_sum = loss_sum.cpu()
+    loss_sum = torch.stack(losses).cpu().double().sum() if losses else torch.zeros((), dtype=torch.float64)
     if w.distributed:
         for tensor in (conf, loss_sum):
             dist.all_reduce(tensor)
