@@ -35,7 +35,7 @@ the block's last step, so its data loading and collation count). Reported: media
 samples/s over rounds and the interquartile range per contender, train.py's speed-up over
 each (ratio of medians, and the median of the per-round ratios), and padded tokens/s (median
 samples/s x mean padded length: the work per token). Defaults: 10 rounds of 4
-updates (plus warm-up), about 10 minutes here; ``--quick``: 2 rounds of 1 update.
+updates (plus warm-up), about 4 minutes here; ``--quick``: 2 rounds of 1 update.
 
 Outputs under ``bench/results/``: ``throughput_finetune.json`` (machine, versions, command,
 every block), ``throughput_finetune.md`` (the table), ``throughput_finetune.png`` (samples/s
