@@ -44,7 +44,7 @@ TRAIN_OTHER = {
     **dict.fromkeys(("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"), 1),
     **dict.fromkeys(("weight_decay", "max_grad_norm", "seed", "device", "output_dir", "save_steps"), 1),
     **dict.fromkeys(("save_total_limit", "resume_from_checkpoint"), 1),
-    **dict.fromkeys(("bf16", "overwrite_output_dir", "disable_tqdm"), 0),
+    **dict.fromkeys(("bf16", "overwrite_output_dir", "disable_tqdm", "no_group_by_length"), 0),
 }
 PHASE5_OTHER = {
     **dict.fromkeys(("weight_decay", "weight_decay_end", "momentum_teacher", "teacher_temp"), 1),

@@ -107,6 +107,7 @@ TRAIN_FLAGS = {
     "--max_eval_samples": "pos_int",
     "--max_test_samples": "pos_int",
     "--max_seq_length": "pos_int",
+    "--no_group_by_length": "switch",
     "--per_device_train_batch_size": "pos_int",
     "--per_device_eval_batch_size": "pos_int",
     "--gradient_accumulation_steps": "pos_int",

@@ -139,6 +139,122 @@ def test_batch_order_is_a_function_of_seed_and_epoch(n: int, batch: int, world: 
 def test_eval_shards_cover_each_example_once() -> None:
     shards = [i for r in range(3) for b in D.eval_shard(10, 2, r, 3) for i in b]
     assert sorted(shards) == list(range(10))
+    lengths = [5, 1, 9, 3, 7, 2, 8, 6, 4, 0]
+    shards = [i for r in range(3) for b in D.eval_shard(10, 2, r, 3, lengths) for i in b]
+    assert sorted(shards) == list(range(10))
+    mine = [i for b in D.eval_shard(10, 2, 0, 1, lengths) for i in b]
+    assert [lengths[i] for i in mine] == sorted(lengths, reverse=True)
+
+
+def _lengths(n: int, seed: int = 0) -> list[int]:
+    import random
+
+    rng = random.Random(seed)
+    return [rng.randint(3, 128) for _ in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("n", "batch", "world"), [(1000, 8, 1), (1001, 8, 2), (7, 3, 2), (5, 4, 3), (29747, 32, 1), (2000, 16, 4)]
+)
+def test_length_grouped_batches_keep_the_order_contract(n: int, batch: int, world: int) -> None:
+    """Grouped order: a pure function of (seed, epoch), the same batch counts, ranks disjoint within an
+    epoch (every example once, DistributedSampler's padding only), and less padding than a permutation."""
+    lengths = _lengths(n)
+    shards = [D.rank_batches(n, batch, 3, 5, rank, world, lengths) for rank in range(world)]
+    assert shards == [D.rank_batches(n, batch, 3, 5, rank, world, list(lengths)) for rank in range(world)]
+    assert all(len(s) == D.batches_per_epoch(n, batch, world) for s in shards)
+    seen = [i for s in shards for b in s for i in b]
+    assert set(seen) == set(range(n)) and len(seen) == world * -(-n // world)
+    order = D.length_grouped_order(lengths, batch * world, 3, 5)
+    assert sorted(order) == list(range(n))  # a permutation: ranks share nothing but the padding
+    assert D.rank_batches(n, batch, 3, 6, lengths=lengths) != D.rank_batches(n, batch, 3, 5, lengths=lengths)
+    assert D.rank_batches(n, batch, 4, 5, lengths=lengths) != D.rank_batches(n, batch, 3, 5, lengths=lengths)
+    if n >= 1000:
+
+        def padded(bs: list[list[int]]) -> float:
+            return sum(max(lengths[i] for i in b) for b in bs) / len(bs)
+
+        plain = [D.rank_batches(n, batch, 3, 5, r, world) for r in range(world)]
+        assert max(map(padded, shards)) < 0.9 * min(map(padded, plain))
+
+
+def test_length_grouping_sorts_within_mega_batches_and_shuffles_the_batches() -> None:
+    n, batch = 6400, 32  # 200 batches: mega-batches of min(6400 // 128, 50) = 50 batches
+    lengths = _lengths(n, 1)
+    order = D.length_grouped_order(lengths, batch, 7, 0)
+    perm = D.epoch_permutation(n, 7, 0)
+    batches = [order[i : i + batch] for i in range(0, n, batch)]
+    megas = [set(perm[i : i + 50 * batch]) for i in range(0, n, 50 * batch)]
+    for b in batches:
+        assert sum(set(b) <= m for m in megas) == 1  # each batch from one seeded mega-batch
+        assert [lengths[i] for i in b] == sorted((lengths[i] for i in b), reverse=True)
+    firsts = [next(k for k, m in enumerate(megas) if b[0] in m) for b in batches]
+    assert firsts != sorted(firsts)  # the batches are shuffled across mega-batches
+    assert len(set(firsts[:50])) > 1
+
+
+def test_grouped_rank_batches_share_lengths_across_ranks() -> None:
+    """Rank r's batch k comes from global batch k: the ranks' batches at a step have similar lengths."""
+    n, batch, world = 4000, 8, 2
+    lengths = _lengths(n, 2)
+    order = D.length_grouped_order(lengths, batch * world, 0, 0)
+    shards = [D.rank_batches(n, batch, 0, 0, r, world, lengths) for r in range(world)]
+    for k in range(len(shards[0])):
+        assert set(shards[0][k]) | set(shards[1][k]) == set(order[k * batch * world : (k + 1) * batch * world])
+
+
+def test_wrong_number_of_lengths_is_refused() -> None:
+    with pytest.raises(ValueError, match="3 lengths for 4 examples"):
+        D.rank_batches(4, 2, 0, 0, lengths=[1, 2, 3])
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> object:
+    from lrsched.recipes.finetune import model as M
+
+    return M.load_tokenizer(M.default_model_dir())
+
+
+def test_token_cache_batches_equal_the_tokenizers(corpus: D.Splits, tokenizer: object) -> None:
+    """Tokenized once, padded per batch: bitwise what tokenizing the batch's texts gives (so the model sees
+    the same tensors), for random batches and the longest texts (truncated to max_length)."""
+    import random
+
+    import torch
+
+    texts = corpus.train.texts[:3000]
+    for max_length in (64, 16):
+        cache = D.TokenCache(tokenizer, texts, max_length)
+        assert cache.exact
+        assert max(cache.lengths) == max_length
+        rng = random.Random(0)
+        longest = sorted(range(len(texts)), key=lambda i: -len(texts[i]))[:8]
+        for indices in [longest, *(rng.sample(range(len(texts)), 1 + k % 40) for k in range(40))]:
+            ours = cache.batch(indices)
+            theirs = tokenizer(
+                [texts[i] for i in indices], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )  # type: ignore[operator]
+            assert set(ours) == set(theirs.keys())
+            for key in ours:
+                assert torch.equal(ours[key], theirs[key]), key
+            assert cache.padded_length(indices) == theirs["input_ids"].shape[1]
+
+
+def test_token_cache_falls_back_to_the_tokenizer_when_it_cannot_reproduce_it(
+    corpus: D.Splits, tokenizer: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    texts = corpus.train.texts[:50]
+    monkeypatch.setattr(tokenizer, "padding_side", "left")  # cache pads left; tokenizer pads left too: still exact
+    cache = D.TokenCache(tokenizer, texts, 64)
+    assert cache.exact
+    monkeypatch.setattr(D.TokenCache, "_check", lambda self: False)
+    cache = D.TokenCache(tokenizer, texts, 64)
+    assert not cache.exact
+    theirs = tokenizer(texts[:5], padding=True, truncation=True, max_length=64, return_tensors="pt")  # type: ignore[operator]
+    ours = cache.batch(range(5))  # type: ignore[arg-type]
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
 
 
 def test_macro_f1_against_hand_counts() -> None:

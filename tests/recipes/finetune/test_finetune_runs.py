@@ -125,6 +125,11 @@ def test_resume_mid_epoch_gives_the_same_lrs_batches_and_weights(base_run: Path,
     [
         (["--lr_strategy", "linear"], "schedule differs (shape: 'constant' -> 'linear'"),
         (["--seed", "1"], "another run (seed: 42 -> 1)"),
+        (["--no_group_by_length"], "another run (group_by_length: 'tokens up to --max_seq_length 128' -> None)"),
+        (
+            ["--max_seq_length", "64"],
+            "group_by_length: 'tokens up to --max_seq_length 128' -> 'tokens up to --max_seq_length 64'",
+        ),
     ],
 )
 def test_resume_with_another_plan_or_run_is_refused(

@@ -58,6 +58,14 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
         g, "max_test_samples", type=positive_int, metavar="N", help="test on a stratified subset (default: as eval)"
     )
     add_flag(g, "max_seq_length", type=positive_int, default=128, metavar="L", help="truncate texts (default 128)")
+    add_flag(
+        g,
+        "no_group_by_length",
+        action="store_true",
+        help="batches from a plain seeded permutation; by default each epoch's order groups texts of similar "
+        "length into a batch (sorted within seeded mega-batches of up to 50 batches, then the batches shuffled), "
+        "so a batch carries less padding",
+    )
 
 
 def _loop_flags(parser: argparse.ArgumentParser) -> None:

@@ -16,11 +16,13 @@ end-of-epoch validation, the final report).
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import math
 import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -63,10 +65,15 @@ class State:
     net: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: ScheduledLR
+    tokens: D.TokenCache
+    """The training texts' token ids, tokenized once; batches are padded from them."""
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
     saved_step: int | None = None
     """The step whose checkpoint is on disk in this run's folder (not written twice)."""
+    order: tuple[int, list[list[int]]] | None = None
+    """The batches of the epoch in progress, ``(epoch, batches)``: computed once per epoch."""
+    eval_tokens: dict[str, D.TokenCache] = field(default_factory=dict)
 
     @property
     def step(self) -> int:
@@ -81,7 +88,8 @@ def build_state(run: Run) -> State:
     model = run.model.to(run.device)
     optimizer = M.adamw(model, run.plan.schedule.base, run.args.weight_decay)
     scheduler = ScheduledLR(optimizer, run.plan.schedule)
-    state = State(model, model, optimizer, scheduler)
+    tokens = D.TokenCache(run.tokenizer, run.splits.train.texts, run.args.max_seq_length)
+    state = State(model, model, optimizer, scheduler, tokens)
     if run.resume is not None:
         ck = run.resume
         model.load_state_dict(ck["model"])
@@ -136,34 +144,70 @@ def save(run: Run, state: State) -> None:
     barrier(run.world)
 
 
-def save_model(run: Run, model: nn.Module, name: str) -> None:
-    """A Hugging Face model directory (weights, config with label names, tokenizer)."""
+def save_model(run: Run, model: nn.Module, name: str, dedupe_with: str | None = None) -> None:
+    """A Hugging Face model directory (weights, config with label names, tokenizer).
+
+    A file that is a hard link (``last/`` sharing ``best/``'s) is unlinked first, so writing one
+    never changes the other. With ``dedupe_with``, each written file identical to that folder's
+    file of the same name becomes a hard link to it: stored once."""
     if run.world.is_main:
         target = run.output_dir / name
+        if target.is_dir():
+            for path in target.iterdir():
+                if path.is_file() and path.stat().st_nlink > 1:
+                    path.unlink()
         model.save_pretrained(str(target))  # type: ignore[operator]
         run.tokenizer.save_pretrained(str(target))
+        if dedupe_with is not None:
+            link_identical(target, run.output_dir / dedupe_with)
     barrier(run.world)
+
+
+def link_identical(folder: Path, reference: Path) -> list[str]:
+    """Replace each file of ``folder`` whose bytes equal ``reference``'s file of the same name by a hard
+    link to it (a file system without hard links keeps the copy); the names linked."""
+    linked = []
+    for path in sorted(folder.iterdir()):
+        other = reference / path.name
+        if not (path.is_file() and other.is_file()) or os.path.samefile(path, other):
+            continue
+        if path.stat().st_size != other.stat().st_size or not filecmp.cmp(path, other, shallow=False):
+            continue
+        tmp = path.with_name(f".{path.name}.link-{os.getpid()}")
+        try:
+            os.link(other, tmp)
+        except OSError:
+            continue
+        os.replace(tmp, path)
+        linked.append(path.name)
+    return linked
 
 
 # ---------------------------------------------------------------- one update
 
 
 def labels_tensor(run: Run, indices: list[int]) -> torch.Tensor:
-    return torch.tensor([run.splits.train.labels[i] for i in indices], device=run.device)
+    return torch.tensor([run.splits.train.labels[i] for i in indices]).to(run.device, non_blocking=True)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def update(run: Run, state: State, group: list[list[int]]) -> tuple[float, float, float]:
     """One optimizer update over ``group`` (A batches); returns (lr used, mean loss, grad norm).
 
     The loss is the mean over the group's examples (each micro-batch weighted by its size),
-    so a short last batch or a partial last accumulation counts each example once.
+    so a short last batch or a partial last accumulation counts each example once. The batches
+    come padded from the token cache; the loss and the gradient norm reach the host together, in
+    one transfer after the backward passes (the one wait on the device per update, which the
+    non-finite check before ``optimizer.step()`` needs).
     """
     lr = float(state.optimizer.param_groups[0]["lr"])
     n = sum(len(b) for b in group)
     total = torch.zeros((), device=run.device)
     for i, indices in enumerate(group):
-        texts = [run.splits.train.texts[j] for j in indices]
-        enc = M.tokenize(run.tokenizer, texts, run.args.max_seq_length, run.device)
+        enc = to_device(state.tokens.batch(indices), run.device)
         sync = not run.world.distributed or i == len(group) - 1
         with contextlib.nullcontext() if sync else state.net.no_sync():  # type: ignore[operator]
             with autocast(run.device, run.args.bf16):
@@ -171,54 +215,83 @@ def update(run: Run, state: State, group: list[list[int]]) -> tuple[float, float
             loss = F.cross_entropy(logits.float(), labels_tensor(run, indices), reduction="sum") / n
             loss.backward()
         total += loss.detach()
-    mean_loss = float(mean_across(total, run.world))
+    norm = grad_norm(run, state)
+    mean_loss, norm_value = torch.stack([mean_across(total, run.world).float(), norm.float()]).tolist()
     if os.environ.get(INJECT_NAN, "").strip() == str(state.step):
         mean_loss = float("nan")
     if not math.isfinite(mean_loss):
         raise NonFiniteLoss(f"training loss is {mean_loss} at step {state.step}; stopped before that update")
-    norm = grad_norm(run, state)
-    if not math.isfinite(norm):
-        raise NonFiniteLoss(f"gradient norm is {norm} at step {state.step}; stopped before that update")
+    if not math.isfinite(norm_value):
+        raise NonFiniteLoss(f"gradient norm is {norm_value} at step {state.step}; stopped before that update")
     state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
     state.scheduler.step()
-    return lr, mean_loss, norm
+    return lr, mean_loss, norm_value
 
 
-def grad_norm(run: Run, state: State) -> float:
-    """The global gradient norm, clipped to --max_grad_norm when that is > 0."""
+def grad_norm(run: Run, state: State) -> torch.Tensor:
+    """The global gradient norm (a tensor on the device), clipped to --max_grad_norm when that is > 0."""
     params = [p for p in state.model.parameters() if p.grad is not None]
     limit = run.args.max_grad_norm
     if limit > 0:
-        return float(torch.nn.utils.clip_grad_norm_(params, limit))
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+        return torch.nn.utils.clip_grad_norm_(params, limit)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+
+
+def epoch_batches(run: Run, state: State, epoch: int) -> list[list[int]]:
+    """This rank's batches of ``epoch`` (``D.rank_batches``, length-grouped unless --no_group_by_length),
+    computed once per epoch."""
+    if state.order is None or state.order[0] != epoch:
+        a = run.args
+        lengths = None if a.no_group_by_length else state.tokens.lengths
+        n = len(run.splits.train)
+        batches = D.rank_batches(n, a.per_device_train_batch_size, a.seed, epoch, *_rw(run), lengths=lengths)
+        state.order = (epoch, batches)
+    return state.order[1]
 
 
 # ---------------------------------------------------------------- evaluation
 
 
+def eval_tokens(run: Run, state: State, name: str, data: D.Examples) -> D.TokenCache:
+    """The token cache of an evaluation split, built on first use."""
+    if name not in state.eval_tokens:
+        state.eval_tokens[name] = D.TokenCache(run.tokenizer, data.texts, run.args.max_seq_length)
+    return state.eval_tokens[name]
+
+
 @torch.no_grad()
-def evaluate(run: Run, model: nn.Module, data: D.Examples, stop: StopRequest | None = None) -> dict[str, float]:
+def evaluate(
+    run: Run, model: nn.Module, data: D.Examples, stop: StopRequest | None = None, tokens: D.TokenCache | None = None
+) -> dict[str, float]:
     """Loss, accuracy and macro-F1 over ``data`` (sharded across ranks, then summed).
 
+    With ``tokens`` (``data``'s token cache) the batches are padded from it, longest texts first.
     In a single process a stop request is honoured between batches (``Stopped``); under DDP the
     ranks would disagree on where, so it waits for the next point where they all check."""
     was_training = model.training
     model.eval()
     k = len(run.splits.label_names)
     conf = torch.zeros(k, k, dtype=torch.float64)
-    loss_sum = torch.zeros((), dtype=torch.float64)
+    losses = []
     w = run.world
-    for indices in D.eval_shard(len(data), run.args.per_device_eval_batch_size, w.rank, w.size):
-        enc = M.tokenize(run.tokenizer, [data.texts[i] for i in indices], run.args.max_seq_length, run.device)
-        labels = torch.tensor([data.labels[i] for i in indices], device=run.device)
+    lengths = None if tokens is None else tokens.lengths
+    pairs = []
+    for indices in D.eval_shard(len(data), run.args.per_device_eval_batch_size, w.rank, w.size, lengths):
+        if tokens is None:
+            enc = M.tokenize(run.tokenizer, [data.texts[i] for i in indices], run.args.max_seq_length, run.device)
+        else:
+            enc = to_device(tokens.batch(indices), run.device)
+        labels = torch.tensor([data.labels[i] for i in indices]).to(run.device, non_blocking=True)
         with autocast(run.device, run.args.bf16):
             logits = model(**enc).logits.float()
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").double().cpu()
-        for t, p in zip(labels.tolist(), logits.argmax(-1).tolist()):
-            conf[t, p] += 1
+        losses.append(F.cross_entropy(logits, labels, reduction="sum"))
+        pairs.append(torch.stack([labels, logits.argmax(-1)]))
         if stop is not None and not w.distributed:
             stop.check()
+    for t, p in torch.cat(pairs, 1).t().tolist() if pairs else []:
+        conf[t, p] += 1
+    loss_sum = torch.stack(losses).cpu().double().sum() if losses else torch.zeros((), dtype=torch.float64)
     if w.distributed:
         for tensor in (conf, loss_sum):
             dist.all_reduce(tensor)
@@ -231,7 +304,8 @@ def end_epoch(run: Run, state: State, stop: StopRequest | None = None) -> dict[s
     """Validate at the end of an epoch (or of the run); keep the best model by accuracy."""
     step = state.step
     result = {"epoch": round(step / run.updates_per_epoch, 4), "step": step}
-    result.update(evaluate(run, state.model, run.splits.validation, stop))
+    tokens = eval_tokens(run, state, "validation", run.splits.validation)
+    result.update(evaluate(run, state.model, run.splits.validation, stop, tokens))
     state.history.append(result)
     if state.best is None or result["accuracy"] > state.best["accuracy"]:
         state.best = dict(result)
@@ -308,7 +382,7 @@ def run_updates(run: Run, state: State, log: RunLog | None, bar: tqdm[Any], stop
     while state.step < total:
         stop_point(run, stop)
         epoch = state.step // upe
-        batches = D.rank_batches(len(run.splits.train), a.per_device_train_batch_size, a.seed, epoch, *_rw(run))
+        batches = epoch_batches(run, state, epoch)
         k = state.step - epoch * upe
         started = time.perf_counter()
         lr, loss, norm = update(run, state, batches[k * accum : (k + 1) * accum])
@@ -343,7 +417,7 @@ def finish(run: Run, state: State, stop: StopRequest) -> dict[str, Any] | None:
     """Save the last model, test the best one, write eval.json and curves.png (a stop between parts
     leaves the step's checkpoint; resuming it redoes the report)."""
     stop_point(run, stop)
-    save_model(run, state.model, "last")
+    save_model(run, state.model, "last", dedupe_with="best")
     stop_point(run, stop)
     ranks = rank_summary(run, state)
     test: dict[str, Any] | None = None
@@ -351,7 +425,7 @@ def finish(run: Run, state: State, stop: StopRequest) -> dict[str, Any] | None:
         best = M.load_model(run.output_dir / "best", run.splits.label_names).to(run.device)
         assert state.best is not None
         test = {"model": f"best (epoch {state.best['epoch']:g}, step {state.best['step']})"}
-        test.update(evaluate(run, best, run.splits.test, stop))
+        test.update(evaluate(run, best, run.splits.test, stop, eval_tokens(run, state, "test", run.splits.test)))
     stop_point(run, stop)
     write_eval(run, state, test, ranks)
     if run.world.is_main:

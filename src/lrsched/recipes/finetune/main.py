@@ -110,8 +110,12 @@ def size_run(args: argparse.Namespace, n_train: int, world: World) -> tuple[int,
 
 
 def run_identity(args: argparse.Namespace, splits: D.Splits, world: World, model: torch.nn.Module) -> dict[str, Any]:
-    """What a resumed run must share with its checkpoint besides the plan (same data order)."""
-    return {
+    """What a resumed run must share with its checkpoint besides the plan (same data order).
+
+    A length-grouped order also depends on the texts' token counts, so on ``--max_seq_length``;
+    a plain permutation (``--no_group_by_length``, and every checkpoint of an older lrsched) has
+    no ``group_by_length`` entry."""
+    identity: dict[str, Any] = {
         "model": M.fingerprint(model),
         "labels": list(splits.label_names),
         "train_size": len(splits.train),
@@ -121,6 +125,9 @@ def run_identity(args: argparse.Namespace, splits: D.Splits, world: World, model
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
         "world_size": world.size,
     }
+    if not args.no_group_by_length:
+        identity["group_by_length"] = f"tokens up to --max_seq_length {args.max_seq_length}"
+    return identity
 
 
 def check_resume(state: dict[str, Any], plan: Plan, identity: dict[str, Any], flag: str) -> None:
