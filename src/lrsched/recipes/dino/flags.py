@@ -16,6 +16,10 @@ from lrsched.recipes.dino.stream import default_workers
 from lrsched.recipes.dino.vit import PRESETS
 
 PROG = "phase5_big_run.py"
+"""The program's name in its messages and --help."""
+PROGRAM_ID = "phase5_big_run"
+"""What run.json, run.lock and every checkpoint record as the program: a folder or checkpoint of
+another program is refused (the spelling older versions wrote, so their runs still resume)."""
 LR_WARMUP = "--warmup-steps"
 """A default that is the LR warm-up (``--warmup-steps``, or lrsched's default for it)."""
 DEFAULTS: dict[str, float | str] = {
