@@ -214,7 +214,7 @@ def run_cell(argv: list[str]) -> dict[str, Any]:
 
 def resolve_plan(argv: list[str]) -> dict[str, Any]:
     """The plan train.py resolves for ``argv`` (as its plan.json), without training."""
-    from lrsched.args import finetune_plan
+    from lrsched.flags import finetune_plan
     from lrsched.recipes.common.distributed import World
     from lrsched.recipes.finetune import data as D
     from lrsched.recipes.finetune.flags import parse

@@ -40,10 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lrsched.errors import UsageError
 from lrsched.recipes.common.atomic import atomic_write
 from lrsched.recipes.common.checkpoint import latest_checkpoint
 from lrsched.recipes.common.distributed import World
-from lrsched.strategy import UsageError
 
 RUN_FILE = "run.json"
 LOCK_FILE = "run.lock"

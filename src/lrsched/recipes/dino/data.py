@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
+from lrsched.errors import UsageError
 from lrsched.recipes.common.atomic import atomic_write
-from lrsched.strategy import UsageError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 INSTALL_HINT = "apt-get install dataset-fashion-mnist"

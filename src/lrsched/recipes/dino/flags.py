@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lrsched import args as shared
+from lrsched import flags as shared
 from lrsched.recipes.common.device import add_device_flags
 from lrsched.recipes.dino.augment import GLOBAL_SCALE, LOCAL_SCALE
 from lrsched.recipes.dino.stream import default_workers

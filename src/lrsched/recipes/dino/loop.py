@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from lrsched.errors import ScheduleError, UsageError
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.device import autocast, describe_device
 from lrsched.recipes.common.distributed import World, any_rank, barrier
@@ -45,13 +46,12 @@ from lrsched.recipes.dino.vit import Preset
 from lrsched.schedules import (
     AnySchedule,
     Schedule,
-    ScheduleError,
     describe,
     differences,
     from_description,
     replan,
 )
-from lrsched.strategy import Plan, UsageError
+from lrsched.strategy import Plan
 from lrsched.torch_sched import OnMismatch, ScheduledField, ScheduledLR
 
 LOG_COLUMNS = (

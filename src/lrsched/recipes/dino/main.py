@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from lrsched import args as shared
+from lrsched import flags as shared
+from lrsched.errors import UsageError
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.device import describe_device, pick_device
 from lrsched.recipes.common.distributed import World, close_world, init_world
@@ -50,7 +51,6 @@ from lrsched.recipes.dino.loop import (
 from lrsched.recipes.dino.model import step_bytes_lower_bound
 from lrsched.recipes.dino.vit import PRESETS, Preset
 from lrsched.schedules import Schedule
-from lrsched.strategy import UsageError
 
 EXIT_DISK_FULL = 1
 EXIT_USAGE = 2

@@ -1,4 +1,4 @@
-"""train.py's command line: the shared schedule flags (``lrsched.args``) plus data, model, loop, output.
+"""train.py's command line: the shared schedule flags (``lrsched.flags``) plus data, model, loop, output.
 
 Every flag has both spellings (``--max_train_samples`` and ``--max-train-samples``).
 """
@@ -9,7 +9,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from lrsched.args import (
+from lrsched.flags import (
     FINETUNE_FLAGS,
     ArgumentParser,
     add_flag,

@@ -33,7 +33,8 @@ from typing import Any
 
 import torch
 
-from lrsched.args import finetune_plan
+from lrsched.errors import ScheduleError, UsageError
+from lrsched.flags import finetune_plan
 from lrsched.recipes.common.checkpoint import is_disk_full, latest_checkpoint, load_checkpoint, resolve_resume
 from lrsched.recipes.common.device import describe_device, device_memory, pick_device
 from lrsched.recipes.common.distributed import World, close_world, init_world
@@ -46,8 +47,8 @@ from lrsched.recipes.finetune import loop
 from lrsched.recipes.finetune import model as M
 from lrsched.recipes.finetune.flags import PROG, PROGRAM_ID, parse
 from lrsched.recipes.finetune.loop import Run
-from lrsched.schedules import ScheduleError, describe, differences
-from lrsched.strategy import Plan, UsageError, updates_per_epoch
+from lrsched.schedules import describe, differences
+from lrsched.strategy import Plan, updates_per_epoch
 from lrsched.torch_sched import ScheduleMismatch
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
