@@ -17,7 +17,7 @@ through its ``main(argv)``, once per cell ``(budget, contender, seed)``:
   --learning_rate 5e-5 --warmup_steps 0``) and ``legacy`` (what seed 004 replaces:
   ``--lr_strategy cosine_restarts --num_cycles 2 --learning_rate 5e-5 --warmup_ratio 0.1``);
 - ``auto`` is not trained separately: its plan is resolved with train.py's own functions
-  (``flags.parse`` + ``lrsched.args.finetune_plan``) and compared, field by field (shape,
+  (``flags.parse`` + ``lrsched.flags.finetune_plan``) and compared, field by field (shape,
   peak, floor, warm-up, total, cycles), with the ``plan.json`` that the run of its row's
   explicit strategy wrote (1 epoch: constant, 3: linear, 10: cosine). The script fails if
   they differ, so "auto" in the table is that run, verified.
@@ -214,7 +214,7 @@ def run_cell(argv: list[str]) -> dict[str, Any]:
 
 def resolve_plan(argv: list[str]) -> dict[str, Any]:
     """The plan train.py resolves for ``argv`` (as its plan.json), without training."""
-    from lrsched.args import finetune_plan
+    from lrsched.flags import finetune_plan
     from lrsched.recipes.common.distributed import World
     from lrsched.recipes.finetune import data as D
     from lrsched.recipes.finetune.flags import parse

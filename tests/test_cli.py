@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from lrsched import args, cli
+from lrsched import cli, flags
 from lrsched.schedules import Schedule
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -311,9 +311,9 @@ def test_no_subcommand_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
 def test_subcommand_help_lists_every_flag(capsys: pytest.CaptureFixture[str], command: str) -> None:
     code, out, _ = run(capsys, command, "--help")
     assert code == 0
-    names = dict.fromkeys((*args.PRETRAIN_FLAGS, *args.FINETUNE_FLAGS, "steps_per_epoch", "steps"))
+    names = dict.fromkeys((*flags.PRETRAIN_FLAGS, *flags.FINETUNE_FLAGS, "steps_per_epoch", "steps"))
     for name in names:
-        for spelling in args.spellings(name):
+        for spelling in flags.spellings(name):
             assert spelling in out, spelling
     assert ("--json" if command == "show" else "--compare") in out
 
@@ -494,7 +494,7 @@ def _other_flags(parser: argparse.ArgumentParser) -> dict[str, int]:
     return {
         a.dest: 0 if a.nargs == 0 else (a.nargs if isinstance(a.nargs, int) else 1)
         for a in parser._actions
-        if a.option_strings and a.dest != "help" and a.dest not in args.FLAGS
+        if a.option_strings and a.dest != "help" and a.dest not in flags.FLAGS
     }
 
 

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from lrsched.errors import ScheduleError
 from lrsched.schedules import (
     DECAY_TYPES,
     SHAPES,
     Replanned,
     Schedule,
-    ScheduleError,
     describe,
     differences,
     from_description,
@@ -620,7 +620,7 @@ def test_pure_math_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, lrsched.schedules, lrsched.strategy, lrsched.args; print('torch' in sys.modules)"
+    code = "import sys, lrsched.schedules, lrsched.strategy, lrsched.flags; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

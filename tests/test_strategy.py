@@ -7,8 +7,9 @@ from fractions import Fraction
 
 import pytest
 
+from lrsched.errors import UsageError
 from lrsched.schedules import Schedule
-from lrsched.strategy import Plan, UsageError, resolve_finetune, resolve_pretrain, row_for, updates_per_epoch
+from lrsched.strategy import Plan, resolve_finetune, resolve_pretrain, row_for, updates_per_epoch
 
 # DESIGN section 4, with 100 updates per epoch: E -> (shape, peak, total, warm-up steps, cycles)
 TABLE = {

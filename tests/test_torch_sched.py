@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
+from lrsched.errors import UsageError
 from lrsched.schedules import Schedule
-from lrsched.strategy import UsageError
 from lrsched.torch_sched import ForeignState, PeakMismatchWarning, ScheduledField, ScheduledLR, ScheduleMismatch
 
 MULTS = (1.0, 0.5, 0.1)  # lr_mult of three param groups

@@ -1,11 +1,12 @@
 """lrsched: learning-rate strategies for PyTorch runs of any length.
 
 Pure math in ``lrsched.schedules``; the run-length policy in ``lrsched.strategy``;
-the shared flags in ``lrsched.args``; the torch adapter in ``lrsched.torch_sched``.
+the shared flags in ``lrsched.flags``; the torch adapter in ``lrsched.torch_sched``.
 """
 
-from lrsched.schedules import SHAPES, Replanned, Schedule, ScheduleError, replan
-from lrsched.strategy import Plan, UsageError, resolve_finetune, resolve_pretrain
+from lrsched.errors import ScheduleError, UsageError
+from lrsched.schedules import SHAPES, Replanned, Schedule, replan
+from lrsched.strategy import Plan, resolve_finetune, resolve_pretrain
 
 __all__ = [
     "SHAPES",

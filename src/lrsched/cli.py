@@ -1,7 +1,7 @@
 """The ``lrsched`` command: show or plot the plan a set of program flags resolves to.
 
 ``lrsched show`` and ``lrsched plot`` take the schedule flags of both programs, from the one
-flag table in ``lrsched.args``, plus the run size, and accept every other flag of the programs
+flag table in ``lrsched.flags``, plus the run size, and accept every other flag of the programs
 so that a command line can be pasted as typed. Any train.py-only flag (or ``--steps_per_epoch``)
 makes it train.py's plan; otherwise it is phase5_big_run.py's. Every typed flag either changes
 the plan or gets a note saying why not. Bad input: one line ``lrsched: error: ...``, exit
@@ -21,9 +21,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn, overload
 
-from lrsched import args, render
+from lrsched import flags, render
+from lrsched.errors import UsageError
 from lrsched.schedules import Schedule
-from lrsched.strategy import STRATEGIES, Plan, UsageError, updates_per_epoch
+from lrsched.strategy import STRATEGIES, Plan, updates_per_epoch
 
 PROG = "lrsched"
 TRAIN = "train.py"
@@ -61,9 +62,9 @@ RUN_SIZE: dict[str, dict[str, Any]] = {
     "validation_file": dict(type=Path, metavar="FILE"),
     "text_column": dict(metavar="NAME"),
     "label_column": dict(metavar="NAME"),
-    "max_train_samples": dict(type=args.positive_int, metavar="N"),
-    "per_device_train_batch_size": dict(type=args.positive_int, metavar="N"),
-    "gradient_accumulation_steps": dict(type=args.positive_int, metavar="A"),
+    "max_train_samples": dict(type=flags.positive_int, metavar="N"),
+    "per_device_train_batch_size": dict(type=flags.positive_int, metavar="N"),
+    "gradient_accumulation_steps": dict(type=flags.positive_int, metavar="A"),
 }
 """train.py flags that fix its run size: used as train.py uses them when ``show`` sizes a run from its data."""
 TRAIN_DEFAULTS = {"text_column": "text", "label_column": "label", "per_device_train_batch_size": 32}
@@ -71,11 +72,11 @@ TRAIN_DEFAULTS |= {"gradient_accumulation_steps": 1}
 """train.py's defaults for ``RUN_SIZE`` flags (checked against its parser by the tests)."""
 TRAIN_ONLY = tuple(n for n in TRAIN_OTHER if n not in PHASE5_OTHER)
 PHASE5_ONLY = ("lr", *(n for n in PHASE5_OTHER if n not in TRAIN_OTHER))
-FINETUNE_ONLY = (*(n for n in args.FINETUNE_FLAGS if n not in args.PRETRAIN_FLAGS), "steps_per_epoch", *TRAIN_ONLY)
+FINETUNE_ONLY = (*(n for n in flags.FINETUNE_FLAGS if n not in flags.PRETRAIN_FLAGS), "steps_per_epoch", *TRAIN_ONLY)
 """Flags that make ``show``/``plot`` use train.py's plan."""
 
 
-class CommandParser(args.ArgumentParser):
+class CommandParser(flags.ArgumentParser):
     """The shared one-line parser, whose errors always start ``lrsched: error:`` (subcommands too)."""
 
     def error(self, message: str) -> NoReturn:
@@ -112,42 +113,42 @@ def compare_names(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",")]
     if not all(names):
         raise argparse.ArgumentTypeError(f"{text!r}: empty name in the comma-separated list")
-    return list(dict.fromkeys(args.strategy_name(name) for name in names))
+    return list(dict.fromkeys(flags.strategy_name(name) for name in names))
 
 
 def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
     """Every schedule flag of both programs, once each, the run size, and the programs' other flags."""
-    args.add_schedule_flags(parser, args.PRETRAIN_FLAGS, f"{PHASE5} flags")
-    finetune = [n for n in args.FINETUNE_FLAGS if n not in args.PRETRAIN_FLAGS]
-    args.add_schedule_flags(parser, finetune, f"{TRAIN} flags (any of them selects train.py's plan)")
+    flags.add_schedule_flags(parser, flags.PRETRAIN_FLAGS, f"{PHASE5} flags")
+    finetune = [n for n in flags.FINETUNE_FLAGS if n not in flags.PRETRAIN_FLAGS]
+    flags.add_schedule_flags(parser, finetune, f"{TRAIN} flags (any of them selects train.py's plan)")
     size = parser.add_argument_group("run size")
-    args.add_flag(
+    flags.add_flag(
         size,
         "steps_per_epoch",
-        type=args.positive_int,
+        type=flags.positive_int,
         metavar="N",
         help="optimizer updates per epoch, ceil(batches / accumulation); selects train.py's plan "
         "(default: from train.py's data, batch and accumulation flags, as train.py sizes a 1-process run)",
     )
-    args.add_flag(
+    flags.add_flag(
         size,
         "steps",
-        type=args.positive_int,
+        type=flags.positive_int,
         metavar="K",
         help=f"open-ended plan only: list K values, steps 0..K-1 (default steps 0..W + max(W, {OPEN_PREVIEW}))",
     )
     other = parser.add_argument_group(
         "the programs' other flags",
         "accepted so that a command line can be pasted; noted as not changing the LR plan, except "
-        f"{', '.join(args.spellings(n)[-1] for n in RUN_SIZE)}, which size train.py's run from its data",
+        f"{', '.join(flags.spellings(n)[-1] for n in RUN_SIZE)}, which size train.py's run from its data",
     )
     for name, nargs in {**TRAIN_OTHER, **PHASE5_OTHER}.items():
         if name in RUN_SIZE:
-            args.add_flag(other, name, help=argparse.SUPPRESS, **RUN_SIZE[name])
+            flags.add_flag(other, name, help=argparse.SUPPRESS, **RUN_SIZE[name])
         elif nargs == 0:
-            args.add_flag(other, name, action="store_true", help=argparse.SUPPRESS)
+            flags.add_flag(other, name, action="store_true", help=argparse.SUPPRESS)
         else:
-            args.add_flag(other, name, nargs=None if nargs == 1 else nargs, metavar="X", help=argparse.SUPPRESS)
+            flags.add_flag(other, name, nargs=None if nargs == 1 else nargs, metavar="X", help=argparse.SUPPRESS)
 
 
 def build_parser() -> CommandParser:
@@ -173,7 +174,7 @@ def build_parser() -> CommandParser:
     )
     show.add_argument(
         "--every",
-        type=args.positive_int,
+        type=flags.positive_int,
         metavar="N",
         help='list lr(0), lr(N), lr(2N), ... and always the last step (T); with --json also "steps": [...]',
     )
@@ -215,7 +216,7 @@ def _finetune_trigger(ns: argparse.Namespace) -> str | None:
         return "--compare"
     for name in FINETUNE_ONLY:
         if _given(ns, name):
-            return args.spellings(name)[-1]
+            return flags.spellings(name)[-1]
     return None
 
 
@@ -231,20 +232,20 @@ def resolve(ns: argparse.Namespace) -> tuple[str, Plan]:
         )
     trigger = _finetune_trigger(ns)
     if trigger is None:
-        plan = args.pretrain_plan(ns)
+        plan = flags.pretrain_plan(ns)
         used = ("batch_size",) if ns.lr_ref_batch is not None else ()  # sizes the peak under --lr-ref-batch
         others = [n for n in (*TRAIN_OTHER, *PHASE5_OTHER) if n not in used]
         return PHASE5, _noted(plan, _ignored(ns, others, PHASE5))
     _refuse_phase5_flags(ns, trigger)
     steps_per_epoch, notes = _steps_per_epoch(ns)
-    plan = args.finetune_plan(ns, steps_per_epoch)
+    plan = flags.finetune_plan(ns, steps_per_epoch)
     return TRAIN, _noted(plan, [*notes, *_ignored(ns, [n for n in TRAIN_OTHER if n not in RUN_SIZE], TRAIN)])
 
 
 def _refuse_phase5_flags(ns: argparse.Namespace, trigger: str) -> None:
     for name in PHASE5_ONLY:
         if _given(ns, name):
-            flag = args.spellings(name)[0]
+            flag = flags.spellings(name)[0]
             value = f" {_shown(getattr(ns, name))}" if name != "lr" else f" {ns.lr:g}"
             hint = "; use --learning_rate instead" if name == "lr" else ""
             raise UsageError(
@@ -262,7 +263,7 @@ def _typed(ns: argparse.Namespace, names: Iterable[str], dashed: bool = False) -
     """``--flag value`` for each of ``names`` given on the command line (train.py's spelling, or phase5's)."""
     pick = 0 if dashed else -1
     given = [n for n in dict.fromkeys(names) if _given(ns, n)]
-    return [f"{args.spellings(n)[pick]} {_shown(getattr(ns, n))}".rstrip() for n in given]
+    return [f"{flags.spellings(n)[pick]} {_shown(getattr(ns, n))}".rstrip() for n in given]
 
 
 def _ignored(ns: argparse.Namespace, names: Iterable[str], program: str) -> list[str]:
@@ -298,7 +299,7 @@ def _data_steps_per_epoch(ns: argparse.Namespace) -> tuple[int, list[str]]:
         value = getattr(ns, name)
         return TRAIN_DEFAULTS.get(name) if value is None else value
 
-    flags = data.DataFlags(
+    data_flags = data.DataFlags(
         train_file=ns.train_file,
         validation_file=ns.validation_file,
         test_file=None,
@@ -309,7 +310,7 @@ def _data_steps_per_epoch(ns: argparse.Namespace) -> tuple[int, list[str]]:
         max_test_samples=None,
         seed=0,
     )
-    n = len(data.load_splits(flags).train)
+    n = len(data.load_splits(data_flags).train)
     batch, accum = int(str(flag("per_device_train_batch_size"))), int(str(flag("gradient_accumulation_steps")))
     batches = data.batches_per_epoch(n, batch)
     if accum > batches:
@@ -424,7 +425,7 @@ def write_json(out: IO[str], plan: Plan, last: int, every: int | None) -> None:
 
 def cmd_show(ns: argparse.Namespace) -> int:
     """``lrsched show``: the plan as text, or as one JSON object with ``--json``."""
-    with args.usage_errors(PROG):
+    with flags.usage_errors(PROG):
         program, plan = resolve(ns)
         last = horizon(plan, ns.steps)
         if ns.json or ns.every is not None:
@@ -474,7 +475,7 @@ def _title(program: str, plan: Plan) -> str:
 
 def cmd_plot(ns: argparse.Namespace) -> int:
     """``lrsched plot``: draw the plan, or one curve per ``--compare`` strategy, to ``-o``."""
-    with args.usage_errors(PROG):
+    with flags.usage_errors(PROG):
         check_output(ns.output)
         if ns.compare:
             plans = compare_plans(ns, ns.compare)

@@ -2,18 +2,18 @@
 
 ``terminal_chart`` needs only the standard library. The figure functions import
 matplotlib when called (Agg canvas, no pyplot, no display), so importing this
-module stays cheap. Figures are written to a temporary file in the target's folder
-and moved into place with ``os.replace``: a failure never leaves a half-written file.
+module stays cheap. Figures are written with ``atomic_write`` (a temporary file in the
+target's folder moved into place): a failure never leaves a half-written file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from lrsched.recipes.common.atomic import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -127,7 +127,7 @@ def terminal_chart(
 # --- figures --------------------------------------------------------------------------------
 
 
-def _new_figure(rows: int = 1, height: float = 4.5) -> tuple[Figure, list[Axes]]:
+def new_figure(rows: int = 1, height: float = 4.5) -> tuple[Figure, list[Axes]]:
     """A figure on an Agg canvas with ``rows`` stacked axes sharing x (no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -147,16 +147,8 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Pa
     fmt = target.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise ValueError(f"{target}: the file name must end with one of .{', .'.join(FORMATS)}")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt, dpi=dpi)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(target, "wb", permissions=0o644) as fh:
+        fig.savefig(fh, format=fmt, dpi=dpi)
     return target
 
 
@@ -173,7 +165,7 @@ def thin(values: Sequence[float], limit: int = PLOT_POINTS) -> tuple[list[int], 
     return steps, [values[i] for i in steps]
 
 
-def _sci_y(ax: Axes, limits: tuple[int, int] = (0, 0)) -> None:
+def format_axes(ax: Axes, limits: tuple[int, int] = (0, 0)) -> None:
     """Scientific y tick labels (``×10⁻⁵`` at the top) and plain step numbers on x.
 
     ``limits``: the powers of ten outside which y switches to scientific notation
@@ -192,7 +184,7 @@ def _curve_style(i: int) -> dict[str, Any]:
     return {"linestyle": LINESTYLES[i % len(LINESTYLES)], "linewidth": max(1.2, 3.2 - 0.6 * i)}
 
 
-def _shade_warmup(ax: Axes, warmup: int) -> None:
+def shade_warmup(ax: Axes, warmup: int) -> None:
     ax.axvspan(0, warmup, color="0.6", alpha=0.2, label=f"warm-up ({warmup} steps)")
     ax.axvline(warmup, color="0.4", linestyle="--", linewidth=1)
 
@@ -210,9 +202,9 @@ def plot_schedules(
     """
     if not curves or not all(len(v) for v in curves.values()):
         raise ValueError("plot_schedules: needs at least one non-empty curve")
-    fig, (ax,) = _new_figure(height=5.0)
+    fig, (ax,) = new_figure(height=5.0)
     if warmup:
-        _shade_warmup(ax, warmup)
+        shade_warmup(ax, warmup)
     for i, (label, values) in enumerate(curves.items()):
         xs, ys = thin(values)
         ax.plot(xs, ys, label=label, **_curve_style(i))
@@ -221,7 +213,7 @@ def plot_schedules(
     ax.set_title(title)
     ax.set_xlim(0, max(len(v) for v in curves.values()) - 1 or 1)
     ax.set_ylim(bottom=0)
-    _sci_y(ax)
+    format_axes(ax)
     entries = len(curves) + (1 if warmup else 0)
     fig.legend(loc="outside lower center", ncols=min(entries, 3), frameon=False)
     return save_figure(fig, path)
@@ -246,7 +238,7 @@ def plot_run(
     for name, ys in columns.items():
         if len(ys) != len(x):
             raise ValueError(f"plot_run: column {name!r} has {len(ys)} values for {len(x)} steps")
-    fig, axes = _new_figure(len(names), height=1.2 + 2.0 * len(names))
+    fig, axes = new_figure(len(names), height=1.2 + 2.0 * len(names))
     for ax, name in zip(axes, names):
         if name in columns:
             idx, ys = thin(columns[name])
@@ -255,7 +247,7 @@ def plot_run(
             ax.plot(*extra[name], marker="o", linestyle="--", label=f"{name} (points)")
             ax.legend(loc="best")
         ax.set_ylabel(name)
-        _sci_y(ax, (-3, 4))
+        format_axes(ax, (-3, 4))
     axes[0].set_title(title)
     axes[-1].set_xlabel("optimizer step")
     return save_figure(fig, path)

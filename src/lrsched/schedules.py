@@ -17,16 +17,14 @@ from dataclasses import asdict, dataclass, fields
 from fractions import Fraction
 from typing import Any, Literal
 
+from lrsched.errors import ScheduleError as ScheduleError  # re-exported: raised by this module
+
 Shape = Literal["constant", "linear", "cosine", "cosine_restarts", "wsd"]
 SHAPES: tuple[Shape, ...] = ("constant", "linear", "cosine", "cosine_restarts", "wsd")
 DecayType = Literal["cosine", "linear", "1-sqrt"]
 DECAY_TYPES: tuple[DecayType, ...] = ("cosine", "linear", "1-sqrt")
 DEFAULT_DECAY_RATIO = Fraction(1, 5)
 """``wsd`` decays over the last ``ceil(0.2 * T)`` steps unless told otherwise."""
-
-
-class ScheduleError(ValueError):
-    """A parameter that breaks a rule; the message names it, its value and the rule."""
 
 
 def _require(ok: bool, name: str, value: object, rule: str) -> None:

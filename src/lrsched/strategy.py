@@ -13,15 +13,12 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
 
+from lrsched.errors import UsageError as UsageError  # re-exported: raised by this module
 from lrsched.schedules import DEFAULT_DECAY_RATIO, DecayType, Schedule, Shape, decay_steps
 
 Strategy = Literal["auto", "constant", "linear", "cosine", "cosine_restarts", "wsd"]
 STRATEGIES: tuple[Strategy, ...] = ("auto", "constant", "linear", "cosine", "cosine_restarts", "wsd")
 FULL_LR = 5e-5
-
-
-class UsageError(ValueError):
-    """Bad input (a flag, a path, a checkpoint): one line naming it and the rule, exit status 2."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from lrsched.errors import UsageError
 from lrsched.schedules import (
     AnySchedule,
     Replanned,
@@ -27,7 +28,6 @@ from lrsched.schedules import (
     from_description,
     replan,
 )
-from lrsched.strategy import UsageError
 
 OnMismatch = Literal["error", "replan"]
 GroupLR = Literal["relative", "lr_mult"]

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from dino_helpers import FASHION, needs_data
 
+from lrsched.errors import UsageError
 from lrsched.recipes.dino import knn
 from lrsched.recipes.dino.data import load_fashion_mnist, read_idx
 from lrsched.recipes.dino.head import DINOHead, DINONet
@@ -18,7 +19,6 @@ from lrsched.recipes.dino.loss import DINOLoss
 from lrsched.recipes.dino.model import ema_update, param_groups
 from lrsched.recipes.dino.vit import PRESETS, ViT
 from lrsched.schedules import Schedule
-from lrsched.strategy import UsageError
 from lrsched.torch_sched import ScheduledField, ScheduledLR
 
 

@@ -14,7 +14,7 @@ from child_process import child_env
 from dino_helpers import ENTRY, PYTHON, SMALL, make_image_folder, needs_data, read_rows
 
 from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint
-from lrsched.recipes.dino.loop import PROGRAM
+from lrsched.recipes.dino.flags import PROGRAM_ID
 
 pytestmark = needs_data
 TORCHRUN = Path(PYTHON).with_name("torchrun")
@@ -68,7 +68,7 @@ def test_open_ended_run_exits_0_on_sigterm_with_a_loadable_checkpoint(tmp_path: 
     assert proc.returncode == 0, err
     path = latest_checkpoint(out / "checkpoints")
     assert path is not None
-    state = load_checkpoint(path, PROGRAM)
+    state = load_checkpoint(path, PROGRAM_ID)
     assert state["step"] == logged_steps(out) >= 3
     assert json.loads((out / "metrics.json").read_text())["status"].startswith("stopped at step")
     assert "stopped by SIGTERM at step" in stdout
@@ -95,8 +95,8 @@ def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tmp
     a, b = read_rows(tmp_path / "whole" / "log.csv"), read_rows(out / "log.csv")
     assert [r["step"] for r in b] == [str(t) for t in range(16)]
     assert [r["lr"] for r in a] == [r["lr"] for r in b]
-    sa = load_checkpoint(tmp_path / "whole" / "checkpoints" / "step-00000016.pt", PROGRAM)
-    sb = load_checkpoint(out / "checkpoints" / "step-00000016.pt", PROGRAM)
+    sa = load_checkpoint(tmp_path / "whole" / "checkpoints" / "step-00000016.pt", PROGRAM_ID)
+    sb = load_checkpoint(out / "checkpoints" / "step-00000016.pt", PROGRAM_ID)
     for key in ("student", "teacher"):
         assert all(torch.equal(sa[key][k], sb[key][k]) for k in sa[key])
     assert torch.equal(sa["center"], sb["center"])
@@ -116,7 +116,7 @@ def test_torchrun_two_ranks_agree_on_every_lr_and_the_weights(tmp_path: Path) ->
     assert ranks[0]["lr_trace"] == ranks[1]["lr_trace"] and ranks[0]["weights"] == ranks[1]["weights"]
     rows = read_rows(out / "log.csv")
     assert len(rows) == 6 and float(rows[2]["lr"]) == pytest.approx(5e-4)
-    state = load_checkpoint(out / "checkpoints" / "step-00000006.pt", PROGRAM)
+    state = load_checkpoint(out / "checkpoints" / "step-00000006.pt", PROGRAM_ID)
     assert state["data"]["world_size"] == 2
 
 
@@ -169,7 +169,7 @@ def test_a_signal_during_the_knn_baseline_saves_step_0_and_exits_0(tmp_path: Pat
     assert proc.wait(timeout=120) == 0
     text = log.read_text()
     assert f"stopped by {sig.name} at step 0" in text and "Traceback" not in text
-    state = load_checkpoint(out / "checkpoints" / "step-00000000.pt", PROGRAM)
+    state = load_checkpoint(out / "checkpoints" / "step-00000000.pt", PROGRAM_ID)
     assert state["step"] == 0 and "knn_top1_at_init" not in state["metrics"]
     again = start(out, "--max-steps", "5", "--warmup-steps", "1", "--resume", "latest", "--knn-train-samples", "600")
     _, err = again.communicate(timeout=300)
@@ -186,7 +186,7 @@ def test_sighup_in_the_loop_saves_and_exits_0(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     path = latest_checkpoint(out / "checkpoints")
-    assert path is not None and load_checkpoint(path, PROGRAM)["step"] == logged_steps(out)
+    assert path is not None and load_checkpoint(path, PROGRAM_ID)["step"] == logged_steps(out)
 
 
 def test_a_second_process_on_the_folder_is_refused_at_once_naming_the_first(tmp_path: Path) -> None:

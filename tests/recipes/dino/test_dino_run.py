@@ -12,7 +12,7 @@ import torch
 from dino_helpers import FASHION, SMALL, needs_data, read_rows
 
 from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint
-from lrsched.recipes.dino.loop import PROGRAM
+from lrsched.recipes.dino.flags import PROGRAM_ID
 from lrsched.recipes.dino.main import main
 from lrsched.schedules import from_description
 
@@ -50,12 +50,12 @@ def test_every_logged_value_is_the_plans(tmp_path: Path, capsys: pytest.CaptureF
         assert 0.1 <= metrics[key] <= 1.0
     assert (out / "curves.png").stat().st_size > 10_000
     assert json.loads((out / "args.json").read_text())["max_steps"] == "12"
-    state = load_checkpoint(latest_checkpoint(out / "checkpoints") or Path("missing"), PROGRAM)
+    state = load_checkpoint(latest_checkpoint(out / "checkpoints") or Path("missing"), PROGRAM_ID)
     assert state["step"] == 12 and set(state["flags"]) >= {"lr", "preset", "seed"}
 
 
 def _weights(out: Path) -> dict[str, torch.Tensor]:
-    state = load_checkpoint(latest_checkpoint(out / "checkpoints") or Path("missing"), PROGRAM)
+    state = load_checkpoint(latest_checkpoint(out / "checkpoints") or Path("missing"), PROGRAM_ID)
     return {**{f"s.{k}": v for k, v in state["student"].items()}, **{f"t.{k}": v for k, v in state["teacher"].items()}}
 
 
@@ -177,7 +177,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(
     assert "non-finite loss (nan) at step 5" in err and "step-00000004.pt" in err
     ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert ckpts == ["step-00000004.pt"]
-    state = load_checkpoint(out / "checkpoints" / ckpts[0], PROGRAM)
+    state = load_checkpoint(out / "checkpoints" / ckpts[0], PROGRAM_ID)
     assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["student"].values())
     assert json.loads((out / "metrics.json").read_text())["status"].startswith("non-finite loss")
 
@@ -426,4 +426,4 @@ def test_a_full_disk_is_one_line_exit_1_and_keeps_the_previous_checkpoint(
     assert "Traceback" not in stderr and len(err) == 1
     assert err[0].startswith("phase5_big_run.py: error: no space left on the device;")
     assert f"the newest checkpoint {out / 'checkpoints' / 'step-00000002.pt'} is intact" in err[0]
-    assert load_checkpoint(out / "checkpoints" / "step-00000002.pt", PROGRAM)["step"] == 2
+    assert load_checkpoint(out / "checkpoints" / "step-00000002.pt", PROGRAM_ID)["step"] == 2

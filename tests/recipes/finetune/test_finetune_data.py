@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from lrsched.errors import UsageError
 from lrsched.recipes.finetune import data as D
 from lrsched.recipes.finetune import metrics
-from lrsched.strategy import UsageError
 
 
 def flags(**kw: object) -> D.DataFlags:

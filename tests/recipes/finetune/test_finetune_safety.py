@@ -24,7 +24,8 @@ from lrsched.recipes.common.rundir import RUN_FILE, acquire_lock, claim_run_dir,
 from lrsched.recipes.common.runlog import read_log
 from lrsched.recipes.finetune import loop
 from lrsched.recipes.finetune import model as M
-from lrsched.recipes.finetune.main import PROGRAM, RUN_FILES
+from lrsched.recipes.finetune.flags import PROGRAM_ID
+from lrsched.recipes.finetune.main import RUN_FILES
 
 ARGS = ["--num_epochs", "2", "--max_train_samples", "8", "--per_device_train_batch_size", "4", *TINY]
 """2 epochs of 2 updates: validation at steps 2 and 4, test at the end (8 tweets)."""
@@ -108,7 +109,7 @@ def test_another_runs_checkpoint_into_a_run_folder_is_refused_naming_both(
     run_a: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     b = tmp_path / "b"
-    with claim_run_dir(b, PROGRAM, run_files=RUN_FILES):
+    with claim_run_dir(b, PROGRAM_ID, run_files=RUN_FILES):
         (b / "log.csv").write_text("step,epoch,lr,loss\n0,1,0.0,1.0\n")
     before = tree(b)
     mid = run_a / "checkpoints" / "step-00000002.pt"
@@ -123,7 +124,7 @@ def test_a_second_process_on_the_folder_is_refused_at_once_naming_the_holder(
 ) -> None:
     out = tmp_path / "busy"
     out.mkdir()
-    fd = acquire_lock(out, PROGRAM)  # another open file description: the same as another process for flock
+    fd = acquire_lock(out, PROGRAM_ID)  # another open file description: the same as another process for flock
     try:
         before = tree(out)
         assert run_train(argv(out)) == 2
@@ -138,7 +139,7 @@ def test_a_run_that_died_before_its_first_checkpoint_is_no_dead_end(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "early"
-    with claim_run_dir(out, PROGRAM, run_files=RUN_FILES):  # what a kill before the first checkpoint leaves
+    with claim_run_dir(out, PROGRAM_ID, run_files=RUN_FILES):  # what a kill before the first checkpoint leaves
         (out / "plan.json").write_text("{}")
         (out / "log.csv").write_text("step,epoch,lr,loss\n0,1,0.0,1.0\n")
     old = run_id(out)
@@ -181,7 +182,7 @@ def test_sigterm_at_an_epoch_end_writes_that_checkpoint_once_and_validation_cut_
     signal_when(monkeypatch, loop, "end_epoch", signal.SIGTERM, lambda run, state, *a: state.step == 2, after=True)
     assert run_train(argv(out)) == 0
     assert saves == Counter({"step-00000002.pt": 1}) and "stopped at step 2 (SIGTERM)" in capsys.readouterr().out
-    history = ckpt.load_checkpoint(out / "checkpoints" / "step-00000002.pt", PROGRAM)["history"]
+    history = ckpt.load_checkpoint(out / "checkpoints" / "step-00000002.pt", PROGRAM_ID)["history"]
     assert [h["step"] for h in history] == [2]
     monkeypatch.undo()
     # a signal in the middle of the validation at step 2: the run stops at step 2 without it
@@ -189,7 +190,7 @@ def test_sigterm_at_an_epoch_end_writes_that_checkpoint_once_and_validation_cut_
     signal_when(monkeypatch, loop, "evaluate", signal.SIGTERM, lambda *a: True)
     assert run_train(argv(out2)) == 0
     assert steps(out2) == [2]
-    assert ckpt.load_checkpoint(out2 / "checkpoints" / "step-00000002.pt", PROGRAM)["history"] == []
+    assert ckpt.load_checkpoint(out2 / "checkpoints" / "step-00000002.pt", PROGRAM_ID)["history"] == []
     monkeypatch.undo()
     assert run_train(argv(out2, "--resume_from_checkpoint", "latest")) == 0
     ev = json.loads((out2 / "eval.json").read_text())
@@ -263,7 +264,7 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous_chec
     assert run_train(argv(out, "--save_steps", "1")) == 1
     line = one_error_line(capsys)
     assert "no space left on the device" in line and "step-00000001.pt is intact" in line
-    assert steps(out) == [1] and ckpt.load_checkpoint(out / "checkpoints" / "step-00000001.pt", PROGRAM)
+    assert steps(out) == [1] and ckpt.load_checkpoint(out / "checkpoints" / "step-00000001.pt", PROGRAM_ID)
     assert not list((out / "checkpoints").glob(".*.tmp"))
 
 

@@ -10,8 +10,9 @@ changed), a truncated file, random bytes, a pickle that would run code, another 
 checkpoint or one of an older format is a ``CheckpointError`` (a ``UsageError``: one line,
 exit status 2), and no code in the file runs.
 
-Writing goes to a temporary file in the same folder, is fsynced, renamed over the target and
-the folder is fsynced, so a kill leaves either the old file or the new one. A full disk is a
+Writing goes through ``atomic.atomic_write`` (durable): a temporary file in the same folder,
+fsynced, renamed over the target, the folder fsynced, so a kill leaves either the old file or
+the new one. A full disk is a
 ``DiskFull`` error naming the file; the previous checkpoints are untouched.
 """
 
@@ -22,13 +23,13 @@ import hashlib
 import os
 import re
 import struct
-import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import torch
 
-from lrsched.strategy import UsageError
+from lrsched.errors import UsageError
+from lrsched.recipes.common.atomic import atomic_write, fsync_dir
 
 CHECKPOINT_FORMAT = 2
 """2: adds ``run_id`` and the SHA-256 trailer. Format 1 files are refused with a line saying so."""
@@ -62,7 +63,7 @@ class _HashingWriter:
     It keeps the first OSError of a write: torch's writer does not pass it on (it fails later
     with "unexpected pos"), and a full disk must be reported as such."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: IO[bytes]) -> None:
         self._f = f
         self.sha = hashlib.sha256()
         self.size = 0
@@ -82,20 +83,6 @@ class _HashingWriter:
         self._f.flush()
 
 
-def fsync_dir(directory: Path) -> None:
-    """Make a rename or a new file in ``directory`` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(
     state: dict[str, Any],
     path: Path,
@@ -110,10 +97,9 @@ def save_checkpoint(
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "program": program, "run_id": run_id, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     writer: _HashingWriter | None = None
     try:
-        with os.fdopen(fd, "w+b") as f:
+        with atomic_write(path, "w+b", durable=True, permissions=0o600) as f:
             writer = _HashingWriter(f)
             torch.save(payload, writer)  # type: ignore[arg-type]
             f.flush()
@@ -124,12 +110,7 @@ def save_checkpoint(
                 raise RuntimeError("torch.save wrote no plain zip end record; cannot add the checksum")
             f.seek(writer.size - 2)
             f.write(struct.pack("<H", _TRAILER_LEN) + _TRAILER_TAG + writer.sha.hexdigest().encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
     except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
         if is_disk_full(err) or (writer is not None and writer.error is not None and is_disk_full(writer.error)):
             raise DiskFull(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
         raise

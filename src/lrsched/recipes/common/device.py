@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from lrsched.args import add_flag
+from lrsched.flags import add_flag
 
 
 def add_device_flags(group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

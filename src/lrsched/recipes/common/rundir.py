@@ -40,9 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lrsched.recipes.common.checkpoint import fsync_dir, latest_checkpoint
+from lrsched.errors import UsageError
+from lrsched.recipes.common.atomic import atomic_write
+from lrsched.recipes.common.checkpoint import latest_checkpoint
 from lrsched.recipes.common.distributed import World
-from lrsched.strategy import UsageError
 
 RUN_FILE = "run.json"
 LOCK_FILE = "run.lock"
@@ -321,14 +322,9 @@ def acquire_lock(path: Path, program: str, output_flag: str = "--output-dir") ->
 
 def write_run_file(path: Path, info: RunInfo) -> None:
     """``run.json``, atomically and durably."""
-    tmp = path / f".{RUN_FILE}.tmp"
     data = {"id": info.id, "program": info.program, "created": info.created, "resumed_from": info.resumed_from}
-    with tmp.open("w") as f:
+    with atomic_write(path / RUN_FILE, durable=True) as f:
         f.write(json.dumps(data, indent=2) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path / RUN_FILE)
-    fsync_dir(path)
 
 
 def _clear(path: Path, run_files: Sequence[str]) -> None:

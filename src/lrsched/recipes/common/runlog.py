@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lrsched.recipes.common.atomic import atomic_write
+
 
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as indented JSON, atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 class RunLog:
@@ -37,12 +37,10 @@ class RunLog:
 
     def _truncate_after(self, step: int) -> None:
         """Keep the rows of steps before ``step``: a resumed run writes the rest again."""
-        tmp = self.path.with_name(f".{self.path.name}.tmp")  # a kill here keeps the old log whole
-        with self.path.open(newline="") as old, tmp.open("w", newline="") as new:
+        with self.path.open(newline="") as old, atomic_write(self.path, newline="") as new:  # a kill keeps the old log
             writer = csv.DictWriter(new, fieldnames=self.columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(r for r in csv.DictReader(old) if r.get("step", "").isdigit() and int(r["step"]) < step)
-        os.replace(tmp, self.path)
 
     def write(self, row: dict[str, Any]) -> None:
         self._writer.writerow(row)

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from lrsched.strategy import UsageError
+from lrsched.errors import UsageError
+from lrsched.recipes.common.atomic import atomic_write
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 INSTALL_HINT = "apt-get install dataset-fashion-mnist"
@@ -344,16 +345,12 @@ def write_index(dataset: Dataset, path: Path) -> None:
     """
     import json
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8", errors="surrogateescape") as f:
+    with atomic_write(path, durable=True, encoding="utf-8", errors="surrogateescape") as f:
         f.write(json.dumps(dataset.fingerprint()) + "\n")
         for listing in dataset.listings:
             prefix = listing.root.name + "/" if len(dataset.listings) > 1 else ""
             for i in range(len(listing)):
                 f.write(f"{listing.label_ids[i]}\t{prefix}{listing.relative(i)}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_index_header(path: Path) -> dict[str, Any] | None:

@@ -9,13 +9,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lrsched import args as shared
+from lrsched import flags as shared
 from lrsched.recipes.common.device import add_device_flags
 from lrsched.recipes.dino.augment import GLOBAL_SCALE, LOCAL_SCALE
 from lrsched.recipes.dino.stream import default_workers
 from lrsched.recipes.dino.vit import PRESETS
 
 PROG = "phase5_big_run.py"
+"""The program's name in its messages and --help."""
+PROGRAM_ID = "phase5_big_run"
+"""What run.json, run.lock and every checkpoint record as the program: a folder or checkpoint of
+another program is refused (the spelling older versions wrote, so their runs still resume)."""
 LR_WARMUP = "--warmup-steps"
 """A default that is the LR warm-up (``--warmup-steps``, or lrsched's default for it)."""
 DEFAULTS: dict[str, float | str] = {

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import os
 import statistics
 import struct
 import sys
@@ -28,15 +27,17 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from lrsched.errors import ScheduleError, UsageError
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.device import autocast, describe_device
 from lrsched.recipes.common.distributed import World, any_rank, barrier
+from lrsched.recipes.common.faults import INJECT_NAN, STOP_AT, NonFiniteLoss, hook_step
 from lrsched.recipes.common.runlog import RunLog, write_json
 from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.dino import knn
 from lrsched.recipes.dino.augment import Geometry, Photometric, as_float
 from lrsched.recipes.dino.data import Dataset, Sampler, Source, mix
-from lrsched.recipes.dino.flags import PROG, flag_strings, spelling
+from lrsched.recipes.dino.flags import PROG, PROGRAM_ID, flag_strings, spelling
 from lrsched.recipes.dino.head import DINONet
 from lrsched.recipes.dino.loss import DINOLoss, koleo
 from lrsched.recipes.dino.model import build_networks, ema_update, param_groups, reference_group
@@ -45,16 +46,14 @@ from lrsched.recipes.dino.vit import Preset
 from lrsched.schedules import (
     AnySchedule,
     Schedule,
-    ScheduleError,
     describe,
     differences,
     from_description,
     replan,
 )
-from lrsched.strategy import Plan, UsageError
+from lrsched.strategy import Plan
 from lrsched.torch_sched import OnMismatch, ScheduledField, ScheduledLR
 
-PROGRAM = "phase5_big_run"
 LOG_COLUMNS = (
     "step",
     "lr",
@@ -92,10 +91,6 @@ targets (``--replan``). Every other flag (devices, ``--bf16``, ``--workers``, ev
 may change; plan.json records what did (``changed_on_resume``).
 """
 CHANGEABLE_UNRECORDED = ("resume", "replan", "accept_data_change", "output_dir")
-INJECT_NAN = "LRSCHED_INJECT_NAN_AT_STEP"
-"""Test hook: the loss of this step is made NaN (fault tests of the non-finite-loss stop)."""
-STOP_AT = "LRSCHED_STOP_AT_STEP"
-"""Test hook: behave as if SIGTERM arrived once this many steps are done."""
 TIMING_WINDOW = 1000
 """Steps whose durations are kept for the median: a run of any length holds the same amount."""
 RAW_PIXELS_SIDE = 32
@@ -349,7 +344,7 @@ def save(run: Run) -> Path:
     directory = run.settings.output_dir / "checkpoints"
     path = ckpt.step_path(directory, run.t)
     if run.world.is_main and run.saved_at != run.t:
-        ckpt.save_checkpoint(checkpoint_state(run), path, PROGRAM, run_id=run.run_id)
+        ckpt.save_checkpoint(checkpoint_state(run), path, PROGRAM_ID, run_id=run.run_id)
         ckpt.prune_checkpoints(directory, run.settings.args.keep_checkpoints)
     run.saved_at = run.t
     barrier(run.world)
@@ -481,21 +476,12 @@ def baselines(run: Run, stop: StopRequest) -> None:
 # --- training loop ---------------------------------------------------------------------------
 
 
-class NonFiniteLoss(RuntimeError):
-    """The loss of a step was NaN or infinite; nothing of that step was applied or saved."""
-
-
 def say(run: Run, text: str) -> None:
     """A line for the person watching (rank 0), printed above the progress bar."""
     if run.world.is_main:
         from tqdm import tqdm
 
         tqdm.write(text)
-
-
-def _env_step(name: str) -> int | None:
-    value = os.environ.get(name, "")
-    return int(value) if value.strip().lstrip("-").isdigit() else None
 
 
 def _losses(run: Run, batch: Batch, temp: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -512,7 +498,7 @@ def _losses(run: Run, batch: Batch, temp: float) -> tuple[torch.Tensor, torch.Te
     spread = torch.stack([koleo(f) for f in features[: crops.global_crops.shape[0]].chunk(2)]).mean()
     if s.args.koleo_weight > 0:
         loss = loss + s.args.koleo_weight * spread
-    if _env_step(INJECT_NAN) == t:
+    if hook_step(INJECT_NAN) == t:
         loss = loss * float("nan")
     return loss, entropy, spread
 
@@ -586,7 +572,7 @@ def train_step(run: Run, batches: Iterator[Batch], stop: StopRequest) -> tuple[d
         "last_layer_frozen": int(frozen),
         "data_wait_s": wait,
     }
-    return row, bool(stats[3] > 0) or _env_step(STOP_AT) == run.t
+    return row, bool(stats[3] > 0) or hook_step(STOP_AT) == run.t
 
 
 def train(run: Run, log: RunLog | None, stop: StopRequest) -> str:

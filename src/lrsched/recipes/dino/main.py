@@ -21,20 +21,20 @@ from typing import Any
 
 import torch
 
-from lrsched import args as shared
+from lrsched import flags as shared
+from lrsched.errors import UsageError
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.device import describe_device, pick_device
 from lrsched.recipes.common.distributed import World, close_world, init_world
+from lrsched.recipes.common.faults import EXIT_NONFINITE, NonFiniteLoss
 from lrsched.recipes.common.rundir import check_not_in_use, check_run_dir, claim_run_dir
 from lrsched.recipes.common.runlog import RunLog, write_json
 from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.dino.curves import draw_curves
 from lrsched.recipes.dino.data import Dataset, data_changes, load_dataset, read_index_header, write_index
-from lrsched.recipes.dino.flags import DEFAULTS, LR_WARMUP, PROG, build_parser, flag_strings, spelling
+from lrsched.recipes.dino.flags import DEFAULTS, LR_WARMUP, PROG, PROGRAM_ID, build_parser, flag_strings, spelling
 from lrsched.recipes.dino.loop import (
     LOG_COLUMNS,
-    PROGRAM,
-    NonFiniteLoss,
     Run,
     Schedules,
     Settings,
@@ -51,11 +51,9 @@ from lrsched.recipes.dino.loop import (
 from lrsched.recipes.dino.model import step_bytes_lower_bound
 from lrsched.recipes.dino.vit import PRESETS, Preset
 from lrsched.schedules import Schedule
-from lrsched.strategy import UsageError
 
 EXIT_DISK_FULL = 1
 EXIT_USAGE = 2
-EXIT_NONFINITE = 3
 RUN_FILES = ("log.csv", "metrics.json", "plan.json", "args.json", "data_index.tsv", "checkpoints", "curves.png", "tb")
 """What a phase5 run leaves in its folder (cleared when a run that never saved restarts there)."""
 DATA_INDEX = "data_index.tsv"
@@ -188,7 +186,7 @@ def _read_resume(args: argparse.Namespace, schedules: Schedules) -> tuple[dict[s
         return None, None
     path = ckpt.resolve_resume(args.resume, Path(args.output_dir or "."), "--resume")
     assert path is not None
-    state = ckpt.load_checkpoint(path, PROGRAM, "--resume")
+    state = ckpt.load_checkpoint(path, PROGRAM_ID, "--resume")
     check_resume(state, args, schedules, path)
     return state, path
 
@@ -327,7 +325,7 @@ def run_program(settings: Settings, world: World, device: torch.device, stop: St
     """Claim the folder, build the run, write the plan, train and report; the exit status."""
     out = settings.output_dir
     with shared.usage_errors(PROG):
-        check_run_dir(out, PROGRAM, settings.resume, world=world, **run_dir_options(settings))
+        check_run_dir(out, PROGRAM_ID, settings.resume, world=world, **run_dir_options(settings))
     try:
         run = build_run(settings, world, device)
         stop.defer()  # the model exists: from now on a signal saves the latest state
@@ -337,7 +335,7 @@ def run_program(settings: Settings, world: World, device: torch.device, stop: St
     with contextlib.ExitStack() as stack:
         try:
             claimed = stack.enter_context(
-                claim_run_dir(out, PROGRAM, settings.resume, world=world, **run_dir_options(settings))
+                claim_run_dir(out, PROGRAM_ID, settings.resume, world=world, **run_dir_options(settings))
             )
         except UsageError as err:
             print(f"{PROG}: error: {err}", file=sys.stderr)

@@ -5,8 +5,8 @@
 3. validation accuracy and macro-F1 after each epoch, the test accuracy at the end (star)
    and the majority-class baseline (dotted).
 
-Epoch ends are marked by faint vertical lines in every panel. Written with
-``lrsched.render.save_figure`` (atomic).
+Epoch ends are marked by faint vertical lines in every panel. Drawn with ``lrsched.render``'s
+figure, warm-up shading and axis format, written with its ``save_figure`` (atomic).
 """
 
 from __future__ import annotations
@@ -28,15 +28,6 @@ def smoothed(values: list[float], beta: float = SMOOTH) -> list[float]:
         avg = beta * avg + (1 - beta) * v
         out.append(avg / (1 - beta**i))
     return out
-
-
-def _figure() -> tuple[Any, list[Any]]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9.0, 8.0), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, list(fig.subplots(3, 1, sharex=True))
 
 
 def _eval_panel(ax: Any, evals: dict[str, Any], last_step: int) -> None:
@@ -67,13 +58,13 @@ def draw_curves(output_dir: Path) -> Path | None:
     evals = json.loads(eval_path.read_text()) if eval_path.exists() else {}
     steps = [int(r["step"]) for r in rows]
     loss = [float(r["loss"]) for r in rows]
-    fig, (lr_ax, loss_ax, eval_ax) = _figure()
+    fig, (lr_ax, loss_ax, eval_ax) = render.new_figure(3, height=8.0)
     lr_ax.plot(steps, [float(r["lr"]) for r in rows], linewidth=1.6)
     if plan["warmup_steps"]:
-        lr_ax.axvspan(0, plan["warmup_steps"], color="0.6", alpha=0.2, label=f"warm-up ({plan['warmup_steps']})")
+        render.shade_warmup(lr_ax, plan["warmup_steps"])
         lr_ax.legend(loc="upper right", fontsize="small")
     lr_ax.set_ylabel("learning rate")
-    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0), useMathText=True)
+    render.format_axes(lr_ax)
     lr_ax.set_ylim(bottom=0)
     loss_ax.plot(steps, loss, linewidth=0.8, alpha=0.45, label="per update")
     loss_ax.plot(steps, smoothed(loss), linewidth=2.0, label="moving average")

@@ -1,4 +1,4 @@
-"""train.py's command line: the shared schedule flags (``lrsched.args``) plus data, model, loop, output.
+"""train.py's command line: the shared schedule flags (``lrsched.flags``) plus data, model, loop, output.
 
 Every flag has both spellings (``--max_train_samples`` and ``--max-train-samples``).
 """
@@ -9,7 +9,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from lrsched.args import (
+from lrsched.flags import (
     FINETUNE_FLAGS,
     ArgumentParser,
     add_flag,
@@ -24,6 +24,10 @@ SEED_LIMIT = 2**32
 """Seeds are below 2**32: the streams derived from them (``seed * 1000 + rank``, ...) must fit torch's 64-bit seeds."""
 
 PROG = "train.py"
+"""The program's name in its messages and --help."""
+PROGRAM_ID = "train.py"
+"""What run.json, run.lock and every checkpoint record as the program: a folder or checkpoint of
+another program is refused (the spelling older versions wrote, so their runs still resume)."""
 DESCRIPTION = (
     "Fine-tune a pretrained transformer (default: all-MiniLM-L6-v2) for text classification "
     "(default: 3-class tweet sentiment) with the run-length LR strategy of lrsched. "

@@ -15,6 +15,7 @@ end-of-epoch validation, the final report).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import filecmp
 import math
@@ -44,17 +45,38 @@ from lrsched.recipes.common.checkpoint import (
 )
 from lrsched.recipes.common.device import autocast
 from lrsched.recipes.common.distributed import World, any_rank, barrier, mean_across
+from lrsched.recipes.common.faults import INJECT_NAN, NonFiniteLoss, hook_step
 from lrsched.recipes.common.runlog import RunLog, write_json
 from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.finetune import data as D
 from lrsched.recipes.finetune import metrics
 from lrsched.recipes.finetune import model as M
-from lrsched.recipes.finetune.main import PROGRAM, NonFiniteLoss, Run
+from lrsched.recipes.finetune.flags import PROGRAM_ID
+from lrsched.strategy import Plan
 from lrsched.torch_sched import ScheduledLR
 
 COLUMNS = ("step", "epoch", "lr", "loss", "grad_norm", "seconds")
-INJECT_NAN = "LRSCHED_INJECT_NAN_AT_STEP"
-"""Test hook (fault tests): the training loss of this step is taken as NaN."""
+
+
+@dataclass
+class Run:
+    """Everything a validated run needs: nothing in it has touched the output directory."""
+
+    args: argparse.Namespace
+    world: World
+    device: torch.device
+    splits: D.Splits
+    model_dir: Path
+    tokenizer: Any
+    model: torch.nn.Module
+    batches: int
+    updates_per_epoch: int
+    plan: Plan
+    output_dir: Path
+    resume: dict[str, Any] | None
+    resume_path: Path | None
+    identity: dict[str, Any]
+    run_id: str | None = None
 
 
 @dataclass
@@ -138,7 +160,7 @@ def save(run: Run, state: State) -> None:
             "plan": run.plan.to_json(),
         }
         directory = run.output_dir / "checkpoints"
-        save_checkpoint(payload, step_path(directory, state.step), PROGRAM, run_id=run.run_id)
+        save_checkpoint(payload, step_path(directory, state.step), PROGRAM_ID, run_id=run.run_id)
         prune_checkpoints(directory, run.args.save_total_limit)
     state.saved_step = state.step
     barrier(run.world)
@@ -217,7 +239,7 @@ def update(run: Run, state: State, group: list[list[int]]) -> tuple[float, float
         total += loss.detach()
     norm = grad_norm(run, state)
     mean_loss, norm_value = torch.stack([mean_across(total, run.world).float(), norm.float()]).tolist()
-    if os.environ.get(INJECT_NAN, "").strip() == str(state.step):
+    if hook_step(INJECT_NAN) == state.step:
         mean_loss = float("nan")
     if not math.isfinite(mean_loss):
         raise NonFiniteLoss(f"training loss is {mean_loss} at step {state.step}; stopped before that update")

@@ -28,55 +28,32 @@ import math
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lrsched.args import check_peak, finetune_plan
+from lrsched.errors import ScheduleError, UsageError
+from lrsched.flags import check_peak, finetune_plan
 from lrsched.recipes.common.checkpoint import is_disk_full, latest_checkpoint, load_checkpoint, resolve_resume
 from lrsched.recipes.common.device import describe_device, device_memory, pick_device
 from lrsched.recipes.common.distributed import World, close_world, init_world
+from lrsched.recipes.common.faults import EXIT_NONFINITE, NonFiniteLoss
 from lrsched.recipes.common.rundir import check_run_dir, claim_run_dir
 from lrsched.recipes.common.runlog import write_json
 from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.finetune import data as D
+from lrsched.recipes.finetune import loop
 from lrsched.recipes.finetune import model as M
-from lrsched.recipes.finetune.flags import PROG, parse
-from lrsched.schedules import ScheduleError, describe, differences
-from lrsched.strategy import Plan, UsageError, updates_per_epoch
+from lrsched.recipes.finetune.flags import PROG, PROGRAM_ID, parse
+from lrsched.recipes.finetune.loop import Run
+from lrsched.schedules import describe, differences
+from lrsched.strategy import Plan, updates_per_epoch
 from lrsched.torch_sched import ScheduleMismatch
 
-PROGRAM = "train.py"
-EXIT_USAGE, EXIT_NONFINITE, EXIT_FAILED = 2, 3, 1
+EXIT_USAGE, EXIT_FAILED = 2, 1
 RUN_FILES = ("plan.json", "args.json", "log.csv", "eval.json", "curves.png", "checkpoints", "best", "last", "tb")
 RESUME_FLAG, OUTPUT_FLAG, OVERWRITE_FLAG = "--resume_from_checkpoint", "--output_dir", "--overwrite_output_dir"
-
-
-class NonFiniteLoss(RuntimeError):
-    """The training loss or gradient norm of an update is NaN or infinite."""
-
-
-@dataclass
-class Run:
-    """Everything a validated run needs: nothing in it has touched the output directory."""
-
-    args: argparse.Namespace
-    world: World
-    device: torch.device
-    splits: D.Splits
-    model_dir: Path
-    tokenizer: Any
-    model: torch.nn.Module
-    batches: int
-    updates_per_epoch: int
-    plan: Plan
-    output_dir: Path
-    resume: dict[str, Any] | None
-    resume_path: Path | None
-    identity: dict[str, Any]
-    run_id: str | None = None
 
 
 # ---------------------------------------------------------------- validation
@@ -238,8 +215,8 @@ def prepare(args: argparse.Namespace, world: World, device: torch.device) -> Run
     output_dir = args.output_dir if args.output_dir is not None else default_output_dir()
     flag = RESUME_FLAG
     resume_path = resolve_resume(args.resume_from_checkpoint, output_dir, flag)
-    state = None if resume_path is None else load_checkpoint(resume_path, PROGRAM, flag)
-    check_run_dir(output_dir, PROGRAM, state, world=world, **run_dir_options(args, resume_path))
+    state = None if resume_path is None else load_checkpoint(resume_path, PROGRAM_ID, flag)
+    check_run_dir(output_dir, PROGRAM_ID, state, world=world, **run_dir_options(args, resume_path))
     torch.manual_seed(args.seed)  # the new classification head
     model = M.load_model(model_dir, splits.label_names)
     identity = run_identity(args, splits, world, model)
@@ -321,8 +298,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, stop: StopRequest) -> int:
-    from lrsched.recipes.finetune import loop
-
     world = World()
     try:
         try:
@@ -344,7 +319,7 @@ def _main(args: argparse.Namespace, stop: StopRequest) -> int:
         try:
             rundir = stack.enter_context(
                 claim_run_dir(
-                    run.output_dir, PROGRAM, run.resume, world=world, **run_dir_options(args, run.resume_path)
+                    run.output_dir, PROGRAM_ID, run.resume, world=world, **run_dir_options(args, run.resume_path)
                 )
             )
         except UsageError as err:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lrsched.strategy import UsageError
+from lrsched.errors import UsageError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -18,8 +18,9 @@ from contextlib import contextmanager
 from fractions import Fraction
 from typing import Any, NoReturn
 
-from lrsched.schedules import DECAY_TYPES, ScheduleError
-from lrsched.strategy import STRATEGIES, Plan, UsageError, resolve_finetune, resolve_pretrain
+from lrsched.errors import ScheduleError, UsageError
+from lrsched.schedules import DECAY_TYPES
+from lrsched.strategy import STRATEGIES, Plan, resolve_finetune, resolve_pretrain
 
 
 class ArgumentParser(argparse.ArgumentParser):

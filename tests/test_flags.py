@@ -1,4 +1,4 @@
-"""Tests for lrsched.args: both spellings, one-line errors with exit status 2, flags -> plans."""
+"""Tests for lrsched.flags: both spellings, one-line errors with exit status 2, flags -> plans."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from fractions import Fraction
 
 import pytest
 
-from lrsched.args import (
+from lrsched.errors import ScheduleError, UsageError
+from lrsched.flags import (
     FINETUNE_FLAGS,
     FLAGS,
     PRETRAIN_FLAGS,
@@ -18,8 +19,6 @@ from lrsched.args import (
     spellings,
     usage_errors,
 )
-from lrsched.schedules import ScheduleError
-from lrsched.strategy import UsageError
 
 ALL_FLAGS = tuple(dict.fromkeys(PRETRAIN_FLAGS + FINETUNE_FLAGS))
 

@@ -1,0 +1,33 @@
+"""A non-finite loss, and the test hooks that provoke faults: one definition for both programs.
+
+``NonFiniteLoss`` is raised by a training loop before the update of a step whose loss (or
+gradient norm) is NaN or infinite; the program then exits with ``EXIT_NONFINITE``, the last good
+checkpoint untouched.
+
+The fault tests steer a run through two environment variables, each read the same way
+(``hook_step``: an integer, anything else means unset):
+
+- ``LRSCHED_INJECT_NAN_AT_STEP=k`` (``INJECT_NAN``): the loss of step ``k`` is taken as NaN;
+- ``LRSCHED_STOP_AT_STEP=k`` (``STOP_AT``, phase5): behave as if SIGTERM arrived once ``k`` steps are done.
+"""
+
+from __future__ import annotations
+
+import os
+
+EXIT_NONFINITE = 3
+"""The exit status of a run stopped by a non-finite loss or gradient."""
+INJECT_NAN = "LRSCHED_INJECT_NAN_AT_STEP"
+"""Test hook: the loss of this step is made NaN (fault tests of the non-finite-loss stop)."""
+STOP_AT = "LRSCHED_STOP_AT_STEP"
+"""Test hook: behave as if SIGTERM arrived once this many steps are done."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss or gradient norm of a step is NaN or infinite; nothing of that step was applied or saved."""
+
+
+def hook_step(name: str) -> int | None:
+    """The step the test hook ``name`` names, or None when it is unset or not an integer."""
+    value = os.environ.get(name, "")
+    return int(value) if value.strip().lstrip("-").isdigit() else None
