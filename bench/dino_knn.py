@@ -13,7 +13,7 @@ Fashion-MNIST, the same fixed subsets in every run) every ``--eval-every`` steps
 1. **Quality per compute.** Each run's ``metrics.json`` gives k-NN on raw pixels and of the
    network at initialisation (both on the same subsets), the k-NN history, and its median
    seconds per step; the bench adds the wall time of the whole subprocess.
-2. **Warm-up on against off at the same peak LR** (the seed's claim: warm-up prevents early
+2. **Warm-up on against off at the same peak LR** (note 000's claim: warm-up prevents early
    collapse). Arms: ``--warmup-steps W`` with ``W = steps // 10`` against ``--warmup-steps 0``,
    at the recipe's peak LR (1e-3) times each of ``--lr-mults`` (default 1 and 4), for each of
    ``--seeds`` (default 0 and 1). Only the LR warm-up differs between the arms: the other
@@ -253,7 +253,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     raw = {r["knn_raw_pixels"] for r in rows if r["knn_raw_pixels"] is not None}
     lines.append(
         f"Raw pixels on the same subsets: **{', '.join(fmt(x) for x in sorted(raw))}** "
-        "(DESIGN 11: 0.846 on the full 60k/10k sets).\n"
+        "(docs/design.md section 11: 0.846 on the full 60k/10k sets).\n"
     )
     head = ["peak LR", "warm-up", "seed", "status", "k-NN at init", "k-NN best", "k-NN final", "final - init"]
     body = []

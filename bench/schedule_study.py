@@ -12,9 +12,9 @@ through its ``main(argv)``, once per cell ``(budget, contender, seed)``:
 
 - budgets: ``--num_epochs`` 1, 3 and 10;
 - contenders: ``--lr_strategy constant | linear | cosine | cosine_restarts`` (peak, warm-up
-  and cycles from the run-length row, DESIGN section 4), and two baselines a user would
+  and cycles from the run-length row, docs/design.md section 4), and two baselines a user would
   otherwise run: ``hf_default`` (HF Trainer's default: ``--lr_strategy linear
-  --learning_rate 5e-5 --warmup_steps 0``) and ``legacy`` (what seed 004 replaces:
+  --learning_rate 5e-5 --warmup_steps 0``) and ``legacy`` (what note 004 replaces:
   ``--lr_strategy cosine_restarts --num_cycles 2 --learning_rate 5e-5 --warmup_ratio 0.1``);
 - ``auto`` is not trained separately: its plan is resolved with train.py's own functions
   (``flags.parse`` + ``lrsched.flags.finetune_plan``) and compared, field by field (shape,
@@ -86,7 +86,7 @@ if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
 BUDGETS = (1, 3, 10)
-AUTO_ROW = {1: "constant", 3: "linear", 10: "cosine"}  # the shape `auto` picks (DESIGN section 4)
+AUTO_ROW = {1: "constant", 3: "linear", 10: "cosine"}  # the shape `auto` picks (docs/design.md section 4)
 CONTENDERS: dict[str, list[str]] = {
     "constant": ["--lr_strategy", "constant"],
     "linear": ["--lr_strategy", "linear"],

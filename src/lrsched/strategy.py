@@ -1,4 +1,4 @@
-"""The run-length policy (DESIGN section 4) and the plans both programs resolve to.
+"""The run-length policy (docs/design.md section 4) and the plans both programs resolve to.
 
 A ``Plan`` is a ``Schedule`` plus, for every value in it, where that value came
 from (a flag, a default, or the ``auto`` row), and notes for the reader.
@@ -18,7 +18,6 @@ from lrsched.schedules import DEFAULT_DECAY_RATIO, DecayType, Schedule, Shape, d
 
 Strategy = Literal["auto", "constant", "linear", "cosine", "cosine_restarts", "wsd"]
 STRATEGIES: tuple[Strategy, ...] = ("auto", "constant", "linear", "cosine", "cosine_restarts", "wsd")
-FULL_LR = 5e-5
 
 
 @dataclass(frozen=True)
@@ -134,7 +133,7 @@ def resolve_finetune(
     decay_ratio: Fraction | None = None,
     decay_type: DecayType | None = None,
 ) -> Plan:
-    """train.py's plan (seed 004): shape, peak, warm-up, cycles and floor, each with a source.
+    """train.py's plan (note 004): shape, peak, warm-up, cycles and floor, each with a source.
 
     ``total = max_steps`` when given, else ``ceil(epochs * steps_per_epoch)``. ``wsd`` takes
     the row's peak and warm-up and decays over the last ``ceil(decay_ratio * total)`` steps.
@@ -161,7 +160,7 @@ def resolve_finetune(
         shape, sources["shape"] = strategy, f"--lr_strategy {strategy}"
 
     short = epochs < 4
-    factor = row.lr / FULL_LR
+    factor = row.lr / ROWS[-1].lr  # the full-length row's peak, 5e-5
     if learning_rate is None:
         peak, sources["peak"] = row.lr, f"auto: {e} epochs -> {row.lr:g}"
     elif scale_lr_for_short_training and short:
@@ -278,7 +277,7 @@ def resolve_pretrain(
     decay_ratio: Fraction | None = None,
     decay_type: DecayType | None = None,
 ) -> Plan:
-    """phase5_big_run.py's plan (seed 000): warm-up + cosine to ``min_lr``, or warm-up + hold.
+    """phase5_big_run.py's plan (note 000): warm-up + cosine to ``min_lr``, or warm-up + hold.
 
     ``--decay-ratio`` (or ``--decay-type``) selects ``wsd`` instead: warm-up, the peak held,
     then a decay over the last ``ceil(decay_ratio * max_steps)`` steps.
@@ -287,7 +286,7 @@ def resolve_pretrain(
     sources: dict[str, str] = {
         "shape": "--decay-ratio/--decay-type: warm-up, hold, decay (wsd)"
         if wsd
-        else "phase5_big_run.py: warm-up + cosine (seed 000)"
+        else "phase5_big_run.py: warm-up + cosine (note 000)"
     }
 
     def pick(name: str, flag: str, value: Any) -> Any:

@@ -149,7 +149,7 @@ SHOW_FLAGS = {
 
 def _other_program_flags() -> dict[str, str]:
     """The programs' other flags, which ``lrsched show/plot`` accept: a switch takes no value, the rest need one."""
-    from lrsched.cli import PHASE5_OTHER, TRAIN_OTHER
+    from lrsched.programs import PHASE5_OTHER, TRAIN_OTHER
 
     names = {f"--{n.replace('_', '-')}": k for n, k in {**TRAIN_OTHER, **PHASE5_OTHER}.items()}
     return {flag: "switch" if k == 0 else "value" for flag, k in names.items() if flag not in SHOW_FLAGS}
@@ -310,10 +310,3 @@ def _cli_cases(program: str) -> list[Case]:
 
 
 CASES: list[Case] = [*_dino_cases(), *_train_cases(), *_cli_cases("lrsched show"), *_cli_cases("lrsched plot")]
-
-KNOWN_BUGS: dict[str, str] = {}
-"""Cases that fail in code this work may not change (a file another engineer is editing), by case id.
-
-A sentinel output folder hides them (phase5 refuses the folder first), so they fail only when the
-output folder is missing. Marked xfail(strict=True): they turn into failures once fixed, to be removed.
-"""

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from child_process import child_env
-from fault_cases import CASES, DINO_FLAGS, KNOWN_BUGS, SHOW_FLAGS, TRAIN_FLAGS, Case
+from fault_cases import CASES, DINO_FLAGS, SHOW_FLAGS, TRAIN_FLAGS, Case
 from fault_helpers import DINO, DINO_SMALL, PYTHON, REPO, TRAIN, TRAIN_SMALL, call_main, tree
 
 from lrsched.recipes.common.checkpoint import save_checkpoint
@@ -138,10 +138,8 @@ def _params() -> list[object]:
 
 @pytest.mark.parametrize(("case", "mode"), _params())
 def test_refused(
-    case: Case, mode: str, inputs: Path, scratch: Path, tmp_path: Path, request: pytest.FixtureRequest
+    case: Case, mode: str, inputs: Path, scratch: Path, tmp_path: Path
 ) -> None:
-    if case.id in KNOWN_BUGS and mode == "missing":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[case.id]))
     out = tmp_path / "out"
     if mode == "sentinel":
         out.mkdir()

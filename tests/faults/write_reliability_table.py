@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 
-from fault_cases import CASES, KNOWN_BUGS, RULES  # noqa: E402
+from fault_cases import CASES, RULES  # noqa: E402
 
 CATEGORIES = {
     "test_kill": "kill -9 at random moments, then resume",
@@ -175,10 +175,6 @@ def main() -> int:
         "`test_kill.py` / `test_signals.py`.",
         "",
     ]
-    if KNOWN_BUGS:
-        doc += ["## Known bugs (marked xfail, strict: they fail the run once fixed)", ""]
-        doc += [f"- `{k}` (output folder missing): {v}" for k, v in KNOWN_BUGS.items()]
-        doc += [""]
     doc += [
         "## Bad-input cases",
         "",

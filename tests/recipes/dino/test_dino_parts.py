@@ -134,7 +134,7 @@ def test_fashion_mnist_loads_and_raw_pixel_knn_is_strong() -> None:
     acc = knn.knn_top1(
         train.images[tr].flatten(1).float(), train.labels[tr], test.images[te].flatten(1).float(), test.labels[te]
     )
-    assert 0.70 < acc < 0.95  # DESIGN 11: 0.846 on the full set
+    assert 0.70 < acc < 0.95  # docs/design.md section 11: 0.846 on the full set
 
 
 def test_truncated_idx_file_is_one_line_error(tmp_path: Path) -> None:

@@ -97,7 +97,7 @@ def test_open_ended_stop_then_replan_decays_without_a_jump(
     assert run(out, *flags, "--resume", "latest", "--replan") == 0
     lrs = [float(r["lr"]) for r in read_rows(out / "log.csv")]
     assert len(lrs) == 14
-    for t in range(8, 14):  # DESIGN 5: cosine from lr(t0) to min_lr over [t0, T]
+    for t in range(8, 14):  # docs/design.md section 5: cosine from lr(t0) to min_lr over [t0, T]
         expected = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * (t - 8) / (14 - 8)))
         assert lrs[t] == pytest.approx(expected, rel=1e-9)
     assert lrs[8] == pytest.approx(lrs[7])  # no jump

@@ -1,7 +1,7 @@
-"""The seed's seven commands resolve to the plans DESIGN section 4 prescribes.
+"""Note 004's seven commands resolve to the plans docs/design.md section 4 prescribes.
 
 Each command is the user's, shrunk with --max_train_samples 200 (7 batches of 32, so 7
-updates per epoch). The expected values come from the table in DESIGN section 4, not from
+updates per epoch). The expected values come from the table in docs/design.md section 4, not from
 the code under test: shape, peak, warm-up ratio and cycles per row, warm-up steps as the
 exact ceiling of ratio x total.
 """
@@ -22,7 +22,7 @@ from lrsched.recipes.finetune.main import plan_text, prepare
 SHRINK = ["--max_train_samples", "200", "--max_eval_samples", "16"]
 UPDATES = 7  # ceil(200 / 32)
 
-# (the seed's command, shape, peak, warm-up ratio, cycles or None)
+# (note 004's command, shape, peak, warm-up ratio, cycles or None)
 SEED_COMMANDS = [
     ("--num_epochs 1 --bf16", "constant", 3e-5, Fraction(5, 100), None),
     ("--num_epochs 3 --bf16", "linear", 4e-5, Fraction(10, 100), None),

@@ -50,18 +50,8 @@ def flag_strings(args: argparse.Namespace) -> dict[str, str]:
     return {k: ("" if v is None else str(v)) for k, v in sorted(vars(args).items())}
 
 
-def _probability(text: str) -> float:
-    value = shared.nonnegative_float(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be in [0, 1)")
-    return value
-
-
-def _unit_interval(text: str) -> float:
-    value = shared.positive_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be in (0, 1]")
-    return value
+_probability = shared.Checked(shared.number, 0, 1)
+_unit_interval = shared.Checked(shared.number, 0, 1, low_open=True, high_closed=True)
 
 
 def build_parser() -> shared.ArgumentParser:

@@ -1,4 +1,4 @@
-"""phase5_big_run.py: DINO self-supervised ViT pretraining with lrsched's schedules (DESIGN 5).
+"""phase5_big_run.py: DINO self-supervised ViT pretraining with lrsched's schedules (docs/design.md section 5).
 
 Order of work, so that bad input never leaves a trace: parse the flags (``flags``), resolve and
 check everything -- the four schedules and the freeze, the preset, the data, the checkpoint to

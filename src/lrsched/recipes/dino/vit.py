@@ -1,6 +1,6 @@
 """A plain Vision Transformer (ViT) backbone with ``F.scaled_dot_product_attention``.
 
-Our own implementation (DESIGN 10: no timm, no torchvision). Pre-norm blocks:
+Our own implementation (docs/design.md section 10: no timm, no torchvision). Pre-norm blocks:
 ``x = x + Attn(LN(x))``, ``x = x + MLP(LN(x))``; the output is the final-norm CLS token.
 The position embedding is learned for the global crop's patch grid and resized
 (bicubic) for other crop sizes, so global and local crops share one network.

@@ -1,1 +1,1 @@
-"""train.py: fine-tuning a pretrained transformer with the run-length LR strategy (DESIGN section 4)."""
+"""train.py: fine-tuning a pretrained transformer with the run-length LR strategy (docs/design.md section 4)."""

@@ -293,8 +293,6 @@ def evaluate(
     ranks would disagree on where, so it waits for the next point where they all check."""
     was_training = model.training
     model.eval()
-    k = len(run.splits.label_names)
-    conf = torch.zeros(k, k, dtype=torch.float64)
     losses = []
     w = run.world
     lengths = None if tokens is None else tokens.lengths
@@ -311,8 +309,8 @@ def evaluate(
         pairs.append(torch.stack([labels, logits.argmax(-1)]))
         if stop is not None and not w.distributed:
             stop.check()
-    for t, p in torch.cat(pairs, 1).t().tolist() if pairs else []:
-        conf[t, p] += 1
+    true, pred = torch.cat(pairs, 1).tolist() if pairs else ([], [])
+    conf = torch.tensor(metrics.confusion(true, pred, len(run.splits.label_names)), dtype=torch.float64)
     loss_sum = torch.stack(losses).cpu().double().sum() if losses else torch.zeros((), dtype=torch.float64)
     if w.distributed:
         for tensor in (conf, loss_sum):
