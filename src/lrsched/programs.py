@@ -148,6 +148,7 @@ def _steps_per_epoch(ns: argparse.Namespace) -> tuple[int | None, list[str]]:
 
 def _data_steps_per_epoch(ns: argparse.Namespace) -> tuple[int, list[str]]:
     """train.py's ``ceil(B / A)`` for one process, ``B = ceil(examples / batch)``, from its data flags."""
+    from lrsched.recipes.finetune import batches as B  # sizes batches without torch
     from lrsched.recipes.finetune import data  # reads the data without torch
 
     def flag(name: str) -> object:
@@ -167,7 +168,7 @@ def _data_steps_per_epoch(ns: argparse.Namespace) -> tuple[int, list[str]]:
     )
     n = len(data.load_splits(data_flags).train)
     batch, accum = int(str(flag("per_device_train_batch_size"))), int(str(flag("gradient_accumulation_steps")))
-    batches = data.batches_per_epoch(n, batch)
+    batches = B.batches_per_epoch(n, batch)
     if accum > batches:
         raise UsageError(
             f"--gradient_accumulation_steps {accum}: larger than the {batches} batches of an epoch "

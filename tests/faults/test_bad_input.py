@@ -137,9 +137,7 @@ def _params() -> list[object]:
 
 
 @pytest.mark.parametrize(("case", "mode"), _params())
-def test_refused(
-    case: Case, mode: str, inputs: Path, scratch: Path, tmp_path: Path
-) -> None:
+def test_refused(case: Case, mode: str, inputs: Path, scratch: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     if mode == "sentinel":
         out.mkdir()

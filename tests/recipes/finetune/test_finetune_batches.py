@@ -11,20 +11,21 @@ import torch
 from finetune_helpers import TINY
 
 from lrsched.recipes.common.distributed import World
-from lrsched.recipes.finetune import data as D
+from lrsched.recipes.finetune import batches as B
 from lrsched.recipes.finetune import loop
 from lrsched.recipes.finetune.flags import parse
 from lrsched.recipes.finetune.main import prepare
+from lrsched.recipes.finetune.state import State
 
 
-def built(tmp_path: Path, *extra: str) -> tuple[Any, loop.State]:
+def built(tmp_path: Path, *extra: str) -> tuple[Any, State]:
     argv = ["--num_epochs", "1", "--max_train_samples", "512", "--per_device_train_batch_size", "8", *TINY]
     args = parse([*argv, "--output_dir", str(tmp_path / "run"), *extra])
     run = prepare(args, World(), torch.device("cpu"))
     return run, loop.build_state(run)
 
 
-def mean_padded(state: loop.State, batches: list[list[int]]) -> float:
+def mean_padded(state: State, batches: list[list[int]]) -> float:
     return sum(state.tokens.padded_length(b) for b in batches) / len(batches)
 
 
@@ -32,13 +33,13 @@ def test_batches_are_length_grouped_by_default_and_a_permutation_with_the_flag(t
     run, state = built(tmp_path)
     grouped = loop.epoch_batches(run, state, 0)
     assert grouped is loop.epoch_batches(run, state, 0)  # once per epoch
-    assert grouped == D.rank_batches(512, 8, 42, 0, lengths=state.tokens.lengths)
+    assert grouped == B.rank_batches(512, 8, 42, 0, lengths=state.tokens.lengths)
     assert len(grouped) == run.batches == 64
     assert sorted(i for b in grouped for i in b) == list(range(512))
     assert loop.epoch_batches(run, state, 1) != grouped
     plain_run, plain_state = built(tmp_path, "--no-group-by-length")
     plain = loop.epoch_batches(plain_run, plain_state, 0)
-    assert plain == D.rank_batches(512, 8, 42, 0)  # the order of earlier lrsched versions
+    assert plain == B.rank_batches(512, 8, 42, 0)  # the order of earlier lrsched versions
     assert plain_state.tokens.lengths == state.tokens.lengths
     assert mean_padded(state, grouped) < 0.8 * mean_padded(state, plain)
 

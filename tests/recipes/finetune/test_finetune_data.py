@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lrsched.errors import UsageError
+from lrsched.recipes.finetune import batches as B
 from lrsched.recipes.finetune import data as D
 from lrsched.recipes.finetune import metrics
 
@@ -127,22 +128,22 @@ def test_bad_jsonl_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("n", "batch", "world"), [(100, 8, 1), (101, 8, 2), (7, 3, 2), (5, 4, 3)])
 def test_batch_order_is_a_function_of_seed_and_epoch(n: int, batch: int, world: int) -> None:
-    shards = [D.rank_batches(n, batch, 3, 5, rank, world) for rank in range(world)]
-    assert shards == [D.rank_batches(n, batch, 3, 5, rank, world) for rank in range(world)]
-    assert all(len(s) == D.batches_per_epoch(n, batch, world) for s in shards)
+    shards = [B.rank_batches(n, batch, 3, 5, rank, world) for rank in range(world)]
+    assert shards == [B.rank_batches(n, batch, 3, 5, rank, world) for rank in range(world)]
+    assert all(len(s) == B.batches_per_epoch(n, batch, world) for s in shards)
     seen = [i for s in shards for b in s for i in b]
     assert set(seen) == set(range(n)) and len(seen) == world * -(-n // world)
-    assert D.rank_batches(n, batch, 3, 6) != D.rank_batches(n, batch, 3, 5)
-    assert D.rank_batches(n, batch, 4, 5) != D.rank_batches(n, batch, 3, 5)
+    assert B.rank_batches(n, batch, 3, 6) != B.rank_batches(n, batch, 3, 5)
+    assert B.rank_batches(n, batch, 4, 5) != B.rank_batches(n, batch, 3, 5)
 
 
 def test_eval_shards_cover_each_example_once() -> None:
-    shards = [i for r in range(3) for b in D.eval_shard(10, 2, r, 3) for i in b]
+    shards = [i for r in range(3) for b in B.eval_shard(10, 2, r, 3) for i in b]
     assert sorted(shards) == list(range(10))
     lengths = [5, 1, 9, 3, 7, 2, 8, 6, 4, 0]
-    shards = [i for r in range(3) for b in D.eval_shard(10, 2, r, 3, lengths) for i in b]
+    shards = [i for r in range(3) for b in B.eval_shard(10, 2, r, 3, lengths) for i in b]
     assert sorted(shards) == list(range(10))
-    mine = [i for b in D.eval_shard(10, 2, 0, 1, lengths) for i in b]
+    mine = [i for b in B.eval_shard(10, 2, 0, 1, lengths) for i in b]
     assert [lengths[i] for i in mine] == sorted(lengths, reverse=True)
 
 
@@ -160,29 +161,29 @@ def test_length_grouped_batches_keep_the_order_contract(n: int, batch: int, worl
     """Grouped order: a pure function of (seed, epoch), the same batch counts, ranks disjoint within an
     epoch (every example once, DistributedSampler's padding only), and less padding than a permutation."""
     lengths = _lengths(n)
-    shards = [D.rank_batches(n, batch, 3, 5, rank, world, lengths) for rank in range(world)]
-    assert shards == [D.rank_batches(n, batch, 3, 5, rank, world, list(lengths)) for rank in range(world)]
-    assert all(len(s) == D.batches_per_epoch(n, batch, world) for s in shards)
+    shards = [B.rank_batches(n, batch, 3, 5, rank, world, lengths) for rank in range(world)]
+    assert shards == [B.rank_batches(n, batch, 3, 5, rank, world, list(lengths)) for rank in range(world)]
+    assert all(len(s) == B.batches_per_epoch(n, batch, world) for s in shards)
     seen = [i for s in shards for b in s for i in b]
     assert set(seen) == set(range(n)) and len(seen) == world * -(-n // world)
-    order = D.length_grouped_order(lengths, batch * world, 3, 5)
+    order = B.length_grouped_order(lengths, batch * world, 3, 5)
     assert sorted(order) == list(range(n))  # a permutation: ranks share nothing but the padding
-    assert D.rank_batches(n, batch, 3, 6, lengths=lengths) != D.rank_batches(n, batch, 3, 5, lengths=lengths)
-    assert D.rank_batches(n, batch, 4, 5, lengths=lengths) != D.rank_batches(n, batch, 3, 5, lengths=lengths)
+    assert B.rank_batches(n, batch, 3, 6, lengths=lengths) != B.rank_batches(n, batch, 3, 5, lengths=lengths)
+    assert B.rank_batches(n, batch, 4, 5, lengths=lengths) != B.rank_batches(n, batch, 3, 5, lengths=lengths)
     if n >= 1000:
 
         def padded(bs: list[list[int]]) -> float:
             return sum(max(lengths[i] for i in b) for b in bs) / len(bs)
 
-        plain = [D.rank_batches(n, batch, 3, 5, r, world) for r in range(world)]
+        plain = [B.rank_batches(n, batch, 3, 5, r, world) for r in range(world)]
         assert max(map(padded, shards)) < 0.9 * min(map(padded, plain))
 
 
 def test_length_grouping_sorts_within_mega_batches_and_shuffles_the_batches() -> None:
     n, batch = 6400, 32  # 200 batches: mega-batches of min(6400 // 128, 50) = 50 batches
     lengths = _lengths(n, 1)
-    order = D.length_grouped_order(lengths, batch, 7, 0)
-    perm = D.epoch_permutation(n, 7, 0)
+    order = B.length_grouped_order(lengths, batch, 7, 0)
+    perm = B.epoch_permutation(n, 7, 0)
     batches = [order[i : i + batch] for i in range(0, n, batch)]
     megas = [set(perm[i : i + 50 * batch]) for i in range(0, n, 50 * batch)]
     for b in batches:
@@ -197,15 +198,15 @@ def test_grouped_rank_batches_share_lengths_across_ranks() -> None:
     """Rank r's batch k comes from global batch k: the ranks' batches at a step have similar lengths."""
     n, batch, world = 4000, 8, 2
     lengths = _lengths(n, 2)
-    order = D.length_grouped_order(lengths, batch * world, 0, 0)
-    shards = [D.rank_batches(n, batch, 0, 0, r, world, lengths) for r in range(world)]
+    order = B.length_grouped_order(lengths, batch * world, 0, 0)
+    shards = [B.rank_batches(n, batch, 0, 0, r, world, lengths) for r in range(world)]
     for k in range(len(shards[0])):
         assert set(shards[0][k]) | set(shards[1][k]) == set(order[k * batch * world : (k + 1) * batch * world])
 
 
 def test_wrong_number_of_lengths_is_refused() -> None:
     with pytest.raises(ValueError, match="3 lengths for 4 examples"):
-        D.rank_batches(4, 2, 0, 0, lengths=[1, 2, 3])
+        B.rank_batches(4, 2, 0, 0, lengths=[1, 2, 3])
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +225,7 @@ def test_token_cache_batches_equal_the_tokenizers(corpus: D.Splits, tokenizer: o
 
     texts = corpus.train.texts[:3000]
     for max_length in (64, 16):
-        cache = D.TokenCache(tokenizer, texts, max_length)
+        cache = B.TokenCache(tokenizer, texts, max_length)
         assert cache.exact
         assert max(cache.lengths) == max_length
         rng = random.Random(0)
@@ -247,10 +248,10 @@ def test_token_cache_falls_back_to_the_tokenizer_when_it_cannot_reproduce_it(
 
     texts = corpus.train.texts[:50]
     monkeypatch.setattr(tokenizer, "padding_side", "left")  # cache pads left; tokenizer pads left too: still exact
-    cache = D.TokenCache(tokenizer, texts, 64)
+    cache = B.TokenCache(tokenizer, texts, 64)
     assert cache.exact
-    monkeypatch.setattr(D.TokenCache, "_check", lambda self: False)
-    cache = D.TokenCache(tokenizer, texts, 64)
+    monkeypatch.setattr(B.TokenCache, "_check", lambda self: False)
+    cache = B.TokenCache(tokenizer, texts, 64)
     assert not cache.exact
     theirs = tokenizer(texts[:5], padding=True, truncation=True, max_length=64, return_tensors="pt")  # type: ignore[operator]
     ours = cache.batch(range(5))  # type: ignore[arg-type]

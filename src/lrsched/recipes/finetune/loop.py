@@ -15,14 +15,12 @@ end-of-epoch validation, the final report).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import filecmp
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,60 +44,16 @@ from lrsched.recipes.common.checkpoint import (
 from lrsched.recipes.common.device import autocast
 from lrsched.recipes.common.distributed import World, any_rank, barrier, mean_across
 from lrsched.recipes.common.faults import INJECT_NAN, NonFiniteLoss, hook_step
-from lrsched.recipes.common.runlog import RunLog, write_json
+from lrsched.recipes.common.runlog import RunLog
 from lrsched.recipes.common.stopping import Stopped, StopRequest
-from lrsched.recipes.finetune import data as D
-from lrsched.recipes.finetune import metrics
+from lrsched.recipes.finetune import batches as B
 from lrsched.recipes.finetune import model as M
+from lrsched.recipes.finetune.evaluation import eval_tokens, evaluate, rank_summary, write_eval
 from lrsched.recipes.finetune.flags import PROGRAM_ID
-from lrsched.strategy import Plan
+from lrsched.recipes.finetune.state import Run, State
 from lrsched.torch_sched import ScheduledLR
 
 COLUMNS = ("step", "epoch", "lr", "loss", "grad_norm", "seconds")
-
-
-@dataclass
-class Run:
-    """Everything a validated run needs: nothing in it has touched the output directory."""
-
-    args: argparse.Namespace
-    world: World
-    device: torch.device
-    splits: D.Splits
-    model_dir: Path
-    tokenizer: Any
-    model: torch.nn.Module
-    batches: int
-    updates_per_epoch: int
-    plan: Plan
-    output_dir: Path
-    resume: dict[str, Any] | None
-    resume_path: Path | None
-    identity: dict[str, Any]
-    run_id: str | None = None
-
-
-@dataclass
-class State:
-    """The loop's mutable state: the modules and the evaluation history."""
-
-    model: nn.Module
-    net: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: ScheduledLR
-    tokens: D.TokenCache
-    """The training texts' token ids, tokenized once; batches are padded from them."""
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best: dict[str, Any] | None = None
-    saved_step: int | None = None
-    """The step whose checkpoint is on disk in this run's folder (not written twice)."""
-    order: tuple[int, list[list[int]]] | None = None
-    """The batches of the epoch in progress, ``(epoch, batches)``: computed once per epoch."""
-    eval_tokens: dict[str, D.TokenCache] = field(default_factory=dict)
-
-    @property
-    def step(self) -> int:
-        return int(self.scheduler.last_epoch)
 
 
 # ---------------------------------------------------------------- setup and checkpoints
@@ -110,7 +64,7 @@ def build_state(run: Run) -> State:
     model = run.model.to(run.device)
     optimizer = M.adamw(model, run.plan.schedule.base, run.args.weight_decay)
     scheduler = ScheduledLR(optimizer, run.plan.schedule)
-    tokens = D.TokenCache(run.tokenizer, run.splits.train.texts, run.args.max_seq_length)
+    tokens = B.TokenCache(run.tokenizer, run.splits.train.texts, run.args.max_seq_length)
     state = State(model, model, optimizer, scheduler, tokens)
     if run.resume is not None:
         ck = run.resume
@@ -212,10 +166,6 @@ def labels_tensor(run: Run, indices: list[int]) -> torch.Tensor:
     return torch.tensor([run.splits.train.labels[i] for i in indices]).to(run.device, non_blocking=True)
 
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
 def update(run: Run, state: State, group: list[list[int]]) -> tuple[float, float, float]:
     """One optimizer update over ``group`` (A batches); returns (lr used, mean loss, grad norm).
 
@@ -229,7 +179,7 @@ def update(run: Run, state: State, group: list[list[int]]) -> tuple[float, float
     n = sum(len(b) for b in group)
     total = torch.zeros((), device=run.device)
     for i, indices in enumerate(group):
-        enc = to_device(state.tokens.batch(indices), run.device)
+        enc = B.to_device(state.tokens.batch(indices), run.device)
         sync = not run.world.distributed or i == len(group) - 1
         with contextlib.nullcontext() if sync else state.net.no_sync():  # type: ignore[operator]
             with autocast(run.device, run.args.bf16):
@@ -261,63 +211,18 @@ def grad_norm(run: Run, state: State) -> torch.Tensor:
 
 
 def epoch_batches(run: Run, state: State, epoch: int) -> list[list[int]]:
-    """This rank's batches of ``epoch`` (``D.rank_batches``, length-grouped unless --no_group_by_length),
+    """This rank's batches of ``epoch`` (``B.rank_batches``, length-grouped unless --no_group_by_length),
     computed once per epoch."""
     if state.order is None or state.order[0] != epoch:
         a = run.args
         lengths = None if a.no_group_by_length else state.tokens.lengths
         n = len(run.splits.train)
-        batches = D.rank_batches(n, a.per_device_train_batch_size, a.seed, epoch, *_rw(run), lengths=lengths)
+        batches = B.rank_batches(n, a.per_device_train_batch_size, a.seed, epoch, *_rw(run), lengths=lengths)
         state.order = (epoch, batches)
     return state.order[1]
 
 
 # ---------------------------------------------------------------- evaluation
-
-
-def eval_tokens(run: Run, state: State, name: str, data: D.Examples) -> D.TokenCache:
-    """The token cache of an evaluation split, built on first use."""
-    if name not in state.eval_tokens:
-        state.eval_tokens[name] = D.TokenCache(run.tokenizer, data.texts, run.args.max_seq_length)
-    return state.eval_tokens[name]
-
-
-@torch.no_grad()
-def evaluate(
-    run: Run, model: nn.Module, data: D.Examples, stop: StopRequest | None = None, tokens: D.TokenCache | None = None
-) -> dict[str, float]:
-    """Loss, accuracy and macro-F1 over ``data`` (sharded across ranks, then summed).
-
-    With ``tokens`` (``data``'s token cache) the batches are padded from it, longest texts first.
-    In a single process a stop request is honoured between batches (``Stopped``); under DDP the
-    ranks would disagree on where, so it waits for the next point where they all check."""
-    was_training = model.training
-    model.eval()
-    losses = []
-    w = run.world
-    lengths = None if tokens is None else tokens.lengths
-    pairs = []
-    for indices in D.eval_shard(len(data), run.args.per_device_eval_batch_size, w.rank, w.size, lengths):
-        if tokens is None:
-            enc = M.tokenize(run.tokenizer, [data.texts[i] for i in indices], run.args.max_seq_length, run.device)
-        else:
-            enc = to_device(tokens.batch(indices), run.device)
-        labels = torch.tensor([data.labels[i] for i in indices]).to(run.device, non_blocking=True)
-        with autocast(run.device, run.args.bf16):
-            logits = model(**enc).logits.float()
-        losses.append(F.cross_entropy(logits, labels, reduction="sum"))
-        pairs.append(torch.stack([labels, logits.argmax(-1)]))
-        if stop is not None and not w.distributed:
-            stop.check()
-    true, pred = torch.cat(pairs, 1).tolist() if pairs else ([], [])
-    conf = torch.tensor(metrics.confusion(true, pred, len(run.splits.label_names)), dtype=torch.float64)
-    loss_sum = torch.stack(losses).cpu().double().sum() if losses else torch.zeros((), dtype=torch.float64)
-    if w.distributed:
-        for tensor in (conf, loss_sum):
-            dist.all_reduce(tensor)
-    model.train(was_training)
-    m = conf.long().tolist()
-    return {"loss": float(loss_sum) / len(data), "accuracy": metrics.accuracy(m), "macro_f1": metrics.macro_f1(m)}
 
 
 def end_epoch(run: Run, state: State, stop: StopRequest | None = None) -> dict[str, Any]:
@@ -331,39 +236,6 @@ def end_epoch(run: Run, state: State, stop: StopRequest | None = None) -> dict[s
         state.best = dict(result)
         save_model(run, state.model, "best")
     return result
-
-
-def rank_summary(run: Run, state: State) -> list[dict[str, Any]]:
-    """Every rank's step and a checksum of its weights: under DDP they must all agree."""
-    mine = {
-        "rank": run.world.rank,
-        "step": state.step,
-        "weights_sum": float(sum(float(p.detach().double().sum()) for p in state.model.parameters())),
-    }
-    if not run.world.distributed:
-        return [mine]
-    out: list[Any] = [None] * run.world.size
-    dist.all_gather_object(out, mine)
-    return out
-
-
-def write_eval(run: Run, state: State, test: dict[str, Any] | None, ranks: list[dict[str, Any]] | None = None) -> None:
-    """eval.json: per-epoch validation, the best epoch, the test result and the baselines."""
-    if run.world.is_main:
-        report = {
-            "validation": state.history,
-            "best": state.best,
-            "test": test,
-            "labels": run.splits.label_names,
-            "majority_baseline": {
-                "validation": metrics.majority_baseline(run.splits.train.labels, run.splits.validation.labels),
-                "test": None
-                if run.splits.test is None
-                else metrics.majority_baseline(run.splits.train.labels, run.splits.test.labels),
-            },
-            "ranks": ranks,
-        }
-        write_json(run.output_dir / "eval.json", report)
 
 
 # ---------------------------------------------------------------- the loop

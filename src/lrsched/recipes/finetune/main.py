@@ -42,11 +42,12 @@ from lrsched.recipes.common.faults import EXIT_NONFINITE, NonFiniteLoss
 from lrsched.recipes.common.rundir import check_run_dir, claim_run_dir
 from lrsched.recipes.common.runlog import write_json
 from lrsched.recipes.common.stopping import Stopped, StopRequest
+from lrsched.recipes.finetune import batches as B
 from lrsched.recipes.finetune import data as D
 from lrsched.recipes.finetune import loop
 from lrsched.recipes.finetune import model as M
 from lrsched.recipes.finetune.flags import PROG, PROGRAM_ID, parse
-from lrsched.recipes.finetune.loop import Run
+from lrsched.recipes.finetune.state import Run
 from lrsched.schedules import describe, differences
 from lrsched.strategy import Plan, updates_per_epoch
 from lrsched.torch_sched import ScheduleMismatch
@@ -76,7 +77,7 @@ def data_flags(args: argparse.Namespace) -> D.DataFlags:
 
 def size_run(args: argparse.Namespace, n_train: int, world: World) -> tuple[int, int]:
     """``(B, U)``: per-rank batches of an epoch and optimizer updates per epoch, ``ceil(B / A)``."""
-    batches = D.batches_per_epoch(n_train, args.per_device_train_batch_size, world.size)
+    batches = B.batches_per_epoch(n_train, args.per_device_train_batch_size, world.size)
     accum = args.gradient_accumulation_steps
     if accum > batches:
         raise UsageError(
