@@ -27,7 +27,7 @@ TRAIN_OTHER = {
     **dict.fromkeys(("max_train_samples", "max_eval_samples", "max_test_samples", "max_seq_length", "model"), 1),
     **dict.fromkeys(("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"), 1),
     **dict.fromkeys(("weight_decay", "max_grad_norm", "seed", "device", "output_dir", "save_steps"), 1),
-    **dict.fromkeys(("save_total_limit", "resume_from_checkpoint"), 1),
+    **dict.fromkeys(("save_total_limit", "resume_from_checkpoint", "save_strategy"), 1),
     **dict.fromkeys(("bf16", "overwrite_output_dir", "disable_tqdm", "no_group_by_length"), 0),
 }
 PHASE5_OTHER = {

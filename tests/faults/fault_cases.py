@@ -50,6 +50,7 @@ RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "strategy": ("one of auto, constant, linear, cosine, cosine_restarts, wsd", ("cosin", "warmup", "COSINE", "")),
     "decay_ratio": ("decimal in (0, 1]", ("0", "1.5", "-0.1", "nan", "abc")),
     "decay_type": ("one of cosine, linear, 1-sqrt", ("sqrt", "COSINE", "")),
+    "save_strategy": ("one of epoch, no", ("steps", "NO", "")),
     "switch": ("takes no value", ("=yes",)),
 }
 
@@ -117,6 +118,7 @@ TRAIN_FLAGS = {
     "--seed": "nonneg_int",
     "--overwrite_output_dir": "switch",
     "--save_steps": "pos_int",
+    "--save_strategy": "save_strategy",
     "--save_total_limit": "pos_int",
     "--disable_tqdm": "switch",
 }
@@ -253,6 +255,7 @@ def _train_cases() -> list[Case]:
         Case(p, "--output_dir", ("--output_dir", "{in}/otherrun"), "not a run with checkpoints", "otherrun"),
         Case(p, "--learning_rate", ("--learning_rate", "1e300"), "at most 1e36 (float32 AdamW)", "1e+300"),
         Case(p, "--seed", ("--seed", str(2**63 - 1)), "below 2**32", str(2**63 - 1)),
+        Case(p, "--save_steps", ("--save_strategy", "no", "--save_steps", "5"), "needs --save_strategy epoch", "epoch"),
         Case(p, "--max_seq_length", ("--max_seq_length", "100000"), "within the model's 512 positions", "100000"),
         Case(p, "--train_file", ("--train_file", "{in}/onelabel.csv"), "at least two labels", "onelabel.csv"),
         Case(p, "--train_file", ("--train_file", "{in}/listlabel.jsonl"), "labels are not JSON lists", "JSON list"),

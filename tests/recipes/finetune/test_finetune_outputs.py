@@ -3,6 +3,7 @@ with best/ once (hard links), and --save_total_limit bounds the step checkpoints
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -106,3 +107,14 @@ def test_save_total_limit_counts_every_step_checkpoint(tmp_path: Path) -> None:
         if name != "model.safetensors":
             assert os.path.samefile(best / name, last / name), name
     assert os.path.samefile(best / "model.safetensors", last / "model.safetensors") == (ev["best"]["step"] == 4)
+
+
+def test_save_strategy_no_writes_no_checkpoint_but_the_models(tmp_path: Path) -> None:
+    """--save_strategy no: no checkpoints/ at all, best/ and last/ as usual, and a stop says nothing can resume."""
+    out = tmp_path / "run"
+    argv = ["--num_epochs", "2", "--max_train_samples", "16", "--per_device_train_batch_size", "8"]
+    extra = ["--max_eval_samples", "8", "--per_device_eval_batch_size", "8", "--disable_tqdm"]
+    assert run_train([*argv, *extra, "--save_strategy", "no", "--output_dir", str(out)]) == 0
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+    assert (out / "best" / "model.safetensors").is_file() and (out / "last" / "config.json").is_file()
+    assert json.loads((out / "args.json").read_text())["save_strategy"] == "no"

@@ -174,6 +174,16 @@ def test_sighup_in_the_loop_saves_and_exits_0(tmp_path: Path, monkeypatch: pytes
     assert_log_follows_plan(out)
 
 
+def test_a_stop_under_save_strategy_no_exits_0_without_a_checkpoint_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "nosave"
+    signal_when(monkeypatch, loop, "update", signal.SIGTERM, lambda run, state, group: state.step == 1)
+    assert run_train(argv(out, "--save_strategy", "no")) == 0
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+    assert "stopped at step 2 (SIGTERM); --save_strategy no: no checkpoint to continue from" in capsys.readouterr().out
+
+
 def test_sigterm_at_an_epoch_end_writes_that_checkpoint_once_and_validation_cut_short_is_redone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

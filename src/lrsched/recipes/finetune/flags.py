@@ -95,6 +95,14 @@ def _output_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("output")
     add_flag(g, "output_dir", type=Path, metavar="DIR", help="default runs/train-<timestamp>")
     add_flag(g, "overwrite_output_dir", action="store_true", help="replace a finished or stopped run in --output_dir")
+    add_flag(
+        g,
+        "save_strategy",
+        choices=("epoch", "no"),
+        default="epoch",
+        help="epoch: a resumable checkpoint at each epoch end (and every --save_steps); no: none, so a stop "
+        "cannot be resumed (best/ and last/ are still written; default epoch)",
+    )
     add_flag(g, "save_steps", type=positive_int, metavar="N", help="also checkpoint every N updates (mid-epoch)")
     add_flag(
         g, "save_total_limit", type=positive_int, default=2, metavar="K", help="keep K step checkpoints (default 2)"
@@ -119,4 +127,8 @@ def build_parser() -> ArgumentParser:
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.save_strategy == "no" and args.save_steps is not None:
+        parser.error(f"--save_steps {args.save_steps}: needs --save_strategy epoch (no writes no checkpoints)")
+    return args

@@ -97,8 +97,9 @@ def all_rng_states(world: World) -> list[dict[str, Any]]:
 def save(run: Run, state: State) -> None:
     """A resumable checkpoint at the current step (rank 0 writes; every rank gives its RNG).
 
-    Not again when this step's checkpoint is already on disk (an epoch end, then a stop)."""
-    if state.saved_step == state.step:
+    Not again when this step's checkpoint is already on disk (an epoch end, then a stop), and
+    never with ``--save_strategy no``."""
+    if state.saved_step == state.step or run.args.save_strategy == "no":
         return
     rngs = all_rng_states(run.world)
     if run.world.is_main:
@@ -361,7 +362,10 @@ def train(run: Run, stop: StopRequest) -> None:
         test = finish(run, state, stop)
     except Stopped as stopped:
         save(run, state)
-        how = f"({stopped.signal_name}); continue with --resume_from_checkpoint latest"
+        if run.args.save_strategy == "no":
+            how = f"({stopped.signal_name}); --save_strategy no: no checkpoint to continue from"
+        else:
+            how = f"({stopped.signal_name}); continue with --resume_from_checkpoint latest"
         say(run, bar, f"stopped at step {state.step} {how}")
         return
     finally:
@@ -373,5 +377,6 @@ def train(run: Run, stop: StopRequest) -> None:
         print(f"best validation: epoch {best.get('epoch', 0):g}, {_fmt(best)}" if best else "no validation")
         if test is not None:
             print(f"test ({test['model']}): {_fmt(test)}")
-        print(f"wrote {run.output_dir}/: plan.json args.json log.csv eval.json curves.png best/ last/ checkpoints/")
+        kept = " checkpoints/" if run.args.save_strategy == "epoch" else ""
+        print(f"wrote {run.output_dir}/: plan.json args.json log.csv eval.json curves.png best/ last/{kept}")
         sys.stdout.flush()
