@@ -8,17 +8,20 @@ import math
 import pickle
 import random
 from fractions import Fraction
+from typing import Any
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from lrsched.errors import ScheduleError
+from lrsched.errors import ScheduleError, ScheduleMismatch
 from lrsched.schedules import (
     DECAY_TYPES,
     SHAPES,
+    AnySchedule,
     Replanned,
     Schedule,
+    adopt,
     describe,
     differences,
     from_description,
@@ -747,3 +750,39 @@ def test_wsd_matches_hf_get_wsd_schedule(kind: str, ratio: float) -> None:
             assert same_start(t) == pytest.approx(want, rel=1e-12, abs=1e-18), (w, total, decay, t)
             if t >= w:
                 assert zero_start(t) == pytest.approx(want, rel=1e-12, abs=1e-18), (w, total, decay, t)
+
+
+# --- adopt: the one rule for resuming any scheduled value ---
+
+
+def _saved(schedule: AnySchedule, target: Schedule, step: int) -> dict[str, Any]:
+    return {"step": step, "schedule": describe(schedule), "target": describe(target)}
+
+
+def test_adopt_same_target_returns_the_saved_schedule_even_an_earlier_replan() -> None:
+    target = Schedule("cosine", base=1e-3, final=0.0, warmup=10, total=100)
+    assert adopt(target, _saved(target, target, 40)) == target
+    earlier = replan(Schedule("cosine", base=1e-3, final=0.0, warmup=10, total=None), 30, target)
+    assert adopt(target, _saved(earlier, target, 40)) == earlier  # no second replan, no jump
+
+
+def test_adopt_another_target_is_refused_listing_the_differences() -> None:
+    saved = Schedule("cosine", base=1e-3, final=0.0, warmup=10, total=100)
+    wanted = Schedule("cosine", base=1e-3, final=0.0, warmup=10, total=200)
+    with pytest.raises(ScheduleMismatch) as err:
+        adopt(wanted, _saved(saved, saved, 40))
+    assert err.value.changes == ["total: 100 -> 200"]
+
+
+@pytest.mark.parametrize("step", [0, 9, 10, 40, 99])
+def test_adopt_with_replan_continues_from_the_saved_value_without_a_jump(step: int) -> None:
+    saved = Schedule("cosine", base=1e-3, final=0.0, warmup=10, total=100)
+    wanted = Schedule("cosine", base=1e-3, final=0.0, warmup=10, total=200)
+    adopted = adopt(wanted, _saved(saved, saved, step), "replan")
+    assert adopted(step) == pytest.approx(saved(step), rel=1e-12, abs=1e-15)
+    assert adopted(200) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_adopt_reads_a_state_saved_before_targets_were_recorded() -> None:
+    s = Schedule("linear", base=0.996, final=1.0, warmup=0, total=50)
+    assert adopt(s, {"step": 3, "schedule": describe(s)}) == s

@@ -15,7 +15,14 @@ from torch import nn
 
 from lrsched.errors import UsageError
 from lrsched.schedules import Schedule
-from lrsched.torch_sched import ForeignState, PeakMismatchWarning, ScheduledField, ScheduledLR, ScheduleMismatch
+from lrsched.torch_sched import (
+    ForeignState,
+    PeakMismatchWarning,
+    ScheduledField,
+    ScheduledLR,
+    ScheduledValue,
+    ScheduleMismatch,
+)
 
 MULTS = (1.0, 0.5, 0.1)  # lr_mult of three param groups
 
@@ -406,7 +413,7 @@ def test_scheduled_field_weight_decay_keeps_zero_groups_at_zero(tmp_path: Path) 
     opt2.load_state_dict(state["opt"])
     field2.load_state_dict(state["field"])
     opt = opt2  # check() reads `opt`
-    assert field2.last_epoch == 11
+    assert field2.t == 11
     check(11)
     for t in range(12, 40):
         field2.step()
@@ -535,3 +542,23 @@ def test_accelerate_two_processes_lr_per_update(pattern: str, tmp_path: Path) ->
     if pattern == "B":
         accelerate_way = schedule("B", 2)
         assert used == pytest.approx([accelerate_way(2 * k) for k in range(UPDATES)], rel=1e-12, abs=1e-15)
+
+
+def test_scheduled_value_is_saved_and_resumed_as_the_lr_is() -> None:
+    """DINO's teacher momentum: a value outside the optimizer, same state form, same rule, no jump on replan."""
+    open_ended = Schedule("cosine", base=0.996, final=1.0, warmup=0, total=None, start=0.996)
+    momentum = ScheduledValue(open_ended)
+    for _ in range(30):
+        momentum.step()
+    state = momentum.state_dict()
+    assert set(state) == {"step", "schedule", "target"} and state["step"] == 30
+    ended = Schedule("cosine", base=0.996, final=1.0, warmup=0, total=100, start=0.996)
+    with pytest.raises(ScheduleMismatch, match="total: None -> 100"):
+        ScheduledValue(ended).load_state_dict(state)
+    resumed = ScheduledValue(ended, on_mismatch="replan")
+    resumed.load_state_dict(state)
+    assert resumed.t == 30 and resumed.value == pytest.approx(momentum.value, rel=1e-12)
+    assert resumed.replanned is not None
+    for _ in range(70):
+        resumed.step()
+    assert resumed.value == pytest.approx(1.0, rel=1e-12)

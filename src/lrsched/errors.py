@@ -14,3 +14,14 @@ class ScheduleError(ValueError):
 
 class UsageError(ValueError):
     """Bad input (a flag, a path, a checkpoint): one line naming it and the rule, exit status 2."""
+
+
+class ScheduleMismatch(UsageError):
+    """A saved schedule's target differs from the one asked for, and replanning was not requested.
+
+    ``changes`` lists the differences (``"total: 100 -> 200"``), for callers that word their own message.
+    """
+
+    def __init__(self, message: str, changes: list[str]) -> None:
+        super().__init__(message)
+        self.changes = changes

@@ -18,6 +18,7 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from lrsched.errors import ScheduleError as ScheduleError  # re-exported: raised by this module
+from lrsched.errors import ScheduleMismatch
 
 Shape = Literal["constant", "linear", "cosine", "cosine_restarts", "wsd"]
 SHAPES: tuple[Shape, ...] = ("constant", "linear", "cosine", "cosine_restarts", "wsd")
@@ -387,3 +388,38 @@ def differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[
         elif va != vb:
             out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
     return out
+
+
+OnMismatch = Literal["error", "replan"]
+
+
+def adopt(target: AnySchedule, state: dict[str, Any], on_mismatch: OnMismatch = "error") -> AnySchedule:
+    """The one rule for resuming any scheduled value (an LR, a weight decay, a momentum, a temperature).
+
+    ``state`` is what was saved: ``step``, the ``schedule`` followed (possibly an earlier replan)
+    and the ``target`` the run was asked for (states older than targets: the schedule is its target).
+
+    - the same target: the saved schedule, so a resume never jumps and an earlier replan continues;
+    - another target: ``ScheduleMismatch`` listing the differences, or with ``on_mismatch="replan"``
+      the saved schedule up to the saved step, then ``replan`` towards ``target`` (which may raise
+      ``ScheduleError`` when no jump-free replan exists).
+    """
+    saved = from_description(state["schedule"])
+    saved_target = describe(from_description(state.get("target", state["schedule"])))
+    if saved_target == describe(target):
+        return saved
+    if on_mismatch != "replan" or not isinstance(target, Schedule):  # only a plain target can be replanned to
+        changes = differences(saved_target, describe(target))
+        raise ScheduleMismatch(
+            f"the checkpoint's schedule differs ({'; '.join(changes)}); build the scheduler with "
+            'on_mismatch="replan" to continue from the saved step without a jump',
+            changes,
+        )
+    return replan(saved, int(state["step"]), target)
+
+
+def replan_note(adopted: AnySchedule, step: int) -> str | None:
+    """What a replan adopted at ``step`` does, in words (``None`` when nothing was replanned there)."""
+    if isinstance(adopted, Replanned) and adopted.t0 == step:
+        return adopted.summary()
+    return None

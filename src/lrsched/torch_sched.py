@@ -1,11 +1,12 @@
-"""Schedules driving torch optimizers: ``ScheduledLR`` and ``ScheduledField``.
+"""Scheduled values in torch training: ``ScheduledLR``, ``ScheduledField`` and ``ScheduledValue``.
 
-Both are closed form in the step ``t``: each param group's value is
+All are closed form in the step ``t``: each param group's value is
 ``initial * schedule(t) / schedule.base``, so the ratios between groups (``lr_mult``,
-``wd_mult``, layer-wise decay) survive, and resuming needs only ``t``. Their
-``state_dict`` holds ``t`` and the schedule's description; loading a different
-schedule is refused (``ScheduleMismatch``) unless the scheduler was built with
-``on_mismatch="replan"``, which then follows ``replan`` from the saved step.
+``wd_mult``, layer-wise decay) survive, and resuming needs only ``t``. ``ScheduledValue``
+is a value outside the optimizer (DINO's teacher momentum and temperature). All three save
+the same state (``step``, the ``schedule`` followed, the ``target`` asked for) and resume by
+one rule, ``lrsched.schedules.adopt``: another schedule is refused (``ScheduleMismatch``)
+unless built with ``on_mismatch="replan"``, which then follows ``replan`` from the saved step.
 """
 
 from __future__ import annotations
@@ -18,23 +19,11 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from lrsched.errors import ScheduleMismatch as ScheduleMismatch  # re-exported: raised by load_state_dict
 from lrsched.errors import UsageError
-from lrsched.schedules import (
-    AnySchedule,
-    Replanned,
-    Schedule,
-    describe,
-    differences,
-    from_description,
-    replan,
-)
+from lrsched.schedules import AnySchedule, OnMismatch, adopt, describe, from_description, replan_note
 
-OnMismatch = Literal["error", "replan"]
 GroupLR = Literal["relative", "lr_mult"]
-
-
-class ScheduleMismatch(UsageError):
-    """A saved schedule differs from the one asked for, and replanning was not requested."""
 
 
 class ForeignState(UsageError):
@@ -56,37 +45,6 @@ def _check_state(owner: str, state: dict[str, Any]) -> None:
             f"{owner}.load_state_dict: not a {owner} state (no 'step' and 'schedule'; it has {keys}), "
             "so another scheduler (such as torch's LambdaLR) wrote it and it cannot be resumed here"
         )
-
-
-def _normalized(description: dict[str, Any]) -> dict[str, Any]:
-    """A saved description as this version writes it (older forms are read, then re-described)."""
-    return describe(from_description(description))
-
-
-def _adopt(target: AnySchedule, state: dict[str, Any], on_mismatch: OnMismatch) -> AnySchedule:
-    """The schedule to follow after loading ``state``, when the caller now asks for ``target``.
-
-    The same target as saved: the saved schedule (which may be an earlier replan). Another
-    target: ``ScheduleMismatch`` listing the differences, or with ``on_mismatch="replan"`` the
-    saved schedule up to the saved step, then ``replan`` towards ``target``.
-    """
-    saved_target = _normalized(state.get("target", state["schedule"]))
-    if saved_target == describe(target):
-        return from_description(state["schedule"])
-    if on_mismatch != "replan" or not isinstance(target, Schedule):
-        changes = "; ".join(differences(saved_target, describe(target)))
-        raise ScheduleMismatch(
-            f"the checkpoint's schedule differs ({changes}); build the scheduler with "
-            'on_mismatch="replan" to continue from the saved step without a jump'
-        )
-    return replan(from_description(state["schedule"]), int(state["step"]), target)
-
-
-def _replan_note(adopted: AnySchedule, step: int) -> str | None:
-    """What a replan adopted at ``step`` does, in words (``None`` when nothing was replanned there)."""
-    if isinstance(adopted, Replanned) and adopted.t0 == step:
-        return adopted.summary()
-    return None
 
 
 def _rescaled(initial: list[float], state: dict[str, Any], adopted: AnySchedule) -> list[float]:
@@ -184,17 +142,58 @@ class ScheduledLR(LRScheduler):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resume from ``state_dict``; refuses a foreign state (``ForeignState``) or another schedule."""
         _check_state("ScheduledLR", state_dict)
-        self.schedule = _adopt(self.target, state_dict, self.on_mismatch)
+        self.schedule = adopt(self.target, state_dict, self.on_mismatch)
         self.last_epoch = int(state_dict["step"])
-        self.replanned = _replan_note(self.schedule, self.last_epoch)
-        saved = list(state_dict.get("base_lrs", self.base_lrs))
-        self.base_lrs = [*_rescaled(saved, state_dict, self.schedule)]
+        self.replanned = replan_note(self.schedule, self.last_epoch)
+        self.base_lrs = [*_rescaled(list(state_dict["base_lrs"]), state_dict, self.schedule)]
         for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
             group["lr"] = lr
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
-class ScheduledField:
+class ScheduledValue:
+    """A value that follows ``schedule`` in the step ``t``: ``value`` is ``schedule(t)``, ``step()`` adds one.
+
+    For values outside the optimizer (DINO's teacher momentum and temperature), and the base of
+    ``ScheduledField``. ``state_dict`` is the form every scheduler here saves (``step``, ``schedule``,
+    ``target``); ``load_state_dict`` adopts it by ``adopt``, and ``replanned`` then says in words what
+    a replan at the saved step does (``None`` otherwise).
+    """
+
+    def __init__(self, schedule: AnySchedule, *, on_mismatch: OnMismatch = "error") -> None:
+        self.schedule = self.target = schedule
+        self.on_mismatch = on_mismatch
+        self.replanned: str | None = None
+        self.t = 0
+        """The step: optimizer updates done."""
+
+    @property
+    def value(self) -> float:
+        return self.schedule(self.t)
+
+    def step(self) -> None:
+        self.t += 1
+        self._apply()
+
+    def _apply(self) -> None:
+        """Put the value where it acts (``ScheduledField``: the param groups); here nothing to do."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.t, "schedule": describe(self.schedule), "target": describe(self.target)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        _check_state(type(self).__name__, state_dict)
+        self.schedule = adopt(self.target, state_dict, self.on_mismatch)
+        self.t = int(state_dict["step"])
+        self.replanned = replan_note(self.schedule, self.t)
+        self._adopted(state_dict)
+        self._apply()
+
+    def _adopted(self, state_dict: dict[str, Any]) -> None:
+        """Restore what a subclass saved beside the schedule."""
+
+
+class ScheduledField(ScheduledValue):
     """The same closed form for any other param-group field (``weight_decay``, ``momentum``...).
 
     ``group[field] = group["initial_" + field] * schedule(t) / schedule.base``; a group whose
@@ -211,34 +210,18 @@ class ScheduledField:
             if field not in group:
                 have = ", ".join(k for k in group if k != "params")
                 raise UsageError(f"ScheduledField: param group {i} has no field {field!r} (it has {have})")
-        self.optimizer, self.field, self.on_mismatch = optimizer, field, on_mismatch
-        self.schedule = self.target = schedule
-        self.replanned: str | None = None
+        super().__init__(schedule, on_mismatch=on_mismatch)
+        self.optimizer, self.field = optimizer, field
         self.initial = [group.setdefault(f"initial_{field}", group[field]) for group in optimizer.param_groups]
-        self.last_epoch = 0
         self._apply()
 
     def _apply(self) -> None:
-        scale = self.schedule(self.last_epoch) / self.schedule.base
+        scale = self.value / self.schedule.base
         for group, initial in zip(self.optimizer.param_groups, self.initial):
             group[self.field] = initial * scale
 
-    def step(self) -> None:
-        self.last_epoch += 1
-        self._apply()
-
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.last_epoch,
-            "schedule": describe(self.schedule),
-            "target": describe(self.target),
-            "initial": list(self.initial),
-        }
+        return {**super().state_dict(), "initial": list(self.initial)}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        _check_state("ScheduledField", state_dict)
-        self.schedule = _adopt(self.target, state_dict, self.on_mismatch)
-        self.last_epoch = int(state_dict["step"])
-        self.replanned = _replan_note(self.schedule, self.last_epoch)
-        self.initial = _rescaled(list(state_dict.get("initial", self.initial)), state_dict, self.schedule)
-        self._apply()
+    def _adopted(self, state_dict: dict[str, Any]) -> None:
+        self.initial = _rescaled(list(state_dict["initial"]), state_dict, self.schedule)

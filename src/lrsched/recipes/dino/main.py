@@ -32,23 +32,12 @@ from lrsched.recipes.common.runlog import RunLog, write_json
 from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.dino.curves import draw_curves
 from lrsched.recipes.dino.data import Dataset, data_changes, load_dataset, read_index_header, write_index
+from lrsched.recipes.dino.evaluation import baselines
 from lrsched.recipes.dino.flags import DEFAULTS, LR_WARMUP, PROG, PROGRAM_ID, build_parser, flag_strings, spelling
-from lrsched.recipes.dino.loop import (
-    LOG_COLUMNS,
-    Run,
-    Schedules,
-    Settings,
-    baselines,
-    build_run,
-    check_resume,
-    plan_json,
-    rank_fingerprints,
-    save,
-    say,
-    train,
-    write_metrics,
-)
+from lrsched.recipes.dino.loop import LOG_COLUMNS, build_run, rank_fingerprints, train, write_metrics
 from lrsched.recipes.dino.model import step_bytes_lower_bound
+from lrsched.recipes.dino.resume import check_resume, plan_json, save
+from lrsched.recipes.dino.state import Schedules, Settings, State, say
 from lrsched.recipes.dino.vit import PRESETS, Preset
 from lrsched.schedules import Schedule
 
@@ -161,8 +150,7 @@ def settle(argv: Sequence[str] | None) -> Settings:
 
 def _check_same_data(state: dict[str, Any], data: Dataset, args: argparse.Namespace) -> None:
     """A resume trains on the data its checkpoint saw, unless --accept-data-change."""
-    saved = state.get("data", {}).get("fingerprint")
-    changes = ["no record in the checkpoint"] if saved is None else data_changes(saved, data.fingerprint())
+    changes = data_changes(state["data"]["fingerprint"], data.fingerprint())  # check_resume saw "data"
     if changes and not args.accept_data_change:
         raise UsageError(
             f"--data-dir {args.data_dir or data.name}: not the data of the checkpoint ({'; '.join(changes)}); "
@@ -224,7 +212,7 @@ def memory_available(device: torch.device) -> int | None:
 # --- outputs ---------------------------------------------------------------------------------
 
 
-def plan_lines(run: Run) -> list[str]:
+def plan_lines(run: State) -> list[str]:
     """The plan as people read it: the LR plan with sources, then DINO's other schedules."""
     sch, total = run.settings.schedules, run.settings.schedules.lr.schedule.total
     horizon = "held after warm-up (open-ended)" if total is None else f"cosine to step {total}"
@@ -241,7 +229,7 @@ def plan_lines(run: Run) -> list[str]:
     return lines
 
 
-def start_outputs(run: Run) -> RunLog | None:
+def start_outputs(run: State) -> RunLog | None:
     """Rank 0: create the folder, write plan.json and args.json, open log.csv, print the plan."""
     if not run.world.is_main:
         return None
@@ -261,7 +249,7 @@ def start_outputs(run: Run) -> RunLog | None:
     return RunLog(out, LOG_COLUMNS, resume_step=run.t if run.settings.resume is not None else None)
 
 
-def _say_data(run: Run) -> None:
+def _say_data(run: State) -> None:
     """Rank 0: what the run trains on and evaluates with."""
     data, a = run.settings.data, run.settings.args
     print(f"data: {data.name}, {len(data.train)} training images, {data.channels} channel(s), {a.workers} worker(s)")
@@ -269,7 +257,7 @@ def _say_data(run: Run) -> None:
         print(f"note: k-NN evaluation skipped: {data.knn_note}", flush=True)
 
 
-def finish(run: Run, log: RunLog | None, status: str) -> None:
+def finish(run: State, log: RunLog | None, status: str) -> None:
     """Metrics, curves and closing the log (rank 0)."""
     rank_fingerprints(run)
     if log is None:
@@ -345,7 +333,7 @@ def run_program(settings: Settings, world: World, device: torch.device, stop: St
     return 0  # unreachable: the ExitStack does not swallow exceptions
 
 
-def _train_and_report(run: Run, stop: StopRequest) -> int:
+def _train_and_report(run: State, stop: StopRequest) -> int:
     """Outputs, baselines, the loop, the report; a stop anywhere saves first; a full disk is one line."""
     out = run.settings.output_dir
     log = None

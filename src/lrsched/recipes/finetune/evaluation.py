@@ -16,10 +16,10 @@ from lrsched.recipes.finetune import batches as B
 from lrsched.recipes.finetune import data as D
 from lrsched.recipes.finetune import metrics
 from lrsched.recipes.finetune import model as M
-from lrsched.recipes.finetune.state import Run, State
+from lrsched.recipes.finetune.state import Settings, State
 
 
-def eval_tokens(run: Run, state: State, name: str, data: D.Examples) -> B.TokenCache:
+def eval_tokens(run: Settings, state: State, name: str, data: D.Examples) -> B.TokenCache:
     """The token cache of an evaluation split, built on first use."""
     if name not in state.eval_tokens:
         state.eval_tokens[name] = B.TokenCache(run.tokenizer, data.texts, run.args.max_seq_length)
@@ -28,7 +28,11 @@ def eval_tokens(run: Run, state: State, name: str, data: D.Examples) -> B.TokenC
 
 @torch.no_grad()
 def evaluate(
-    run: Run, model: nn.Module, data: D.Examples, stop: StopRequest | None = None, tokens: B.TokenCache | None = None
+    run: Settings,
+    model: nn.Module,
+    data: D.Examples,
+    stop: StopRequest | None = None,
+    tokens: B.TokenCache | None = None,
 ) -> dict[str, float]:
     """Loss, accuracy and macro-F1 over ``data`` (sharded across ranks, then summed).
 
@@ -64,7 +68,7 @@ def evaluate(
     return {"loss": float(loss_sum) / len(data), "accuracy": metrics.accuracy(m), "macro_f1": metrics.macro_f1(m)}
 
 
-def rank_summary(run: Run, state: State) -> list[dict[str, Any]]:
+def rank_summary(run: Settings, state: State) -> list[dict[str, Any]]:
     """Every rank's step and a checksum of its weights: under DDP they must all agree."""
     mine = {
         "rank": run.world.rank,
@@ -78,7 +82,9 @@ def rank_summary(run: Run, state: State) -> list[dict[str, Any]]:
     return out
 
 
-def write_eval(run: Run, state: State, test: dict[str, Any] | None, ranks: list[dict[str, Any]] | None = None) -> None:
+def write_eval(
+    run: Settings, state: State, test: dict[str, Any] | None, ranks: list[dict[str, Any]] | None = None
+) -> None:
     """eval.json: per-epoch validation, the best epoch, the test result and the baselines."""
     if run.world.is_main:
         report = {

@@ -50,7 +50,7 @@ from lrsched.recipes.finetune import batches as B
 from lrsched.recipes.finetune import model as M
 from lrsched.recipes.finetune.evaluation import eval_tokens, evaluate, rank_summary, write_eval
 from lrsched.recipes.finetune.flags import PROGRAM_ID
-from lrsched.recipes.finetune.state import Run, State
+from lrsched.recipes.finetune.state import Settings, State
 from lrsched.torch_sched import ScheduledLR
 
 COLUMNS = ("step", "epoch", "lr", "loss", "grad_norm", "seconds")
@@ -59,7 +59,7 @@ COLUMNS = ("step", "epoch", "lr", "loss", "grad_norm", "seconds")
 # ---------------------------------------------------------------- setup and checkpoints
 
 
-def build_state(run: Run) -> State:
+def build_state(run: Settings) -> State:
     """Model on the device, AdamW, ScheduledLR; restored from the checkpoint when resuming."""
     model = run.model.to(run.device)
     optimizer = M.adamw(model, run.plan.schedule.base, run.args.weight_decay)
@@ -94,7 +94,7 @@ def all_rng_states(world: World) -> list[dict[str, Any]]:
     return out
 
 
-def save(run: Run, state: State) -> None:
+def save(run: Settings, state: State) -> None:
     """A resumable checkpoint at the current step (rank 0 writes; every rank gives its RNG).
 
     Not again when this step's checkpoint is already on disk (an epoch end, then a stop), and
@@ -121,7 +121,7 @@ def save(run: Run, state: State) -> None:
     barrier(run.world)
 
 
-def save_model(run: Run, model: nn.Module, name: str, dedupe_with: str | None = None) -> None:
+def save_model(run: Settings, model: nn.Module, name: str, dedupe_with: str | None = None) -> None:
     """A Hugging Face model directory (weights, config with label names, tokenizer).
 
     A file that is a hard link (``last/`` sharing ``best/``'s) is unlinked first, so writing one
@@ -163,11 +163,11 @@ def link_identical(folder: Path, reference: Path) -> list[str]:
 # ---------------------------------------------------------------- one update
 
 
-def labels_tensor(run: Run, indices: list[int]) -> torch.Tensor:
+def labels_tensor(run: Settings, indices: list[int]) -> torch.Tensor:
     return torch.tensor([run.splits.train.labels[i] for i in indices]).to(run.device, non_blocking=True)
 
 
-def update(run: Run, state: State, group: list[list[int]]) -> tuple[float, float, float]:
+def update(run: Settings, state: State, group: list[list[int]]) -> tuple[float, float, float]:
     """One optimizer update over ``group`` (A batches); returns (lr used, mean loss, grad norm).
 
     The loss is the mean over the group's examples (each micro-batch weighted by its size),
@@ -202,7 +202,7 @@ def update(run: Run, state: State, group: list[list[int]]) -> tuple[float, float
     return lr, mean_loss, norm_value
 
 
-def grad_norm(run: Run, state: State) -> torch.Tensor:
+def grad_norm(run: Settings, state: State) -> torch.Tensor:
     """The global gradient norm (a tensor on the device), clipped to --max_grad_norm when that is > 0."""
     params = [p for p in state.model.parameters() if p.grad is not None]
     limit = run.args.max_grad_norm
@@ -211,7 +211,7 @@ def grad_norm(run: Run, state: State) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
 
 
-def epoch_batches(run: Run, state: State, epoch: int) -> list[list[int]]:
+def epoch_batches(run: Settings, state: State, epoch: int) -> list[list[int]]:
     """This rank's batches of ``epoch`` (``B.rank_batches``, length-grouped unless --no_group_by_length),
     computed once per epoch."""
     if state.order is None or state.order[0] != epoch:
@@ -226,7 +226,7 @@ def epoch_batches(run: Run, state: State, epoch: int) -> list[list[int]]:
 # ---------------------------------------------------------------- evaluation
 
 
-def end_epoch(run: Run, state: State, stop: StopRequest | None = None) -> dict[str, Any]:
+def end_epoch(run: Settings, state: State, stop: StopRequest | None = None) -> dict[str, Any]:
     """Validate at the end of an epoch (or of the run); keep the best model by accuracy."""
     step = state.step
     result = {"epoch": round(step / run.updates_per_epoch, 4), "step": step}
@@ -247,24 +247,24 @@ def stop_requested(stop: StopRequest, world: World, device: torch.device) -> boo
     return any_rank(stop.requested is not None, world, device)
 
 
-def stop_point(run: Run, stop: StopRequest) -> None:
+def stop_point(run: Settings, stop: StopRequest) -> None:
     """A point every rank passes: raise ``Stopped`` on all of them if any rank got a signal."""
     if stop_requested(stop, run.world, run.device):
         raise Stopped(stop.requested or "a signal to another rank")
 
 
-def epoch_end(run: Run, step: int) -> bool:
+def epoch_end(run: Settings, step: int) -> bool:
     total = run.plan.schedule.total
     return step > 0 and (step % run.updates_per_epoch == 0 or step == total)
 
 
-def validate_epoch(run: Run, state: State, bar: tqdm[Any], stop: StopRequest) -> None:
+def validate_epoch(run: Settings, state: State, bar: tqdm[Any], stop: StopRequest) -> None:
     result = end_epoch(run, state, stop)
     write_eval(run, state, None)
     say(run, bar, f"epoch {result['epoch']:g} step {result['step']}: validation {_fmt(result)}")
 
 
-def run_updates(run: Run, state: State, log: RunLog | None, bar: tqdm[Any], stop: StopRequest) -> None:
+def run_updates(run: Settings, state: State, log: RunLog | None, bar: tqdm[Any], stop: StopRequest) -> None:
     """Updates from the current step to T; a signal raises ``Stopped`` at the next safe point."""
     a, upe = run.args, run.updates_per_epoch
     total = run.plan.schedule.total
@@ -292,13 +292,13 @@ def run_updates(run: Run, state: State, log: RunLog | None, bar: tqdm[Any], stop
             save(run, state)
 
 
-def say(run: Run, bar: tqdm[Any], message: str) -> None:
+def say(run: Settings, bar: tqdm[Any], message: str) -> None:
     """Print a line above the progress bar, on rank 0 only."""
     if run.world.is_main:
         bar.write(message)
 
 
-def _rw(run: Run) -> tuple[int, int]:
+def _rw(run: Settings) -> tuple[int, int]:
     return run.world.rank, run.world.size
 
 
@@ -306,7 +306,7 @@ def _fmt(result: dict[str, Any]) -> str:
     return f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f}"
 
 
-def finish(run: Run, state: State, stop: StopRequest) -> dict[str, Any] | None:
+def finish(run: Settings, state: State, stop: StopRequest) -> dict[str, Any] | None:
     """Save the last model, test the best one, write eval.json and curves.png (a stop between parts
     leaves the step's checkpoint; resuming it redoes the report)."""
     stop_point(run, stop)
@@ -328,7 +328,7 @@ def finish(run: Run, state: State, stop: StopRequest) -> dict[str, Any] | None:
     return test
 
 
-def open_log(run: Run, state: State) -> RunLog | None:
+def open_log(run: Settings, state: State) -> RunLog | None:
     """Rank 0's log.csv. Resuming from a checkpoint older than the folder's newest abandons the
     steps after it: their checkpoints move aside (``set_aside_future``) before the log is cut back."""
     if not run.world.is_main:
@@ -343,7 +343,7 @@ def open_log(run: Run, state: State) -> RunLog | None:
     return RunLog(run.output_dir, COLUMNS, resume_step=state.step)
 
 
-def train(run: Run, stop: StopRequest) -> None:
+def train(run: Settings, stop: StopRequest) -> None:
     """Train from the current step to the plan's end, then report (rank 0 prints).
 
     ``stop`` is installed (and deferred) by the caller; a signal ends the run with a checkpoint."""

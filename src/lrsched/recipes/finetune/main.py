@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from lrsched.errors import ScheduleError, UsageError
+from lrsched.errors import ScheduleError, ScheduleMismatch, UsageError
 from lrsched.flags import check_peak, finetune_plan
 from lrsched.recipes.common.checkpoint import is_disk_full, latest_checkpoint, load_checkpoint, resolve_resume
 from lrsched.recipes.common.device import describe_device, device_memory, pick_device
@@ -47,10 +47,9 @@ from lrsched.recipes.finetune import data as D
 from lrsched.recipes.finetune import loop
 from lrsched.recipes.finetune import model as M
 from lrsched.recipes.finetune.flags import PROG, PROGRAM_ID, parse
-from lrsched.recipes.finetune.state import Run
-from lrsched.schedules import describe, differences
+from lrsched.recipes.finetune.state import Settings
+from lrsched.schedules import adopt, differences
 from lrsched.strategy import Plan, updates_per_epoch
-from lrsched.torch_sched import ScheduleMismatch
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
 RUN_FILES = ("plan.json", "args.json", "log.csv", "eval.json", "curves.png", "checkpoints", "best", "last", "tb")
@@ -110,19 +109,20 @@ def run_identity(args: argparse.Namespace, splits: D.Splits, world: World, model
 
 def check_resume(state: dict[str, Any], plan: Plan, identity: dict[str, Any], flag: str) -> None:
     """Refuse a checkpoint of another model, another data order or another plan, listing differences."""
-    saved = state.get("identity", {})
+    saved = state["identity"]
     if saved.get("model") != identity["model"]:
         raise UsageError(f"{flag}: the checkpoint is of another model (parameter names or shapes differ from --model)")
     changed = differences(saved, identity)
     if changed:
         raise UsageError(f"{flag}: the checkpoint is of another run ({'; '.join(changed)})")
-    saved_target = state["scheduler"].get("target", state["scheduler"]["schedule"])
-    changed = differences(saved_target, describe(plan.schedule))
-    if changed:
+    try:
+        adopt(plan.schedule, state["scheduler"])
+    except ScheduleMismatch as err:
         raise ScheduleMismatch(
-            f"{flag}: the checkpoint's schedule differs ({'; '.join(changed)}); "
-            "resume with the flags it was started with"
-        )
+            f"{flag}: the checkpoint's schedule differs ({'; '.join(err.changes)}); "
+            "resume with the flags it was started with",
+            err.changes,
+        ) from None
 
 
 def run_dir_options(args: argparse.Namespace, resume_path: Path | None) -> dict[str, Any]:
@@ -150,7 +150,7 @@ def longest_tokens(tokenizer: Any, texts: Sequence[str], limit: int, sample: int
     return max(len(ids) for ids in enc["input_ids"])
 
 
-def check_sizes(args: argparse.Namespace, run: Run) -> None:
+def check_sizes(args: argparse.Namespace, run: Settings) -> None:
     """--max_seq_length within the model's positions; a batch that cannot fit in memory is refused up front.
 
     Memory is estimated from the padded batch (at most ``--max_seq_length`` tokens, and no more
@@ -204,7 +204,7 @@ def default_output_dir() -> Path:
     return Path("runs") / f"train-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare(args: argparse.Namespace, world: World, device: torch.device) -> Run:
+def prepare(args: argparse.Namespace, world: World, device: torch.device) -> Settings:
     """Check every input and build the run; raises ``UsageError`` before anything is written."""
     splits = D.load_splits(data_flags(args))
     model_dir = args.model if args.model is not None else M.default_model_dir()
@@ -223,7 +223,7 @@ def prepare(args: argparse.Namespace, world: World, device: torch.device) -> Run
     identity = run_identity(args, splits, world, model)
     if state is not None:
         check_resume(state, plan, identity, f"{flag} {resume_path}")
-    run = Run(
+    run = Settings(
         args,
         world,
         device,
@@ -246,7 +246,7 @@ def prepare(args: argparse.Namespace, world: World, device: torch.device) -> Run
 # ---------------------------------------------------------------- the printout
 
 
-def plan_text(run: Run) -> str:
+def plan_text(run: Settings) -> str:
     """The plan as ``lrsched show`` prints it, then the run size."""
     s, a = run.splits, run.args
     t = run.plan.schedule.total
@@ -269,7 +269,7 @@ def plan_text(run: Run) -> str:
     return "\n".join(lines)
 
 
-def start_output(run: Run) -> None:
+def start_output(run: Settings) -> None:
     """Write plan.json and args.json (rank 0) into the claimed output directory (``claim_run_dir``
     created it, and cleared an old run when allowed)."""
     out = run.output_dir
@@ -341,7 +341,7 @@ def _main(args: argparse.Namespace, stop: StopRequest) -> int:
     return 0
 
 
-def disk_full_message(run: Run, err: BaseException) -> str:
+def disk_full_message(run: Settings, err: BaseException) -> str:
     """One line: what could not be written, and which checkpoint is intact."""
     what = getattr(err, "filename", None) or str(err).split(": ", 1)[-1]
     newest = latest_checkpoint(run.output_dir / "checkpoints")

@@ -1,4 +1,5 @@
-"""train.py's two records: ``Run``, the validated inputs, and ``State``, what the loop changes."""
+"""train.py's two records, named as phase5's: ``Settings``, the validated inputs, and ``State``,
+what the loop changes."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from lrsched.torch_sched import ScheduledLR
 
 
 @dataclass
-class Run:
+class Settings:
     """Everything a validated run needs: nothing in it has touched the output directory."""
 
     args: argparse.Namespace

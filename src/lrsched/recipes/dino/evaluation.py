@@ -1,0 +1,101 @@
+"""phase5's evaluation: weighted k-NN on teacher features (or raw pixels) at step ``t``, and the baselines."""
+
+from __future__ import annotations
+
+import torch
+
+from lrsched.recipes.common.device import autocast
+from lrsched.recipes.common.distributed import any_rank, barrier
+from lrsched.recipes.common.stopping import Stopped, StopRequest
+from lrsched.recipes.dino import knn
+from lrsched.recipes.dino.augment import as_float
+from lrsched.recipes.dino.data import Source
+from lrsched.recipes.dino.head import DINONet
+from lrsched.recipes.dino.state import State, say
+from lrsched.recipes.dino.stream import eval_batches
+
+RAW_PIXELS_SIDE = 32
+"""k-NN on raw pixels compares whole images shrunk to at most this side (Fashion-MNIST: its own 28 px)."""
+
+
+def _features(
+    run: State, source: Source, ids: torch.Tensor, net: DINONet | None, stop: StopRequest
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of images ``ids`` (teacher CLS, or raw pixels when ``net`` is None) and labels, a batch at a time.
+
+    In one process a stop request raises ``Stopped`` between batches; under torchrun rank 0
+    finishes (the other ranks wait for it) and every rank stops after (``stop_point``).
+    """
+    s = run.settings
+    size = s.preset.global_size if net is not None else min(s.preset.global_size, RAW_PIXELS_SIDE)
+    features, labels = [], []
+    for pixels, y in eval_batches(source, ids, size, s.args.workers):
+        if not run.world.distributed:
+            stop.check()
+        x = as_float(pixels.to(run.device))
+        if net is None:
+            features.append(x.flatten(1))
+        else:
+            with autocast(run.device, s.args.bf16):
+                features.append(net.backbone(run.photometric.normalise(x)).float())
+        labels.append(y)
+    return torch.cat(features), torch.cat(labels)
+
+
+@torch.no_grad()
+def knn_eval(run: State, net: DINONet | None, stop: StopRequest) -> float | None:
+    """Weighted k-NN top-1 on teacher CLS features (``net``), or on raw pixels when ``net`` is None."""
+    s = run.settings
+    if s.data.knn_train is None or s.data.knn_test is None:
+        return None
+    tr = knn.subset(len(s.data.knn_train), s.args.knn_train_samples)
+    te = knn.subset(len(s.data.knn_test), s.args.knn_test_samples, seed=1)
+    was_training = net.training if net is not None else False
+    if net is not None:
+        net.eval()
+    try:
+        train_f, train_y = _features(run, s.data.knn_train, tr, net, stop)
+        test_f, test_y = _features(run, s.data.knn_test, te, net, stop)
+    finally:
+        if net is not None:
+            net.train(was_training)
+    return knn.knn_top1(train_f, train_y, test_f, test_y)
+
+
+def stop_point(run: State, stop: StopRequest) -> None:
+    """A point every rank passes: ``Stopped`` on all of them when any rank got a signal."""
+    if any_rank(stop.requested is not None, run.world, run.device):
+        raise Stopped(stop.requested or "a signal to another rank")
+
+
+def evaluate(run: State, stop: StopRequest) -> None:
+    """k-NN of the teacher at step ``t`` on rank 0 (recorded in the metrics); others wait."""
+    if run.world.is_main:
+        acc = knn_eval(run, run.teacher, stop)
+        if acc is not None:
+            run.metrics["knn_top1"] = acc
+            history = run.metrics.setdefault("knn_history", [])
+            if history and history[-1][0] == run.t:  # evaluated at this step already (a resumed, finished run)
+                history.pop()
+            history.append([run.t, acc])
+            say(
+                run,
+                f"step {run.t}: k-NN top-1 {acc:.4f} (at init {run.metrics.get('knn_top1_at_init', 0):.4f}, "
+                f"raw pixels {run.metrics.get('knn_top1_raw_pixels', 0):.4f})",
+            )
+    barrier(run.world)
+    stop_point(run, stop)
+
+
+def baselines(run: State, stop: StopRequest) -> None:
+    """k-NN on raw pixels and on the network at initialisation (until both are recorded)."""
+    if run.world.is_main and "knn_top1_at_init" not in run.metrics:
+        run.metrics["knn_top1_raw_pixels"] = knn_eval(run, None, stop)
+        run.metrics["knn_top1_at_init"] = knn_eval(run, run.teacher, stop)
+        raw, init = run.metrics["knn_top1_raw_pixels"], run.metrics["knn_top1_at_init"]
+        if init is not None:
+            run.metrics["knn_history"] = [[run.t, init]]  # the curve starts at the network at init
+        if raw is not None and init is not None:
+            say(run, f"k-NN top-1 before training: raw pixels {raw:.4f}, network at init {init:.4f}")
+    barrier(run.world)
+    stop_point(run, stop)

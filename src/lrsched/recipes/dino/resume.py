@@ -1,0 +1,182 @@
+"""phase5's checkpoints: what a resume may change, checking a checkpoint, restoring it, saving one, plan.json."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lrsched.errors import ScheduleError, ScheduleMismatch, UsageError
+from lrsched.recipes.common import checkpoint as ckpt
+from lrsched.recipes.common.distributed import barrier
+from lrsched.recipes.dino.flags import PROG, PROGRAM_ID, flag_strings, spelling
+from lrsched.recipes.dino.state import Schedules, Settings, State
+from lrsched.schedules import AnySchedule, Schedule, adopt, describe, from_description
+
+FIXED_ON_RESUME = (
+    "preset",
+    "out_dim",
+    "global_size",
+    "local_size",
+    "layer_decay",
+    "batch_size",
+    "seed",
+    "local_crops",
+    "global_crops_scale",
+    "local_crops_scale",
+    "koleo_weight",
+    "student_temp",
+    "center_momentum",
+    "clip_grad",
+)
+"""Flags a resumed run must keep: they define the model, its parameter groups, its batches and its loss.
+
+The data is checked by its fingerprint instead (``--accept-data-change``), the schedules by their
+targets (``--replan``). Every other flag (devices, ``--bf16``, ``--workers``, evaluation, saving)
+may change; plan.json records what did (``changed_on_resume``).
+"""
+CHANGEABLE_UNRECORDED = ("resume", "replan", "accept_data_change", "output_dir")
+
+
+def check_resume(state: dict[str, Any], args: argparse.Namespace, schedules: Schedules, path: Path) -> None:
+    """Refuse a checkpoint that is incomplete, of another model, or with other schedules (without --replan)."""
+    needed = ("step", "student", "teacher", "optimizer", "lr_scheduler", "wd_scheduler", "schedules", "center")
+    missing = [k for k in (*needed, "flags", "data", "metrics") if k not in state]
+    if missing:
+        raise ckpt.CheckpointError(f"--resume {path}: not a complete {PROG} checkpoint (missing {', '.join(missing)})")
+    saved, now = state["flags"], flag_strings(args)
+    fixed = [f"{spelling(k)} {saved.get(k)!r} -> {now[k]!r}" for k in FIXED_ON_RESUME if saved.get(k) != now[k]]
+    if fixed:
+        raise UsageError(f"--resume {path}: these flags cannot change on resume: {'; '.join(fixed)}")
+    step, states, changes = int(state["step"]), saved_states(state), []
+    for name, target in schedules.targets().items():
+        try:
+            adopt(target, states[name])
+        except ScheduleMismatch as err:
+            changes += [f"{name}.{d}" for d in err.changes]
+    if changes and not args.replan:
+        raise UsageError(
+            f"--resume {path}: the schedule flags differ from the checkpoint's "
+            f"({'; '.join(changes)}); pass --replan to accept the new horizon"
+        )
+    if changes and args.max_steps is not None and args.max_steps <= step:
+        raise UsageError(f"--max-steps {args.max_steps}: must be greater than the checkpoint's step {step}")
+    for name, target in schedules.targets().items():
+        try:
+            adopt(target, states[name], "replan")
+        except ScheduleError as err:
+            raise UsageError(f"--replan at step {step}: {name}: {_as_flags(str(err))}") from None
+
+
+LIBRARY_TO_FLAG = {"warmup=": "--warmup-steps ", "total=": "--max-steps ", "decay=": "decay steps "}
+
+
+def _as_flags(message: str) -> str:
+    """A library error in the command line's words (``warmup=0`` -> ``--warmup-steps 0``)."""
+    for name, flag in LIBRARY_TO_FLAG.items():
+        message = message.replace(name, flag)
+    return message
+
+
+def saved_states(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The four scheduled values' saved states, in the one form (``step``, ``schedule``, ``target``)."""
+    s, step = state["schedules"], state["step"]
+    return {
+        "lr": state["lr_scheduler"],
+        "weight_decay": state["wd_scheduler"],
+        "momentum": {"step": step, **s["momentum"]},
+        "teacher_temp": {"step": step, **s["teacher_temp"]},
+    }
+
+
+def restore(run: State, state: dict[str, Any]) -> None:
+    """Load weights, optimizer, schedulers (replanning on --replan), centre, RNG and metrics."""
+    t0 = int(state["step"])
+    run.student.load_state_dict(state["student"])
+    run.teacher.load_state_dict(state["teacher"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    states = saved_states(state)
+    for name, scheduled in run.scheduled().items():
+        scheduled.load_state_dict(states[name])
+    run.loss.center.copy_(state["center"].to(run.device))
+    ckpt.set_rng_state(state["rng"])
+    run.metrics = dict(state["metrics"])
+    run.t = t0
+    if describe(run.lr_sched.schedule) != describe(from_description(states["lr"]["schedule"])):
+        run.replanned_at = t0
+
+
+def checkpoint_state(run: State) -> dict[str, Any]:
+    """What a resume needs; only tensors, dicts, lists, strings and numbers (``weights_only``)."""
+    epoch, batch = run.sampler.position(run.t)
+    return {
+        "step": run.t,
+        "student": run.student.state_dict(),
+        "teacher": run.teacher.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "lr_scheduler": run.lr_sched.state_dict(),
+        "wd_scheduler": run.wd_sched.state_dict(),
+        "schedules": {"momentum": run.momentum.state_dict(), "teacher_temp": run.teacher_temp.state_dict()},
+        "center": run.loss.center.detach().cpu(),
+        "data": {
+            "fingerprint": run.settings.data.fingerprint(),
+            "epoch": epoch,
+            "batch": batch,
+            "seed": run.sampler.seed,
+            "batch_size": run.sampler.batch,
+            "world_size": run.world.size,
+        },
+        "rng": ckpt.rng_state(),
+        "plan": plan_json(run),
+        "flags": flag_strings(run.settings.args),
+        "metrics": run.metrics,
+    }
+
+
+def save(run: State) -> Path:
+    """Rank 0 writes ``checkpoints/step-<t>.pt`` atomically (once per step) and prunes old ones; all ranks wait."""
+    directory = run.settings.output_dir / "checkpoints"
+    path = ckpt.step_path(directory, run.t)
+    if run.world.is_main and run.saved_at != run.t:
+        ckpt.save_checkpoint(checkpoint_state(run), path, PROGRAM_ID, run_id=run.run_id)
+        ckpt.prune_checkpoints(directory, run.settings.args.keep_checkpoints)
+    run.saved_at = run.t
+    barrier(run.world)
+    return path
+
+
+def changed_on_resume(s: Settings) -> dict[str, list[str]]:
+    """Flags this resume changed that may change (``[checkpoint's, now]``); empty for a fresh run."""
+    if s.resume is None:
+        return {}
+    saved, now = s.resume["flags"], flag_strings(s.args)
+    ignored = set(FIXED_ON_RESUME) | set(CHANGEABLE_UNRECORDED)
+    return {k: [saved.get(k, ""), v] for k, v in now.items() if k not in ignored and saved.get(k, "") != v}
+
+
+def plan_json(run: State) -> dict[str, Any]:
+    """Every schedule the run follows (possibly replanned), its target and the source of each value."""
+    sch = run.settings.schedules
+    src = sch.sources
+
+    def entry(schedule: AnySchedule, target: Schedule, keys: Sequence[str]) -> dict[str, Any]:
+        return {"schedule": describe(schedule), "target": describe(target), "sources": {k: src[k] for k in keys}}
+
+    return {
+        "lr": {**sch.lr.to_json(), "schedule": describe(run.lr_sched.schedule), "target": describe(sch.lr.schedule)},
+        "weight_decay": entry(run.wd_sched.schedule, sch.weight_decay, ("weight_decay", "weight_decay_end")),
+        "momentum": entry(run.momentum.schedule, sch.momentum, ("momentum_teacher",)),
+        "teacher_temp": entry(
+            run.teacher_temp.schedule,
+            sch.teacher_temp,
+            ("warmup_teacher_temp", "teacher_temp", "warmup_teacher_temp_steps"),
+        ),
+        "freeze_last_layer_steps": {"value": sch.freeze_last_layer, "source": src["freeze_last_layer_steps"]},
+        "replanned_at": run.replanned_at,
+        "changed_on_resume": changed_on_resume(run.settings),
+        "param_groups": [
+            {"name": g["name"], "lr_mult": g["lr_mult"], "wd_mult": g["wd_mult"], "params": len(g["params"])}
+            for g in run.optimizer.param_groups
+        ],
+    }

@@ -1,0 +1,119 @@
+"""phase5's records: ``Schedules`` and ``Settings`` (what ``main`` resolves from the flags) and
+``State``, what the loop changes. Every scheduled value is a function of the step ``t``: the LR
+(``ScheduledLR``), the weight decay (``ScheduledField``), the teacher momentum and temperature
+(``ScheduledValue``), all saved and resumed by one rule (``lrsched.schedules.adopt``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import deque
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lrsched.recipes.common.distributed import World
+from lrsched.recipes.dino.augment import Geometry, Photometric
+from lrsched.recipes.dino.data import Dataset, Sampler
+from lrsched.recipes.dino.head import DINONet
+from lrsched.recipes.dino.loss import DINOLoss
+from lrsched.recipes.dino.vit import Preset
+from lrsched.schedules import (
+    Schedule,
+)
+from lrsched.strategy import Plan
+from lrsched.torch_sched import ScheduledField, ScheduledLR, ScheduledValue
+
+TIMING_WINDOW = 1000
+"""Steps whose durations are kept for the median: a run of any length holds the same amount."""
+
+# --- what main resolves ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Schedules:
+    """The four targets the flags ask for, and where each value came from."""
+
+    lr: Plan
+    weight_decay: Schedule
+    momentum: Schedule
+    teacher_temp: Schedule
+    freeze_last_layer: int
+    sources: dict[str, str]
+
+    def targets(self) -> dict[str, Schedule]:
+        return {
+            "lr": self.lr.schedule,
+            "weight_decay": self.weight_decay,
+            "momentum": self.momentum,
+            "teacher_temp": self.teacher_temp,
+        }
+
+
+@dataclass
+class Settings:
+    """Parsed flags resolved and checked: the model size, the schedules, data, resume point."""
+
+    args: argparse.Namespace
+    preset: Preset
+    schedules: Schedules
+    data: Dataset
+    output_dir: Path
+    resume: dict[str, Any] | None
+    resume_path: Path | None
+
+
+# --- the state of a run ----------------------------------------------------------------------
+
+
+@dataclass
+class State:
+    """What the loop changes (a ``run`` variable is one); ``t`` (updates done) is the single source of truth."""
+
+    settings: Settings
+    world: World
+    device: torch.device
+    student: DINONet
+    teacher: DINONet
+    ddp: nn.Module
+    optimizer: torch.optim.AdamW
+    lr_sched: ScheduledLR
+    wd_sched: ScheduledField
+    momentum: ScheduledValue
+    teacher_temp: ScheduledValue
+    loss: DINOLoss
+    geometry: Geometry
+    photometric: Photometric
+    sampler: Sampler
+    t: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    recent_seconds: deque[float] = field(default_factory=partial(deque, maxlen=TIMING_WINDOW))
+    seconds: float = 0.0
+    waiting: float = 0.0
+    run_id: str | None = None
+    saved_at: int | None = None
+    """The step of the last checkpoint this process wrote: a step is never saved twice."""
+    lr_hash: str = ""
+    """``h(t+1) = sha256(h(t) || lr(t))`` over the steps this process ran: equal on every rank."""
+    replanned_at: int | None = None
+
+    def scheduled(self) -> dict[str, ScheduledLR | ScheduledValue]:
+        """The four scheduled values by name; each is stepped, saved and resumed the same way."""
+        return {
+            "lr": self.lr_sched,
+            "weight_decay": self.wd_sched,
+            "momentum": self.momentum,
+            "teacher_temp": self.teacher_temp,
+        }
+
+
+def say(run: State, text: str) -> None:
+    """A line for the person watching (rank 0), printed above the progress bar."""
+    if run.world.is_main:
+        from tqdm import tqdm
+
+        tqdm.write(text)
