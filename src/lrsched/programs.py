@@ -35,7 +35,7 @@ PHASE5_OTHER = {
     **dict.fromkeys(("warmup_teacher_temp", "warmup_teacher_temp_steps", "freeze_last_layer_steps"), 1),
     **dict.fromkeys(("clip_grad", "layer_decay", "center_momentum", "koleo_weight", "student_temp", "preset"), 1),
     **dict.fromkeys(("out_dim", "global_size", "local_size", "local_crops", "data_dir", "workers"), 1),
-    **dict.fromkeys(("batch_size", "seed", "eval_every", "knn_train_samples", "knn_test_samples"), 1),
+    **dict.fromkeys(("batch_size", "seed", "eval_every", "knn_train_samples", "knn_test_samples", "knn_features"), 1),
     **dict.fromkeys(("output_dir", "resume", "save_every", "keep_checkpoints", "device"), 1),
     **dict.fromkeys(("global_crops_scale", "local_crops_scale"), 2),
     **dict.fromkeys(("bf16", "accept_data_change"), 0),

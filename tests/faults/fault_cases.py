@@ -51,6 +51,7 @@ RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "decay_ratio": ("decimal in (0, 1]", ("0", "1.5", "-0.1", "nan", "abc")),
     "decay_type": ("one of cosine, linear, 1-sqrt", ("sqrt", "COSINE", "")),
     "save_strategy": ("one of epoch, no", ("steps", "NO", "")),
+    "knn_features": ("one of cls, cls+patch", ("patch", "CLS", "")),
     "switch": ("takes no value", ("=yes",)),
 }
 
@@ -86,6 +87,7 @@ DINO_FLAGS = {
     "--eval-every": "nonneg_int",
     "--knn-train-samples": "nonneg_int",
     "--knn-test-samples": "nonneg_int",
+    "--knn-features": "knn_features",
     "--save-every": "nonneg_int",
     "--keep-checkpoints": "pos_int",
     "--bf16": "switch",

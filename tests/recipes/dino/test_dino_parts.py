@@ -36,6 +36,18 @@ def test_vit_takes_global_and_local_crops_through_one_network() -> None:
     assert net.backbone(torch.randn(3, 1, 28, 28)).shape == (3, PRESETS["micro"].dim)
 
 
+def test_cls_patch_features_are_the_cls_token_then_the_mean_patch_token() -> None:
+    vit = micro_net().backbone.eval()
+    images = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        tokens, both = vit.tokens(images), vit.features(images, "cls+patch")
+        cls = vit.features(images, "cls")
+    dim = PRESETS["micro"].dim
+    assert both.shape == (3, 2 * dim) and torch.equal(cls, vit(images)) and torch.equal(both[:, :dim], cls)
+    assert torch.allclose(both[:, dim:], tokens[:, 1:].mean(dim=1))
+    assert tokens.shape[1] == 1 + (28 // PRESETS["micro"].patch) ** 2
+
+
 def test_attention_matches_the_explicit_softmax_formula() -> None:
     attn = micro_net().backbone.blocks[0].attn
     x = torch.randn(2, 5, 48)

@@ -21,7 +21,7 @@ RAW_PIXELS_SIDE = 32
 def _features(
     run: State, source: Source, ids: torch.Tensor, net: DINONet | None, stop: StopRequest
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features of images ``ids`` (teacher CLS, or raw pixels when ``net`` is None) and labels, a batch at a time.
+    """Features of images ``ids`` (the teacher's ``--knn-features``, or raw pixels when ``net`` is None) and labels.
 
     In one process a stop request raises ``Stopped`` between batches; under torchrun rank 0
     finishes (the other ranks wait for it) and every rank stops after (``stop_point``).
@@ -37,14 +37,14 @@ def _features(
             features.append(x.flatten(1))
         else:
             with autocast(run.device, s.args.bf16):
-                features.append(net.backbone(run.photometric.normalise(x)).float())
+                features.append(net.backbone.features(run.photometric.normalise(x), s.args.knn_features).float())
         labels.append(y)
     return torch.cat(features), torch.cat(labels)
 
 
 @torch.no_grad()
 def knn_eval(run: State, net: DINONet | None, stop: StopRequest) -> float | None:
-    """Weighted k-NN top-1 on teacher CLS features (``net``), or on raw pixels when ``net`` is None."""
+    """Weighted k-NN top-1 on the teacher's features (``net``, ``--knn-features``), or on raw pixels (``None``)."""
     s = run.settings
     if s.data.knn_train is None or s.data.knn_test is None:
         return None

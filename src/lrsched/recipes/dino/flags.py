@@ -217,6 +217,13 @@ def _eval_flags(p: argparse.ArgumentParser) -> None:
         default=2_000,
         help="test images for k-NN (0: all; default 2000)",
     )
+    add(
+        e,
+        "knn_features",
+        choices=("cls", "cls+patch"),
+        default="cls",
+        help="teacher features for k-NN: the CLS token, or it concatenated with the mean patch token (default cls)",
+    )
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:

@@ -113,15 +113,25 @@ class ViT(nn.Module):
         grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
         return torch.cat([cls, grid.permute(0, 2, 3, 1).reshape(1, h * w, self.dim)], dim=1)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` -> CLS features ``(B, dim)``."""
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> normalised tokens ``(B, 1 + patches, dim)``, the CLS token first."""
         x = self.patch_embed(images)
         h, w = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.position(h, w)
         for block in self.blocks:
             x = block(x)
-        return self.norm(x[:, 0])
+        return self.norm(x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> CLS features ``(B, dim)``."""
+        return self.tokens(images)[:, 0]
+
+    def features(self, images: torch.Tensor, kind: str = "cls") -> torch.Tensor:
+        """Features for evaluation: ``cls`` ``(B, dim)``, or ``cls+patch``, the CLS token concatenated with
+        the mean of the patch tokens ``(B, 2 dim)`` (as DINO's linear evaluation offers)."""
+        x = self.tokens(images)
+        return x[:, 0] if kind == "cls" else torch.cat([x[:, 0], x[:, 1:].mean(dim=1)], dim=1)
 
     def layer_id(self, name: str) -> int:
         """0 for embeddings, ``i + 1`` for block ``i``, ``depth + 1`` for the final norm."""
