@@ -384,7 +384,7 @@ def test_show_text_of_a_trillion_steps_is_quick(capsys: pytest.CaptureFixture[st
 
 def _peak_rss_mb(argv: list[str]) -> float:
     """The peak resident memory of ``python -m lrsched.cli ARGV``, read in a fresh parent process."""
-    from child_process import child_env
+    from helpers import child_env
 
     probe = (
         "import resource, subprocess, sys; "

@@ -522,7 +522,7 @@ def test_accelerate_two_processes_lr_per_update(pattern: str, tmp_path: Path) ->
     import sys
 
     from accelerate_child import UPDATES, schedule
-    from child_process import child_env
+    from helpers import child_env
 
     pytest.importorskip("accelerate")
     child = Path(__file__).with_name("accelerate_child.py")

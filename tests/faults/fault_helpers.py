@@ -13,45 +13,21 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
 import torch
-from child_process import child_env
+from helpers import DINO_ENTRY, TRAIN_ENTRY, start_program
+from helpers import DINO_SMALL as SMALL
 
 from lrsched.recipes.common.checkpoint import load_checkpoint
 
-REPO = Path(__file__).resolve().parents[2]
-PYTHON = sys.executable
-DINO = REPO / "phase5_big_run.py"
-TRAIN = REPO / "train.py"
+DINO, TRAIN = DINO_ENTRY, TRAIN_ENTRY
 DINO_PROGRAM = "phase5_big_run"
 TRAIN_PROGRAM = "train.py"
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-DINO_SMALL = [
-    "--preset",
-    "micro",
-    "--batch-size",
-    "16",
-    "--local-crops",
-    "2",
-    "--knn-train-samples",
-    "300",
-    "--knn-test-samples",
-    "100",
-    "--eval-every",
-    "0",
-    "--device",
-    "cpu",
-    "--seed",
-    "0",
-]
-"""A 2-block, 48-wide ViT, 16 images a step, 2 local crops: a few steps a second on one core."""
+DINO_SMALL = [*SMALL, "--device", "cpu"]
+"""The shared small run (tests/helpers.py), on the CPU whatever the machine has."""
 
 TRAIN_SMALL = [
     "--max_eval_samples",
@@ -80,24 +56,8 @@ _SLOW_DISK = (
 
 
 def start(entry: Path, args: list[str], *, slow_disk: bool = False, **env: str) -> subprocess.Popen[str]:
-    """Start a program in the background (stdout and stderr to files beside nothing: pipes)."""
-    cmd = [PYTHON, "-c", _SLOW_DISK, str(entry), *args] if slow_disk else [PYTHON, str(entry), *args]
-    return subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(**env), cwd=REPO
-    )
-
-
-def run(entry: Path, args: list[str], timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [PYTHON, str(entry), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=child_env(**env),
-        cwd=REPO,
-        check=False,
-    )
-    return proc
+    """Start a program in the background (``slow_disk``: through the slow-fsync wrapper)."""
+    return start_program(entry, args, prefix=["-c", _SLOW_DISK] if slow_disk else None, **env)
 
 
 def log_rows(out: Path) -> int:
@@ -116,18 +76,6 @@ def step_files(out: Path) -> list[Path]:
 def tmp_files(out: Path) -> list[Path]:
     d = out / "checkpoints"
     return sorted(p for p in d.iterdir() if TMP_FILE.match(p.name)) if d.is_dir() else []
-
-
-def wait_for(proc: subprocess.Popen[str], condition: Callable[[], bool], timeout: float, poll: float = 0.005) -> bool:
-    """Poll ``condition`` until it holds (True) or the process ends or time runs out (False)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        if proc.poll() is not None:
-            return condition()
-        time.sleep(poll)
-    return False
 
 
 def kill9(proc: subprocess.Popen[str]) -> str:

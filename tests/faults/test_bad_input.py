@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from child_process import child_env
 from fault_cases import CASES, DINO_FLAGS, SHOW_FLAGS, TRAIN_FLAGS, Case
-from fault_helpers import DINO, DINO_SMALL, PYTHON, REPO, TRAIN, TRAIN_SMALL, call_main, tree
+from fault_helpers import DINO, DINO_SMALL, TRAIN, TRAIN_SMALL, call_main, tree
+from helpers import PYTHON, REPO, child_env
 
 from lrsched.recipes.common.checkpoint import save_checkpoint
 from lrsched.recipes.common.rundir import claim_run_dir

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 import torch
-from fault_helpers import DINO_PROGRAM, DINO_SMALL, FASHION, TRAIN_PROGRAM, TRAIN_SMALL, call_main, tree
+from fault_helpers import DINO_PROGRAM, DINO_SMALL, TRAIN_PROGRAM, TRAIN_SMALL, call_main, tree
+from helpers import FASHION, needs_data
 
 from lrsched.recipes.common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
-needs_data = pytest.mark.skipif(not FASHION.is_dir(), reason="Fashion-MNIST missing (dataset-fashion-mnist)")
 DINO_ARGS = [*DINO_SMALL, "--max-steps", "2", "--warmup-steps", "1", "--save-every", "1"]
 SENTINEL = b"keep me\n"
 

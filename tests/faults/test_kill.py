@@ -26,7 +26,6 @@ from fault_helpers import (
     DINO,
     DINO_PROGRAM,
     DINO_SMALL,
-    FASHION,
     TRAIN,
     TRAIN_PROGRAM,
     TRAIN_SMALL,
@@ -39,10 +38,8 @@ from fault_helpers import (
     step_files,
     tensors_equal,
     tmp_files,
-    wait_for,
 )
-
-needs_data = pytest.mark.skipif(not FASHION.is_dir(), reason="Fashion-MNIST missing (dataset-fashion-mnist)")
+from helpers import needs_data, wait_for
 
 
 @dataclass(frozen=True)

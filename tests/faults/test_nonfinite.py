@@ -10,7 +10,6 @@ from fault_helpers import (
     DINO,
     DINO_PROGRAM,
     DINO_SMALL,
-    FASHION,
     TRAIN,
     TRAIN_PROGRAM,
     TRAIN_SMALL,
@@ -20,6 +19,7 @@ from fault_helpers import (
     run,
     step_files,
 )
+from helpers import FASHION
 
 from lrsched.schedules import Schedule
 

@@ -14,15 +14,14 @@ from fault_helpers import (
     DINO,
     DINO_PROGRAM,
     DINO_SMALL,
-    FASHION,
     load_every_checkpoint,
     log_rows,
     read_columns,
     start,
     step_files,
     tmp_files,
-    wait_for,
 )
+from helpers import FASHION, wait_for
 
 from lrsched.schedules import Schedule
 

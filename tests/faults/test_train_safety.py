@@ -13,10 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from child_process import child_env
 from fault_helpers import (
-    PYTHON,
-    REPO,
     TRAIN,
     TRAIN_PROGRAM,
     TRAIN_SMALL,
@@ -27,8 +24,8 @@ from fault_helpers import (
     start,
     step_files,
     tree,
-    wait_for,
 )
+from helpers import PYTHON, REPO, child_env, wait_for
 
 from lrsched.recipes.common.rundir import acquire_lock, release_lock
 

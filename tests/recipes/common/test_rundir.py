@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from child_process import child_env
+from helpers import child_env
 
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.rundir import (

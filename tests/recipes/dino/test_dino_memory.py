@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from child_process import child_env
-from dino_helpers import ENTRY, PYTHON, make_image_folder
+from dino_helpers import make_image_folder
+from helpers import DINO_ENTRY, PYTHON, child_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")]
 
@@ -40,7 +40,7 @@ def tree_rss_kb(pid: int) -> int:
 
 
 def peak_rss_mb(images: Path, out: Path) -> float:
-    cmd = [PYTHON, str(ENTRY), "--data-dir", str(images), "--output-dir", str(out), "--workers", "2"]
+    cmd = [PYTHON, str(DINO_ENTRY), "--data-dir", str(images), "--output-dir", str(out), "--workers", "2"]
     cmd += ["--preset", "micro", "--global-size", "64", "--local-size", "32", "--local-crops", "2"]
     cmd += ["--batch-size", "16", "--max-steps", "40", "--warmup-steps", "4", "--eval-every", "0", "--save-every", "0"]
     cmd += ["--knn-train-samples", "500", "--knn-test-samples", "200"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from dino_helpers import FASHION, needs_data
+from helpers import FASHION, needs_data
 
 from lrsched.errors import UsageError
 from lrsched.recipes.dino import knn

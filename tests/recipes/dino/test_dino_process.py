@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from child_process import child_env
-from dino_helpers import ENTRY, PYTHON, SMALL, make_image_folder, needs_data, read_rows
+from dino_helpers import make_image_folder
+from helpers import DINO_ENTRY, DINO_SMALL, PYTHON, child_env, needs_data, read_rows, start_program, wait_for
 
 from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint
 from lrsched.recipes.dino.flags import PROGRAM_ID
@@ -20,25 +20,15 @@ pytestmark = needs_data
 TORCHRUN = Path(PYTHON).with_name("torchrun")
 
 
-def start(out: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [PYTHON, str(ENTRY), *SMALL, "--output-dir", str(out), *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env or child_env(),
-    )
+def start(out: Path, *extra: str, **env: str) -> subprocess.Popen[str]:
+    return start_program(DINO_ENTRY, [*DINO_SMALL, "--output-dir", str(out), *extra], **env)
 
 
-def wait_for(predicate: object, proc: subprocess.Popen[str], timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if proc.poll() is not None:
-            raise AssertionError(f"exited early ({proc.returncode}): {proc.stderr.read() if proc.stderr else ''}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("timed out")
-        time.sleep(0.2)
+def wait_until(proc: subprocess.Popen[str], condition: Callable[[], bool], timeout: float = 240) -> None:
+    """Wait (``helpers.wait_for``) until ``condition`` holds; fail with the child's stderr if it never does."""
+    if not wait_for(proc, condition, timeout, poll=0.2):
+        proc.kill()
+        raise AssertionError(f"condition not met (exit {proc.poll()}): {proc.stderr.read() if proc.stderr else ''}")
 
 
 def logged_steps(out: Path) -> int:
@@ -48,7 +38,7 @@ def logged_steps(out: Path) -> int:
 
 def test_bad_flag_from_the_command_line_is_one_line(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [PYTHON, str(ENTRY), "--warmup-steps", "10", "--max-steps", "10", "--output-dir", str(tmp_path / "x")],
+        [PYTHON, str(DINO_ENTRY), "--warmup-steps", "10", "--max-steps", "10", "--output-dir", str(tmp_path / "x")],
         capture_output=True,
         text=True,
         env=child_env(),
@@ -62,7 +52,7 @@ def test_bad_flag_from_the_command_line_is_one_line(tmp_path: Path) -> None:
 def test_open_ended_run_exits_0_on_sigterm_with_a_loadable_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "open"
     proc = start(out, "--warmup-steps", "2")
-    wait_for(lambda: logged_steps(out) >= 3, proc)
+    wait_until(proc, lambda: logged_steps(out) >= 3)
     proc.send_signal(signal.SIGTERM)
     stdout, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
@@ -85,7 +75,7 @@ def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tmp
     assert whole.wait(timeout=600) == 0
     out = tmp_path / "killed"
     proc = start(out, *flags)
-    wait_for(lambda: (out / "checkpoints" / "step-00000008.pt").exists(), proc)
+    wait_until(proc, lambda: (out / "checkpoints" / "step-00000008.pt").exists())
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
@@ -106,7 +96,7 @@ def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tmp
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not beside this Python")
 def test_torchrun_two_ranks_agree_on_every_lr_and_the_weights(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(ENTRY), *SMALL]
+    cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(DINO_ENTRY), *DINO_SMALL]
     cmd += ["--max-steps", "6", "--warmup-steps", "2", "--output-dir", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -145,7 +135,7 @@ def start_logged(out: Path, log: Path, *extra: str) -> subprocess.Popen[str]:
     """The program with stdout and stderr in a file, so a test can wait for a line."""
     handle = log.open("w")
     return subprocess.Popen(
-        [PYTHON, str(ENTRY), *SMALL, "--output-dir", str(out), *extra],
+        [PYTHON, str(DINO_ENTRY), *DINO_SMALL, "--output-dir", str(out), *extra],
         stdout=handle,
         stderr=subprocess.STDOUT,
         text=True,
@@ -164,7 +154,7 @@ def start_logged(out: Path, log: Path, *extra: str) -> subprocess.Popen[str]:
 def test_a_signal_during_the_knn_baseline_saves_step_0_and_exits_0(tmp_path: Path, sig: signal.Signals) -> None:
     out, log = tmp_path / "run", tmp_path / "out.txt"
     proc = start_logged(out, log, "--max-steps", "5", "--warmup-steps", "1", "--knn-train-samples", "60000")
-    wait_for(lambda: "data: fashion-mnist" in log.read_text(), proc)  # printed just before the baselines
+    wait_until(proc, lambda: "data: fashion-mnist" in log.read_text())  # printed just before the baselines
     proc.send_signal(sig)
     assert proc.wait(timeout=120) == 0
     text = log.read_text()
@@ -181,7 +171,7 @@ def test_a_signal_during_the_knn_baseline_saves_step_0_and_exits_0(tmp_path: Pat
 def test_sighup_in_the_loop_saves_and_exits_0(tmp_path: Path) -> None:
     out = tmp_path / "open"
     proc = start(out, "--warmup-steps", "2")
-    wait_for(lambda: logged_steps(out) >= 2, proc)
+    wait_until(proc, lambda: logged_steps(out) >= 2)
     proc.send_signal(signal.SIGHUP)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
@@ -192,9 +182,9 @@ def test_sighup_in_the_loop_saves_and_exits_0(tmp_path: Path) -> None:
 def test_a_second_process_on_the_folder_is_refused_at_once_naming_the_first(tmp_path: Path) -> None:
     out = tmp_path / "open"
     first = start(out, "--warmup-steps", "2")
-    wait_for(lambda: logged_steps(out) >= 2, first)
+    wait_until(first, lambda: logged_steps(out) >= 2)
     second = subprocess.run(
-        [PYTHON, str(ENTRY), *SMALL, "--output-dir", str(out), "--resume", "latest"],
+        [PYTHON, str(DINO_ENTRY), *DINO_SMALL, "--output-dir", str(out), "--resume", "latest"],
         capture_output=True,
         text=True,
         env=child_env(),

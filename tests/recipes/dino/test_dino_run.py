@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from dino_helpers import FASHION, SMALL, needs_data, read_rows
+from helpers import DINO_SMALL, FASHION, needs_data, read_rows
 
 from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint
 from lrsched.recipes.dino.flags import PROGRAM_ID
@@ -20,7 +20,7 @@ pytestmark = needs_data
 
 
 def run(out: Path, *extra: str) -> int:
-    return main([*SMALL, "--output-dir", str(out), *extra])
+    return main([*DINO_SMALL, "--output-dir", str(out), *extra])
 
 
 def plan_schedules(out: Path) -> dict[str, object]:
@@ -151,7 +151,7 @@ def test_foreign_or_truncated_checkpoint_is_refused(tmp_path: Path, capsys: pyte
     torch.save({"format": 1, "program": "train.py"}, foreign)
     for path, needle in ((bad, "not a loadable checkpoint"), (foreign, "a checkpoint of 'train.py'")):
         with pytest.raises(SystemExit) as err:
-            main([*SMALL, "--resume", str(path), "--output-dir", str(tmp_path / "out")])
+            main([*DINO_SMALL, "--resume", str(path), "--output-dir", str(tmp_path / "out")])
         assert err.value.code == 2 and needle in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 

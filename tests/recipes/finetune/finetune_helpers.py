@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from child_process import child_env
+from helpers import TRAIN_ENTRY, run_program
 
 from lrsched.recipes.common.runlog import read_log
 from lrsched.recipes.finetune.main import main
 from lrsched.schedules import Schedule
 
-ROOT = Path(__file__).resolve().parents[3]
 TINY = ["--max_eval_samples", "8", "--per_device_eval_batch_size", "8", "--disable_tqdm", "--save_total_limit", "3"]
 
 
@@ -32,14 +30,7 @@ def run_train(args: list[str]) -> int:
 
 
 def run_train_subprocess(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env=child_env(),
-    )
+    return run_program(TRAIN_ENTRY, args, timeout=timeout)
 
 
 def schedule_from_plan(plan: dict[str, Any]) -> Schedule:

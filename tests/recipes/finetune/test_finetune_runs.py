@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from child_process import child_env
-from finetune_helpers import ROOT, TINY, assert_log_follows_plan, outputs, run_train, schedule_from_plan
+from finetune_helpers import TINY, assert_log_follows_plan, outputs, run_train, schedule_from_plan
+from helpers import TRAIN_ENTRY, child_env
 
 from lrsched.recipes.common.checkpoint import load_checkpoint
 from lrsched.recipes.common.runlog import read_log
@@ -170,7 +170,7 @@ def test_two_torchrun_processes_count_updates_and_agree(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     argv = ["--num_epochs", "1", "--max_train_samples", "40", "--per_device_train_batch_size", "4"]
     argv += ["--gradient_accumulation_steps", "2", *TINY, "--output_dir", str(out)]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(ROOT / "train.py"), *argv]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(TRAIN_ENTRY), *argv]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=child_env(), check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     plan, rows, ev = outputs(out)
@@ -189,7 +189,7 @@ def test_sigterm_saves_a_checkpoint_exits_0_and_latest_finishes_the_run(tmp_path
     argv = ["--num_epochs", "1", "--max_train_samples", "16", "--per_device_train_batch_size", "2"]
     argv += [*TINY, "--output_dir", str(out)]
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *argv],
+        [sys.executable, str(TRAIN_ENTRY), *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
