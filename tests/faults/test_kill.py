@@ -33,13 +33,12 @@ from fault_helpers import (
     load_every_checkpoint,
     log_rows,
     read_columns,
-    run,
     start,
     step_files,
     tensors_equal,
     tmp_files,
 )
-from helpers import needs_data, wait_for
+from helpers import needs_data, run_program, wait_for
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,7 @@ def random_points(rng: random.Random, count: int, writes: int, max_rows: int) ->
 
 
 def reference(program: Program, out: Path) -> None:
-    proc = run(program.entry, program.argv(out))
+    proc = run_program(program.entry, program.argv(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -174,7 +173,7 @@ def kill_chain(program: Program, out: Path, points: list[Point]) -> list[str]:
             f"kill {i}: {'during a checkpoint write' if point.write else 'between steps'} at log row "
             f"{log_rows(out)}, newest checkpoint {step_files(out)[-1].name}, temporary files {partial}"
         )
-    proc_final = run(program.entry, program.argv(out, *program.resume))
+    proc_final = run_program(program.entry, program.argv(out, *program.resume))
     assert proc_final.returncode == 0, proc_final.stderr[-3000:]
     return seen
 

@@ -16,10 +16,9 @@ from fault_helpers import (
     call_main,
     load_every_checkpoint,
     read_columns,
-    run,
     step_files,
 )
-from helpers import FASHION
+from helpers import FASHION, run_program
 
 from lrsched.schedules import Schedule
 
@@ -51,7 +50,7 @@ def test_dino_nan_at_step_3_stops_keeps_step_2_and_resumes(tmp_path: Path, monke
 def test_dino_nan_in_a_real_process_is_one_clear_line(tmp_path: Path) -> None:
     out = tmp_path / "run"
     argv = [*DINO_SMALL, "--max-steps", "4", "--warmup-steps", "1", "--save-every", "1", "--output-dir", str(out)]
-    proc = run(DINO, argv, LRSCHED_INJECT_NAN_AT_STEP="2")
+    proc = run_program(DINO, argv, LRSCHED_INJECT_NAN_AT_STEP="2")
     assert proc.returncode == 3
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert errors == [
@@ -67,14 +66,14 @@ def test_train_nan_at_step_2_stops_keeps_step_2_and_resumes(tmp_path: Path) -> N
     out = tmp_path / "run"
     argv = ["--num_epochs", "1", "--max_train_samples", "16", "--per_device_train_batch_size", "4", *TRAIN_SMALL]
     argv += ["--save_steps", "1", "--save_total_limit", "5", "--output_dir", str(out)]
-    proc = run(TRAIN, argv, LRSCHED_INJECT_NAN_AT_STEP="2")
+    proc = run_program(TRAIN, argv, LRSCHED_INJECT_NAN_AT_STEP="2")
     assert proc.returncode == 3, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert errors == ["train.py: error: training loss is nan at step 2; stopped before that update"]
     assert "Traceback" not in proc.stderr
     assert [int(s["step"]) for s in load_every_checkpoint(out, TRAIN_PROGRAM)] == [1, 2]
     assert [r[0] for r in read_columns(out, ("step",))] == ["0", "1"]
-    proc = run(TRAIN, [*argv, "--resume_from_checkpoint", "latest"])
+    proc = run_program(TRAIN, [*argv, "--resume_from_checkpoint", "latest"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [r[0] for r in read_columns(out, ("step",))] == ["0", "1", "2", "3"]
     assert int(load_every_checkpoint(out, TRAIN_PROGRAM)[-1]["step"]) == 4

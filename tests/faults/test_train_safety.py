@@ -20,12 +20,11 @@ from fault_helpers import (
     load_every_checkpoint,
     log_rows,
     read_columns,
-    run,
     start,
     step_files,
     tree,
 )
-from helpers import PYTHON, REPO, child_env, wait_for
+from helpers import PYTHON, REPO, child_env, run_program, wait_for
 
 from lrsched.recipes.common.rundir import acquire_lock, release_lock
 
@@ -78,7 +77,7 @@ def test_sigterm_during_the_final_test_saves_and_resume_finishes_the_report(tmp_
     assert "stopped at step 8 (SIGTERM)" in stdout and "Traceback" not in stderr
     assert [p.name for p in step_files(out)][-1] == "step-00000008.pt"
     assert json.loads((out / "eval.json").read_text())["test"] is None
-    done = run(TRAIN, argv(out, "--max_test_samples", "600", "--resume_from_checkpoint", "latest"))
+    done = run_program(TRAIN, argv(out, "--max_test_samples", "600", "--resume_from_checkpoint", "latest"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((out / "eval.json").read_text())["test"]["accuracy"] >= 0
     check_steps_logged_once(out, 8)
@@ -90,7 +89,7 @@ def test_a_second_train_py_on_the_same_folder_is_refused_and_the_first_finishes(
     first = start(TRAIN, argv(out))
     assert wait_for(first, lambda: log_rows(out) >= 1, timeout=300, poll=0.05), first.stderr
     started = time.monotonic()
-    second = run(TRAIN, argv(out))
+    second = run_program(TRAIN, argv(out))
     assert second.returncode == 2, second.stderr[-2000:]
     assert second.stderr.strip().splitlines() == [
         f"train.py: error: --output_dir {out}: in use by another process (pid {first.pid}); "

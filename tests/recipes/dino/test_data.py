@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from dino_helpers import make_image_folder
 
 from lrsched.errors import UsageError
 from lrsched.recipes.dino import data
 from lrsched.recipes.dino.data import Sampler, data_changes, list_folder, open_folder, read_index_header, write_index
+
+from .dino_helpers import make_image_folder
 
 
 def test_listing_is_sorted_labels_come_from_the_first_sub_folder(tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from dino_helpers import make_image_folder
 from helpers import DINO_ENTRY, PYTHON, child_env
+
+from .dino_helpers import make_image_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")]
 

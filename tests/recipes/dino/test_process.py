@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from dino_helpers import make_image_folder
 from helpers import DINO_ENTRY, DINO_SMALL, PYTHON, child_env, needs_data, read_rows, start_program, wait_for
 
 from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint
 from lrsched.recipes.dino.flags import PROGRAM_ID
+
+from .dino_helpers import make_image_folder
 
 pytestmark = needs_data
 TORCHRUN = Path(PYTHON).with_name("torchrun")

@@ -218,7 +218,7 @@ def _nothing() -> contextlib.AbstractContextManager[None]:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from dino_helpers import make_image_folder
+    from .dino_helpers import make_image_folder
 
     return make_image_folder(tmp_path_factory.mktemp("photos"), 80, classes=4, sizes=(40, 90))
 
@@ -246,7 +246,7 @@ def test_folder_run_streams_with_workers_and_resumes_bitwise_with_any_worker_cou
 def test_a_changed_folder_is_refused_on_resume_unless_accepted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from dino_helpers import make_image_folder
+    from .dino_helpers import make_image_folder
 
     images = make_image_folder(tmp_path / "images", 30, classes=2, sizes=(40, 60))
     flags = ["--data-dir", str(images), "--max-steps", "6", "--warmup-steps", "1", "--workers", "0"]
@@ -274,7 +274,7 @@ def test_a_changed_folder_is_refused_on_resume_unless_accepted(
 def test_unlabelled_folder_trains_and_says_why_knn_is_skipped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from dino_helpers import make_image_folder
+    from .dino_helpers import make_image_folder
 
     images = make_image_folder(tmp_path / "images", 20, classes=0, sizes=(40, 60))
     out = tmp_path / "run"

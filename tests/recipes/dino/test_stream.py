@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from dino_helpers import make_image_folder
 
 from lrsched.recipes.dino.augment import Geometry
 from lrsched.recipes.dino.data import Sampler, open_folder
 from lrsched.recipes.dino.stream import default_workers, eval_batches, train_loader
+
+from .dino_helpers import make_image_folder
 
 
 @pytest.fixture(scope="module")

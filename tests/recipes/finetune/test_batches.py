@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import torch
-from finetune_helpers import TINY
 
 from lrsched.recipes.common.distributed import World
 from lrsched.recipes.finetune import batches as B
@@ -16,6 +15,8 @@ from lrsched.recipes.finetune import loop
 from lrsched.recipes.finetune.flags import parse
 from lrsched.recipes.finetune.main import prepare
 from lrsched.recipes.finetune.state import State
+
+from .finetune_helpers import TINY
 
 
 def built(tmp_path: Path, *extra: str) -> tuple[Any, State]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from finetune_helpers import TINY, run_train, run_train_subprocess
 
 from lrsched.recipes.common.checkpoint import save_checkpoint
+
+from .finetune_helpers import TINY, run_train, run_train_subprocess
 
 SMALL = ["--num_epochs", "1", "--max_train_samples", "32", "--per_device_train_batch_size", "8", *TINY]
 

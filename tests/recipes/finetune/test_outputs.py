@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from finetune_helpers import TINY, outputs, run_train
 
 from lrsched.recipes.finetune import loop
+
+from .finetune_helpers import TINY, outputs, run_train
 
 ONE_EPOCH = ["--num_epochs", "1", "--max_train_samples", "16", "--per_device_train_batch_size", "8"]
 

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from finetune_helpers import TINY, assert_log_follows_plan, outputs, run_train, schedule_from_plan
 from helpers import TRAIN_ENTRY, child_env
 
 from lrsched.recipes.common.checkpoint import load_checkpoint
 from lrsched.recipes.common.runlog import read_log
+
+from .finetune_helpers import TINY, assert_log_follows_plan, outputs, run_train, schedule_from_plan
 
 SMALL = ["--max_train_samples", "24", "--per_device_train_batch_size", "8", *TINY]  # 3 updates per epoch
 

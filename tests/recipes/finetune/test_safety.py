@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from finetune_helpers import TINY, assert_log_follows_plan, run_train
 
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.rundir import RUN_FILE, acquire_lock, claim_run_dir, release_lock
@@ -26,6 +25,8 @@ from lrsched.recipes.finetune import loop
 from lrsched.recipes.finetune import model as M
 from lrsched.recipes.finetune.flags import PROGRAM_ID
 from lrsched.recipes.finetune.main import RUN_FILES
+
+from .finetune_helpers import TINY, assert_log_follows_plan, run_train
 
 ARGS = ["--num_epochs", "2", "--max_train_samples", "8", "--per_device_train_batch_size", "4", *TINY]
 """2 epochs of 2 updates: validation at steps 2 and 4, test at the end (8 tweets)."""
