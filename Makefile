@@ -40,9 +40,10 @@ demo: $(STAMP)
 
 demo-dino: $(STAMP) data
 	rm -rf runs/demo-dino
-	OMP_NUM_THREADS=1 $(BIN)/python phase5_big_run.py --preset tiny --max-steps 400 --warmup-steps 40 \
-	  --batch-size 48 --local-crops 2 --lr 1e-3 --out-dim 512 --warmup-teacher-temp 0.04 --teacher-temp 0.04 \
-	  --momentum-teacher 0.99 --koleo-weight 0.1 --eval-every 100 --save-every 100 --output-dir runs/demo-dino
+	OMP_NUM_THREADS=1 $(BIN)/python phase5_big_run.py --preset micro --max-steps 6000 --warmup-steps 500 \
+	  --batch-size 48 --local-crops 2 --lr 2e-3 --out-dim 512 --warmup-teacher-temp 0.04 --teacher-temp 0.04 \
+	  --momentum-teacher 0.99 --koleo-weight 0.1 --decay-ratio 0.2 --eval-every 1000 --save-every 1000 \
+	  --workers 0 --output-dir runs/demo-dino
 
 bench: $(STAMP) data
 	$(BIN)/python bench/overhead.py
