@@ -133,6 +133,8 @@ def interval(diffs: list[float]) -> tuple[float, float, float]:
 
 
 def verdict(lo: float, hi: float) -> str:
+    if math.isnan(lo):
+        return "one seed: no interval"
     return "auto better" if lo > 0 else "auto worse" if hi < 0 else "tie"
 
 
@@ -231,6 +233,9 @@ def report(sizes: list[int], seeds: list[int], cache_dir: Path, out: Path) -> No
             ]
             head = ["contender", "seeds", "test accuracy (mean ± sd)", "macro-F1", "loss instability"]
             tables += [f"### {n} training tweets, {e} epoch(s)", ""]
+            if not rows:
+                tables += [f"Not run yet: `python bench/schedule_study.py --sizes {n}`.", ""]
+                continue
             tables += [markdown_table([*head, "auto minus it, 95% interval"], body, "lrrrrl"), ""]
             if e == 1:
                 tables += [stability(rows), ""]
