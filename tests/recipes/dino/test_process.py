@@ -7,6 +7,7 @@ import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -32,6 +33,16 @@ def wait_until(proc: subprocess.Popen[str], condition: Callable[[], bool], timeo
         raise AssertionError(f"condition not met (exit {proc.poll()}): {proc.stderr.read() if proc.stderr else ''}")
 
 
+def stop_with(proc: subprocess.Popen[str], sig: signal.Signals, out: Path) -> tuple[str, dict[str, Any]]:
+    """Send ``sig``: the program must exit 0 and leave a loadable checkpoint; its stdout and that checkpoint."""
+    proc.send_signal(sig)
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    path = latest_checkpoint(out / "checkpoints")
+    assert path is not None
+    return stdout, load_checkpoint(path, PROGRAM_ID)
+
+
 def logged_steps(out: Path) -> int:
     path = out / "log.csv"
     return len(read_rows(path)) if path.exists() else 0
@@ -54,12 +65,7 @@ def test_open_ended_run_exits_0_on_sigterm_with_a_loadable_checkpoint(tmp_path: 
     out = tmp_path / "open"
     proc = start(out, "--warmup-steps", "2")
     wait_until(proc, lambda: logged_steps(out) >= 3)
-    proc.send_signal(signal.SIGTERM)
-    stdout, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    path = latest_checkpoint(out / "checkpoints")
-    assert path is not None
-    state = load_checkpoint(path, PROGRAM_ID)
+    stdout, state = stop_with(proc, signal.SIGTERM, out)
     assert state["step"] == logged_steps(out) >= 3
     assert json.loads((out / "metrics.json").read_text())["status"].startswith("stopped at step")
     assert "stopped by SIGTERM at step" in stdout
@@ -173,11 +179,8 @@ def test_sighup_in_the_loop_saves_and_exits_0(tmp_path: Path) -> None:
     out = tmp_path / "open"
     proc = start(out, "--warmup-steps", "2")
     wait_until(proc, lambda: logged_steps(out) >= 2)
-    proc.send_signal(signal.SIGHUP)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    path = latest_checkpoint(out / "checkpoints")
-    assert path is not None and load_checkpoint(path, PROGRAM_ID)["step"] == logged_steps(out)
+    _, state = stop_with(proc, signal.SIGHUP, out)
+    assert state["step"] == logged_steps(out)
 
 
 def test_a_second_process_on_the_folder_is_refused_at_once_naming_the_first(tmp_path: Path) -> None:

@@ -23,6 +23,13 @@ def run(out: Path, *extra: str) -> int:
     return main([*DINO_SMALL, "--output-dir", str(out), *extra])
 
 
+def run_stopped_at(step: int, out: Path, *extra: str) -> int:
+    """``run`` that stops as if SIGTERM arrived once ``step`` steps are done (the program's test hook)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LRSCHED_STOP_AT_STEP", str(step))
+        return run(out, *extra)
+
+
 def plan_schedules(out: Path) -> dict[str, object]:
     plan = json.loads((out / "plan.json").read_text())
     return {k: from_description(plan[k]["schedule"]) for k in ("lr", "weight_decay", "momentum", "teacher_temp")}
@@ -59,13 +66,11 @@ def _weights(out: Path) -> dict[str, torch.Tensor]:
     return {**{f"s.{k}": v for k, v in state["student"].items()}, **{f"t.{k}": v for k, v in state["teacher"].items()}}
 
 
-def test_interrupt_and_resume_reproduces_the_run_bitwise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupt_and_resume_reproduces_the_run_bitwise(tmp_path: Path) -> None:
     flags = ["--max-steps", "10", "--warmup-steps", "3", "--save-every", "0"]
     assert run(tmp_path / "whole", *flags) == 0
-    monkeypatch.setenv("LRSCHED_STOP_AT_STEP", "6")
-    assert run(tmp_path / "split", *flags) == 0
+    assert run_stopped_at(6, tmp_path / "split", *flags) == 0
     assert len(read_rows(tmp_path / "split" / "log.csv")) == 6
-    monkeypatch.delenv("LRSCHED_STOP_AT_STEP")
     assert run(tmp_path / "split", *flags, "--resume", "latest") == 0
     whole, split = read_rows(tmp_path / "whole" / "log.csv"), read_rows(tmp_path / "split" / "log.csv")
     assert [r["lr"] for r in whole] == [r["lr"] for r in split]
@@ -74,13 +79,9 @@ def test_interrupt_and_resume_reproduces_the_run_bitwise(tmp_path: Path, monkeyp
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_open_ended_stop_then_replan_decays_without_a_jump(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_open_ended_stop_then_replan_decays_without_a_jump(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "open"
-    monkeypatch.setenv("LRSCHED_STOP_AT_STEP", "8")
-    assert run(out, "--warmup-steps", "3", "--lr", "1e-3", "--min-lr", "1e-5") == 0
-    monkeypatch.delenv("LRSCHED_STOP_AT_STEP")
+    assert run_stopped_at(8, out, "--warmup-steps", "3", "--lr", "1e-3", "--min-lr", "1e-5") == 0
     rows = read_rows(out / "log.csv")
     assert [float(r["lr"]) for r in rows[3:]] == [pytest.approx(1e-3)] * 5  # held after warm-up
     assert {r["momentum"] for r in rows} == {"0.996"}  # every schedule held when open-ended
@@ -224,13 +225,11 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_folder_run_streams_with_workers_and_resumes_bitwise_with_any_worker_count(
-    tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, photos: Path
 ) -> None:
     flags = ["--data-dir", str(photos), "--max-steps", "8", "--warmup-steps", "2", "--save-every", "0"]
     assert run(tmp_path / "whole", *flags, "--workers", "2") == 0
-    monkeypatch.setenv("LRSCHED_STOP_AT_STEP", "4")
-    assert run(tmp_path / "split", *flags, "--workers", "2") == 0
-    monkeypatch.delenv("LRSCHED_STOP_AT_STEP")
+    assert run_stopped_at(4, tmp_path / "split", *flags, "--workers", "2") == 0
     assert run(tmp_path / "split", *flags, "--workers", "0", "--resume", "latest") == 0
     whole, split = read_rows(tmp_path / "whole" / "log.csv"), read_rows(tmp_path / "split" / "log.csv")
     assert [r["loss"] for r in whole] == [r["loss"] for r in split]
@@ -244,16 +243,14 @@ def test_folder_run_streams_with_workers_and_resumes_bitwise_with_any_worker_cou
 
 
 def test_a_changed_folder_is_refused_on_resume_unless_accepted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from .dino_helpers import make_image_folder
 
     images = make_image_folder(tmp_path / "images", 30, classes=2, sizes=(40, 60))
     flags = ["--data-dir", str(images), "--max-steps", "6", "--warmup-steps", "1", "--workers", "0"]
     out = tmp_path / "run"
-    monkeypatch.setenv("LRSCHED_STOP_AT_STEP", "2")
-    assert run(out, *flags) == 0
-    monkeypatch.delenv("LRSCHED_STOP_AT_STEP")
+    assert run_stopped_at(2, out, *flags) == 0
     make_image_folder(images, 31, classes=2, sizes=(40, 60))  # one image more
     log_before = (out / "log.csv").read_text()
     capsys.readouterr()
@@ -293,13 +290,11 @@ def test_lr_ref_batch_scales_the_peak_by_the_global_batch_and_says_so(tmp_path: 
 
 
 def test_a_resume_keeps_what_defines_the_run_and_records_what_it_changes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
     flags = ["--max-steps", "6", "--warmup-steps", "1", "--workers", "0"]
-    monkeypatch.setenv("LRSCHED_STOP_AT_STEP", "2")
-    assert run(out, *flags) == 0
-    monkeypatch.delenv("LRSCHED_STOP_AT_STEP")
+    assert run_stopped_at(2, out, *flags) == 0
     capsys.readouterr()
     for changed in (["--batch-size", "8"], ["--seed", "1"], ["--local-crops", "3"], ["--koleo-weight", "0.1"]):
         with pytest.raises(SystemExit) as exit_status:
@@ -313,12 +308,10 @@ def test_a_resume_keeps_what_defines_the_run_and_records_what_it_changes(
 
 
 def test_replan_to_a_new_peak_rewarms_says_so_and_refuses_a_jump_in_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "open"
-    monkeypatch.setenv("LRSCHED_STOP_AT_STEP", "4")
-    assert run(out, "--lr", "1e-3", "--warmup-steps", "2", "--workers", "0") == 0
-    monkeypatch.delenv("LRSCHED_STOP_AT_STEP")
+    assert run_stopped_at(4, out, "--lr", "1e-3", "--warmup-steps", "2", "--workers", "0") == 0
     capsys.readouterr()
     new = ["--lr", "2e-3", "--max-steps", "12", "--replan", "--resume", "latest", "--workers", "0"]
     with pytest.raises(SystemExit) as exit_status:
@@ -338,13 +331,11 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def test_a_folder_belongs_to_one_run_and_another_runs_checkpoint_changes_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     flags = ["--max-steps", "6", "--warmup-steps", "1", "--workers", "0", "--save-every", "2"]
     assert run(tmp_path / "a", *flags) == 0
-    monkeypatch.setenv("LRSCHED_STOP_AT_STEP", "3")
-    assert run(tmp_path / "b", *flags) == 0
-    monkeypatch.delenv("LRSCHED_STOP_AT_STEP")
+    assert run_stopped_at(3, tmp_path / "b", *flags) == 0
     before = _files(tmp_path / "b")
     capsys.readouterr()
     other = tmp_path / "a" / "checkpoints" / "step-00000002.pt"
@@ -377,9 +368,7 @@ def test_a_run_that_died_before_its_first_checkpoint_is_no_dead_end(
     assert len(read_rows(out / "log.csv")) == 4
 
 
-def test_resuming_from_an_older_checkpoint_sets_the_abandoned_future_aside(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_resuming_from_an_older_checkpoint_sets_the_abandoned_future_aside(tmp_path: Path) -> None:
     out = tmp_path / "run"
     flags = [
         "--max-steps",
@@ -394,8 +383,7 @@ def test_resuming_from_an_older_checkpoint_sets_the_abandoned_future_aside(
         "9",
     ]
     assert run(out, *flags) == 0
-    monkeypatch.setenv("LRSCHED_STOP_AT_STEP", "5")
-    assert run(out, *flags, "--resume", str(out / "checkpoints" / "step-00000004.pt")) == 0
+    assert run_stopped_at(5, out, *flags, "--resume", str(out / "checkpoints" / "step-00000004.pt")) == 0
     assert latest_checkpoint(out / "checkpoints") == out / "checkpoints" / "step-00000005.pt"
     aside = sorted(p.name for p in (out / "checkpoints").glob("abandoned-after-step-00000004/*"))
     assert aside == ["step-00000006.pt", "step-00000008.pt"]
