@@ -1,23 +1,13 @@
 """Overhead of ``ScheduledLR`` against its peers: time per ``scheduler.step()``, agreement, state size.
 
-Usage: ``python bench/overhead.py [--rounds N]`` (``make bench`` runs it).
-
-Contenders, one warm-up + cosine plan (peak ``BASE``, floor 0, ``W = T // 10``, ``T = 200,000``;
-the timers walk on past ``T``, where a step costs the same):
-lrsched's ``ScheduledLR(opt, Schedule("cosine", ...))``, HF transformers'
-``get_cosine_schedule_with_warmup`` (a ``LambdaLR``) and torch's ``SequentialLR(LinearLR,
-CosineAnnealingLR)``, each with 1 and with 100 param groups (group ``i`` at ``BASE (1 + i/groups)``).
-
-Timing is ``torch.utils.benchmark``'s: in each of ``--rounds`` rounds every contender gets one
-``Timer("sched.step()").blocked_autorange`` in an order shuffled per round, and keeps its scheduler
-across rounds (each walks along the curve). Reported: the median over rounds of each contender's
-median ns per step, and the median of the per-round ratios peer / lrsched (timed in the same round).
-
-Agreement: a separate pass steps all three to ``T`` in lockstep and compares every group's LR at
-101 points (relative 1e-9, absolute floor 1e-12 x the largest group LR,
-since torch's LinearLR cannot start at exactly 0); a miss fails the script. State size: the
-pickled ``Schedule`` and ``state_dict()`` at step 10^9, beside a precomputed table of every step's
-value (DINOv2's way): 8 bytes x 10^9 = 8 GB.
+Usage: ``python bench/overhead.py [--rounds N]``. One warm-up + cosine plan (W = T/10, T = 200,000)
+as lrsched's ``ScheduledLR``, HF's ``get_cosine_schedule_with_warmup`` and torch's
+``SequentialLR(LinearLR, CosineAnnealingLR)``, with 1 and 100 param groups (group i at
+``BASE (1 + i/groups)``). Each round times every contender once with ``torch.utils.benchmark``'s
+``blocked_autorange``, in a shuffled order; reported: the median ns per step and the median of the
+per-round ratios peer / lrsched. A lockstep pass checks that all three give the same LRs at 101
+points (a miss fails the script), and the state at step 10^9 is weighed against a precomputed
+table of every step's value (DINOv2's way): 8 bytes x 10^9 = 8 GB.
 """
 
 from __future__ import annotations
@@ -36,7 +26,7 @@ from torch.utils.benchmark import Timer
 from transformers import get_cosine_schedule_with_warmup
 
 # isort: split
-from _common import RESULTS_DIR, machine_info, markdown_table, write_json, write_text
+from _common import RESULTS_DIR, machine_info, markdown_table, provenance, write_json, write_text
 
 from lrsched.schedules import Schedule
 from lrsched.torch_sched import ScheduledLR
@@ -142,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{k} {v}" for k, v in sizes.items())
         + "; a precomputed table of every step's value (DINOv2's way) is 8 bytes x 10^9 = 8 GB.",
         "",
-        f"Machine: {info['cpu_model']}, load {info['load_average_1_5_15min']}; torch {info['packages']['torch']}, "
-        f"transformers {info['packages']['transformers']}; commit {info['git_commit']}. Command: `{info['command']}`.",
+        provenance(info),
         "",
     ]
     write_text(RESULTS_DIR / "overhead.md", "\n".join(text))

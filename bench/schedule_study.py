@@ -1,29 +1,19 @@
 """Schedule study: does train.py's ``auto`` strategy pick well, at each run length?
 
 Usage: ``python bench/schedule_study.py [--sizes 256 1024] [--seeds 0 1 2 3] [--stop-after MIN] [--report]``
-(``make bench`` runs it). Each cell is one train.py run, called in-process through its ``main``
-on ONE torch thread (``--save_strategy no``: no resumable checkpoints, only the result):
 
-- data: fixed subsets of train.py's default split of the tweet corpus: N training tweets
-  (N = 256 at 1, 3 and 10 epochs; N = 1,024 at 1 and 3 epochs), 64 validation and 256 test
-  tweets (the same test tweets for both sizes), written once as CSV files; batch 16;
-- contenders: ``--lr_strategy`` constant, linear, cosine, cosine_restarts, wsd (peak, warm-up
-  and cycles from the run-length row, docs/design.md section 4; wsd decays over the last 20%),
-  HF Trainer's default (linear, 5e-5, no warm-up) and the legacy schedule note 004 replaces
-  (cosine restarts x2, 5e-5, 10% warm-up);
-- ``auto`` is not trained separately: its resolved schedule is checked equal to that of its
-  row's contender (1 epoch: constant, 3: linear, 10: cosine), and that run is auto's;
-- seeds: ``--seed`` moves the head's init, dropout and batch order, never the data. Within a
-  seed every contender sees the same batches, so ``auto - contender`` is a paired difference;
-  its 95% t-interval over seeds gives a verdict only where it excludes 0;
-- a cell whose LR at every step equals another contender's at the same size, budget and seed is
-  that run (cosine_restarts with 1 cycle is cosine at 3 epochs; legacy is cosine_restarts at 10).
-
-Cells are cached in ``bench/results/cache/schedule_study_n<N>_seed<S>.json`` (committed), one
-file per size and seed, so processes given different ``--sizes``/``--seeds`` run side by side
-and a later run adds seeds. The cache is keyed on
-``CELL_VERSION`` and the sizes, not on the code: bump it after a change that alters training.
-``--report`` trains nothing and writes ``schedule_study.{md,json,png}`` from the cache.
+Each cell is one train.py run (its ``main``, one torch thread, ``--save_strategy no``) on a fixed
+subset of its default tweet split: N training tweets (256 at 1, 3 and 10 epochs; 1,024 at 1 and 3),
+64 validation and 256 test tweets, batch 16. Contenders: ``--lr_strategy`` constant, linear,
+cosine, cosine_restarts and wsd (20% decay) with the run-length row's peak, warm-up and cycles
+(docs/design.md section 4), HF Trainer's default (linear, 5e-5, no warm-up) and the legacy
+schedule note 004 replaces (restarts x2, 5e-5, 10% warm-up). ``auto`` is its row's contender
+(checked: the same LR at every step), and a contender with the same LR at every step as an
+earlier one is that run. ``--seed`` moves the head's init, dropout and batch order, never the
+data, so ``auto - contender`` pairs by seed; its 95% t-interval gives a verdict only where it
+excludes 0. Cells are cached per size and seed in ``bench/results/cache/`` (committed; keyed on
+``CELL_VERSION``), so processes with other sizes or seeds run side by side and later runs add
+seeds. ``--report`` trains nothing and writes ``schedule_study.{md,json,png}``.
 """
 
 from __future__ import annotations
@@ -43,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 # isort: split
-from _common import RESULTS_DIR, CellCache, machine_info, markdown_table, write_json, write_text
+from _common import RESULTS_DIR, CellCache, machine_info, markdown_table, provenance, t_interval, write_json, write_text
 
 BUDGETS = {256: (1, 3, 10), 1024: (1, 3)}
 AUTO_ROW = {1: "constant", 3: "linear", 10: "cosine"}
@@ -59,8 +49,6 @@ CONTENDERS = {
 BATCH, VALIDATION, TEST = 16, 64, 256
 CELL_VERSION = 1
 """Bump when a change (here or in train.py's numerics) alters what a cell trains: the cache then starts over."""
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-"""Student's t, 97.5% quantile, by degrees of freedom: the 95% interval of a mean of k = df + 1 values."""
 
 
 def write_subset(n: int, folder: Path) -> list[str]:
@@ -123,15 +111,6 @@ def instability(loss: list[float]) -> float:
     return statistics.fmean(abs(b - a) for a, b in itertools.pairwise(half))
 
 
-def interval(diffs: list[float]) -> tuple[float, float, float]:
-    """Mean of paired differences and its 95% t-interval (``nan`` bounds with one seed)."""
-    m = statistics.fmean(diffs)
-    if len(diffs) < 2:
-        return m, math.nan, math.nan
-    half = T_975[len(diffs) - 1] * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return m, m - half, m + half
-
-
 def verdict(lo: float, hi: float) -> str:
     if math.isnan(lo):
         return "one seed: no interval"
@@ -178,7 +157,7 @@ def compare(n: int, e: int, cells: dict[str, Any], seeds: list[int]) -> list[dic
             continue
         acc = [c["test"]["accuracy"] for _, c in pairs]
         diffs = [a["test"]["accuracy"] - c["test"]["accuracy"] for a, c in pairs]
-        mean, lo, hi = interval(diffs)
+        mean, lo, hi = t_interval(diffs)
         rows.append(
             {
                 "contender": name,
@@ -249,9 +228,7 @@ def report(sizes: list[int], seeds: list[int], cache_dir: Path, out: Path) -> No
         "contender's, paired by seed, with a 95% t-interval: a verdict only where it excludes 0.",
         "",
         *tables,
-        f"Machine: {info['cpu_model']}, load {info['load_average_1_5_15min']}; torch {info['packages']['torch']}, "
-        f"transformers {info['packages']['transformers']}; commit {info['git_commit']}. "
-        f"Command: `{info['command']}`.",
+        provenance(info),
         "",
     ]
     write_text(out / "schedule_study.md", "\n".join(text))
