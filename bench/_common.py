@@ -1,8 +1,5 @@
-"""What every benchmark in ``bench/`` shares: where results go, what ran them, atomic writes,
-markdown tables, medians with their spread, and a cache of finished cells.
-
-Standard library only at import time, so the torchvision side of ``data_pipeline.py`` (another
-venv) can import it too.
+"""What every benchmark in ``bench/`` shares: where results go, what ran them, atomic writes, markdown
+tables, medians with their spread, paired verdicts and a cache of finished cells (stdlib only at import).
 """
 
 from __future__ import annotations
@@ -30,27 +27,26 @@ T = TypeVar("T")
 
 def machine_info(packages: Sequence[str] = ("torch", "transformers", "numpy")) -> dict[str, Any]:
     """The machine, the software and the command behind a result, JSON-able."""
-
-    def version(name: str) -> str | None:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    git = ["git", "-C", str(REPO_ROOT)]
-    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run([*git, "status", "--porcelain", "-uno"], capture_output=True, text=True).stdout.strip()
-    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), None)
+    git = ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty=+dirty", "--abbrev=40"]
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    cpu = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
     return {
-        "cpu_model": cpu or platform.machine(),
+        "cpu_model": cpu[0] if cpu else platform.machine(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
-        "packages": {name: version(name) for name in packages},
-        "git_commit": commit + ("+dirty" if dirty else "") if commit else None,
+        "packages": {name: _version(name) for name in packages},
+        "git_commit": subprocess.run(git, capture_output=True, text=True).stdout.strip() or None,
         "command": shlex.join(getattr(sys, "orig_argv", sys.argv)),
         "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def provenance(info: dict[str, Any]) -> str:
@@ -60,13 +56,6 @@ def provenance(info: dict[str, Any]) -> str:
         f"Machine: {info['cpu_model']}, {info['usable_cores']} cores (shared), load {info['load_average_1_5_15min']}; "
         f"{versions}; commit {info['git_commit']}. Command: `{info['command']}`."
     )
-
-
-def _cpuinfo() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return []
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -98,17 +87,31 @@ def quantiles(sample: Sequence[float]) -> dict[str, float]:
     return {"median": median, "q1": q1, "q3": q3}
 
 
+def spread(q: dict[str, float], fmt: str = ".1f") -> str:
+    """``"49.0 (45.8 - 58.6)"``: a median and its interquartile range, from ``quantiles``."""
+    return f"{q['median']:{fmt}} ({q['q1']:{fmt}} - {q['q3']:{fmt}})"
+
+
+def mean_sd(xs: Sequence[float], digits: int = 3) -> str:
+    """``"0.581 ± 0.022"`` (one value: itself; none: a dash)."""
+    if len(xs) < 2:
+        return f"{xs[0]:.{digits}f}" if xs else "—"
+    return f"{statistics.fmean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f}"
+
+
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 """Student's t, 97.5% quantile, by degrees of freedom."""
 
 
-def t_interval(diffs: Sequence[float]) -> tuple[float, float, float]:
-    """Mean of paired differences and its 95% t-interval (``nan`` bounds with one pair)."""
+def paired_verdict(diffs: Sequence[float], who: str) -> str:
+    """``"+0.012 [-0.010, +0.034] tie"``: the mean of paired differences, its 95% t-interval, and a
+    verdict (``who`` better or worse) only where the interval excludes 0."""
     mean = statistics.fmean(diffs)
     if len(diffs) < 2:
-        return mean, math.nan, math.nan
+        return f"{mean:+.3f} (one seed: no interval)"
     half = T_975[len(diffs) - 1] * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return mean, mean - half, mean + half
+    verdict = f"{who} better" if mean - half > 0 else f"{who} worse" if mean + half < 0 else "tie"
+    return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}] {verdict}"
 
 
 class CellCache:

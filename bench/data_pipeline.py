@@ -1,14 +1,10 @@
 """Images/s of DINO's data path alone (JPEG decode, 2 global 224 px + 8 local 96 px crops, colour jitter,
 grayscale, blur, solarisation, normalisation) for W = 0, 1, 2 DataLoader workers, each run a fresh subprocess.
 
-Usage: ``.venv/bin/python bench/data_pipeline.py [--quick] [--rounds 5] [--threads 1] [--work DIR]
-[--official-venv DIR] [--out DIR]``: bench/results/data_pipeline.{json,md,png}; finished runs are cached in
-bench/results/cache/data_pipeline.json, so a rerun resumes (delete it to start over). Contenders:
-- official: ``data_pipeline_official.py`` (DINO's pipeline from torchvision parts) run by a bench-only venv, made
-  when missing: ``python3 -m venv V && V/bin/pip install torch==2.13.0 torchvision==0.28.0 pillow numpy``
-- official_matched: the same with ``--match-lrsched``, lrsched's lighter photometric work (equal-work control)
-- ours: ``lrsched.recipes.dino`` (open_folder, Geometry with DINO's crop areas, Sampler, stream.train_loader),
-  then ``Photometric`` per batch on the CPU in the main process
+Usage: ``.venv/bin/python bench/data_pipeline.py [--quick] [--rounds 5]``: ``bench/results/data_pipeline.{json,md}``,
+runs cached in ``bench/results/cache/``. Sides: ``official``, DINO's pipeline from torchvision parts, run by a
+bench-only venv made when missing (``VENV_PACKAGES``); ``official_matched``, the same doing lrsched's lighter
+photometric work (an equal-work control); ``ours``, lrsched's stream, then ``Photometric`` per batch on the CPU.
 """
 
 import argparse
@@ -16,22 +12,106 @@ import itertools
 import json
 import multiprocessing
 import os
+import random
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import BENCH_DIR, CellCache, machine_info, markdown_table, quantiles, write_json, write_text
-from data_pipeline_official import INT_FLAGS, MEAN, STD, side_options, timed
+from _common import BENCH_DIR, CellCache, machine_info, markdown_table, quantiles, spread, write_json, write_text
 
-OFFICIAL = BENCH_DIR / "data_pipeline_official.py"
 VENV_PACKAGES = ("torch==2.13.0", "torchvision==0.28.0", "pillow", "numpy")
-PROBE = "import json, PIL, numpy, torch, data_pipeline_official as o; tv = o.import_torchvision(); print(json.dumps("
+PROBE = "import json, PIL, numpy, torch, data_pipeline as o; tv = o.import_torchvision(); print(json.dumps("
 PROBE += "{m.__name__: m.__version__ for m in (torch, tv, PIL, numpy)}))"
 SIDES = {"official": "DINO (torchvision)", "official_matched": "DINO, lrsched's photometric work", "ours": "lrsched"}
 BASES = ("official", "official_matched")
 SCALES = ((80, 30, 3), (80, 50, 1), (20, 35, 1), (5, 35, 1))  # test images: (cell px, amplitude, channels)
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet's
+INT_FLAGS = ("workers", "batch", "global_size", "local_size", "local_crops", "warmup", "batches", "seed")
+
+
+def side_options(argv: list[str] | None = None) -> argparse.Namespace:
+    """One side's options (``--folder``, ``--workers`` ...), shared with lrsched's side."""
+    parser = argparse.ArgumentParser(description="one run of one side")
+    parser.add_argument("--folder", type=Path, required=True)
+    parser.add_argument("--match-lrsched", action="store_true", help="lrsched's photometric work (a control)")
+    for name in INT_FLAGS:
+        parser.add_argument("--" + name.replace("_", "-"), type=int, required=True)
+    return parser.parse_args(argv)
+
+
+def tree_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its live descendants (DataLoader workers), from /proc."""
+    pids, ticks = [os.getpid()], 0
+    while pids:
+        pid = pids.pop()
+        try:
+            ticks += sum(map(int, Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]))
+            pids += [int(c) for t in Path(f"/proc/{pid}/task").glob("*/children") for c in t.read_text().split()]
+        except OSError:  # it ended meanwhile
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def timed(batches: Any, opts: argparse.Namespace, started: float) -> dict[str, Any]:
+    """Draw ``warmup`` batches (worker start-up included), then time ``batches`` more: the run's result."""
+    for _ in range(opts.warmup):
+        next(batches)
+    warmup, ends, cpu = time.perf_counter() - started, [time.perf_counter()], tree_cpu_seconds()
+    for _ in range(opts.batches):
+        next(batches)
+        ends.append(time.perf_counter())
+    images, cpu = opts.batches * opts.batch, tree_cpu_seconds() - cpu
+    result = {"images_per_s": images / (ends[-1] - ends[0]), "cpu_ms_per_image": 1000 * cpu / images}
+    return result | {"batch_seconds": [round(b - a, 4) for a, b in itertools.pairwise(ends)], "warmup_seconds": warmup}
+
+
+def import_torchvision() -> Any:
+    """torchvision; the 0.28.0 wheel here is a CUDA build whose C++ ops do not load beside a CPU torch."""
+    import torch
+
+    try:
+        import torchvision
+    except RuntimeError:  # it then fails on two of them: declare those (the data path uses no C++ op)
+        for op in ("nms", "qnms"):
+            torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        import torchvision
+    return torchvision
+
+
+def multi_crop(opts: argparse.Namespace) -> Any:
+    """DINO's views of one PIL image: 2 global + ``local_crops`` local normalised tensors."""
+    from PIL import ImageFilter
+
+    T = import_torchvision().transforms
+    saturation, hue = (0.0, 0.0) if opts.match_lrsched else (0.2, 0.1)
+
+    def view(size: int, scale: tuple[float, float], blur_p: float, solarize_p: float) -> Any:
+        radius = (0.1, max(0.5, 2.0 * size / 224)) if opts.match_lrsched else (0.1, 2.0)
+        crop = T.RandomResizedCrop(size, scale=scale, interpolation=T.InterpolationMode.BICUBIC)
+        colour = [T.RandomApply([T.ColorJitter(0.4, 0.4, saturation, hue)], p=0.8), T.RandomGrayscale(p=0.2)]
+        blur = T.RandomApply([lambda img: img.filter(ImageFilter.GaussianBlur(random.uniform(*radius)))], p=blur_p)
+        solarize = [T.RandomSolarize(128, p=solarize_p)] if solarize_p else []
+        normalize = [T.ToTensor(), T.Normalize(MEAN, STD)]
+        return T.Compose([crop, T.RandomHorizontalFlip(p=0.5), *colour, blur, *solarize, *normalize])
+
+    g, loc = opts.global_size, opts.local_size
+    views = [view(g, (0.4, 1.0), 1.0, 0.0), view(g, (0.4, 1.0), 0.1, 0.2)]
+    views += [view(loc, (0.05, 0.4), 0.5, 0.0) for _ in range(opts.local_crops)]
+    return lambda img: [v(img) for v in views]
+
+
+def official(opts: argparse.Namespace) -> dict[str, Any]:
+    """One run of DINO's side (in the bench-only venv): ``ImageFolder``, its multi-crop, ``DataLoader``."""
+    import torch
+
+    torch.manual_seed(opts.seed)
+    random.seed(opts.seed)
+    started = time.perf_counter()
+    dataset = import_torchvision().datasets.ImageFolder(opts.folder, transform=multi_crop(opts))
+    loader = torch.utils.data.DataLoader(dataset, opts.batch, shuffle=True, num_workers=opts.workers, drop_last=True)
+    return timed(iter(loader), opts, started)
 
 
 def make_jpeg(job: tuple[int, Path]) -> None:
@@ -98,7 +178,8 @@ def command(side: str, cfg: dict[str, Any], folder: Path, workers: int, venv: Pa
     args = [f"--folder={folder}", f"--workers={workers}", *(f"--{k.replace('_', '-')}={cfg[k]}" for k in INT_FLAGS[1:])]
     if side == "ours":
         return [sys.executable, str(Path(__file__).resolve()), "ours", *args]
-    return [str(venv / "bin" / "python"), str(OFFICIAL), *args, *(["--match-lrsched"] if side != "official" else [])]
+    match = ["--match-lrsched"] if side == "official_matched" else []
+    return [str(venv / "bin" / "python"), str(Path(__file__).resolve()), "official", *args, *match]
 
 
 def run_side(cmd: list[str], threads: int, folder: Path) -> dict[str, Any]:
@@ -139,34 +220,13 @@ def summarise(runs: list[dict[str, Any]], cfg: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def draw(runs: list[dict[str, Any]], summary: dict[str, Any], cfg: dict[str, Any], path: Path) -> None:
-    from matplotlib.figure import Figure
-
-    from lrsched.render import save_figure
-
-    fig, ws = Figure(figsize=(10, 4.2), layout="constrained"), cfg["workers"]
-    panels = {"images_per_s": "images / s (2x224 + 8x96 crops each)", "cpu_ms_per_image": "CPU ms per image"}
-    for ax, (key, label) in zip(fig.subplots(1, 2), panels.items()):
-        for k, side in enumerate(SIDES):  # colours: official orange, official_matched green, ours blue
-            xs, ys = zip(*[(r["workers"] + 0.06 * (k - 1), r[key]) for r in runs if r["side"] == side])
-            ax.plot(xs, ys, "o", color=f"C{(k + 1) % 3}", alpha=0.45, ms=4)
-            medians = [summary[key][side][w]["median"] for w in ws]
-            ax.plot(ws, medians, "-", color=f"C{(k + 1) % 3}", lw=2, label=f"{side}: {SIDES[side]} (median)")
-        ax.set(xticks=ws, xlabel="DataLoader workers", ylabel=label, ylim=(0, None))
-        ax.grid(alpha=0.3)
-    fig.axes[0].legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"DINO data path on CPU, batch {cfg['batch']}: {cfg['rounds']} runs per point (dots), medians")
-    save_figure(fig, path, dpi=110)
-
-
 def report(summary: dict[str, Any], cfg: dict[str, Any], manifest: dict[str, Any], extra: dict[str, Any]) -> str:
-    iqr = lambda q, f=".1f": f"{q['median']:{f}} ({q['q1']:{f}} - {q['q3']:{f}})"  # noqa: E731
     ws, kb, info, s = cfg["workers"], manifest["file_kb"], extra["machine"], summary
-    speed = [[w, *(iqr(s["images_per_s"][side][w]) for side in SIDES)] for w in ws]
-    pair = lambda b, w: [f"{s['ratio_ours_over'][b][w]:.2f}", iqr(s["per_round_ratio_ours_over"][b][w], ".2f")]  # noqa: E731
+    speed = [[w, *(spread(s["images_per_s"][side][w]) for side in SIDES)] for w in ws]
+    pair = lambda b, w: [f"{s['ratio_ours_over'][b][w]:.2f}", spread(s["per_round_ratio_ours_over"][b][w], ".2f")]  # noqa: E731
     ratio = [[w, *pair("official", w), *pair("official_matched", w)] for w in ws]
     cpu_ratio = {w: [f"{s['cpu_ratio_over_ours'][b][w]:.2f}" for b in BASES] for w in ws}
-    cpu = [[w, *(iqr(s["cpu_ms_per_image"][side][w]) for side in SIDES), *cpu_ratio[w]] for w in ws]
+    cpu = [[w, *(spread(s["cpu_ms_per_image"][side][w]) for side in SIDES), *cpu_ratio[w]] for w in ws]
     venv = ", ".join(f"{k} {v}" for k, v in extra["official"].items())
     return (
         "# DINO data path: images/s of lrsched's stream against DINO's own pipeline\n\n"
@@ -194,8 +254,9 @@ def report(summary: dict[str, Any], cfg: dict[str, Any], manifest: dict[str, Any
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["ours"]:  # one run of lrsched's side
-        return print("RESULT " + json.dumps(ours(side_options(sys.argv[2:]))), flush=True)
+    if sys.argv[1:2] in (["ours"], ["official"]):  # one run of one side
+        side = ours if sys.argv[1] == "ours" else official
+        return print("RESULT " + json.dumps(side(side_options(sys.argv[2:]))), flush=True)
     sys.stdout.reconfigure(line_buffering=True)  # progress lines in a log too
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="160 images, 1 round, 2 timed batches: a smoke test")
@@ -210,7 +271,7 @@ def main() -> None:
     cfg = dict(zip(("images", "classes", "batch", "warmup", "batches", "rounds"), n), threads=opts.threads)
     cfg |= {"global_size": 224, "local_size": 96, "local_crops": 8, "workers": [0, 1, 2], "seed": 0}
     versions, (folder, manifest) = official_versions(opts.official_venv), image_folder(opts.work, cfg)
-    cache = CellCache(name, {**cfg, "folder": str(folder)}, opts.out / "cache", code=[Path(__file__), OFFICIAL])
+    cache = CellCache(name, {**cfg, "folder": str(folder)}, opts.out / "cache", code=[Path(__file__)])
     runs = measure(cfg, folder, opts.official_venv, cache)
     summary, loads = summarise(runs, cfg), [r["load_before"] for r in runs]
     commands = {s: command(s, cfg, folder, 2, opts.official_venv) for s in SIDES}
@@ -218,7 +279,6 @@ def main() -> None:
     extra |= {"load": [min(loads), max(loads)], "wall_seconds": time.perf_counter() - started}
     write_text(opts.out / f"{name}.md", text := report(summary, cfg, manifest, extra))
     write_json(opts.out / f"{name}.json", {**extra, "config": cfg, "images": manifest, **summary, "runs": runs})
-    draw(runs, summary, cfg, opts.out / f"{name}.png")
     print(text)
 
 

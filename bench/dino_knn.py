@@ -1,23 +1,15 @@
 """DINO on one CPU thread: k-NN of ``phase5_big_run.py`` against CPU minutes, and where LR warm-up matters.
 
-Usage: ``python bench/dino_knn.py [--study warmup|recipe] [--seeds 0 1 2] [--report] [--quick]``
-
-Every cell is one run of the 10-minute CPU recipe (the flags of ``make demo-dino``: micro preset,
-6,000 steps, batch 48, lr 2e-3, WSD with a 20% cool-down, KoLeo 0.1, ``--workers 0``) as a
-subprocess on one thread, with the program's own k-NN (weighted, k=20, T=0.07, teacher CLS, the
-default 10,000 / 2,000 Fashion-MNIST images) every 1,000 steps. A run's CPU minutes are the
-user + system time of the reaped subprocess; the k-NN at step s is placed at s / S of them.
-
-- ``--study warmup`` (note 000: warm-up prevents early collapse): ``--warmup-steps 500`` against
-  ``0`` at the recipe's LR and at 2x and 4x it, per seed. Only the LR warm-up differs: the last
-  layer stays frozen for 500 steps in both, the teacher temperature is constant. Collapse signal:
-  the lowest teacher entropy in ``log.csv`` (log 512 = 6.24 is uniform; near 0 one prototype
-  wins); a run stopped by a non-finite loss is "diverged".
-- ``--study recipe``: the recipe, and the same flags for 40,000 steps (evaluated every 2,500).
-
-Cells are cached per seed in ``bench/results/cache/dino_knn_seed<S>.json``, so processes with
-other seeds run side by side and a later run adds seeds; ``--report`` trains nothing and writes
-``bench/results/dino_knn.{md,json,png}``, listing the cells still missing.
+Usage: ``python bench/dino_knn.py [--study warmup|recipe] [--seeds 0 1 2] [--report] [--quick]``. Every
+cell is one run of ``make demo-dino``'s 10-minute recipe, a subprocess on one thread, with the program's
+own k-NN (teacher CLS, the default 10,000 / 2,000 Fashion-MNIST images) every 1,000 steps; its CPU
+minutes are the reaped process's user + system time, the k-NN at step s placed at s / S of them.
+``--study warmup`` (note 000: warm-up prevents early collapse): ``--warmup-steps 500`` against 0 at the
+recipe's LR, 2x and 4x it (the last layer frozen 500 steps in both); collapse shows as the lowest teacher
+entropy (log 512 = 6.24: uniform; near 0: one prototype wins) or a run stopped on a non-finite loss.
+``--study recipe``: the recipe and the same flags for 40,000 steps. Cells are cached per seed in
+``bench/results/cache/dino_knn_seed<S>.json`` (processes with other seeds run side by side);
+``--report`` trains nothing and writes ``bench/results/dino_knn.{md,json,png}``, naming missing cells.
 """
 
 from __future__ import annotations
@@ -29,24 +21,13 @@ import math
 import os
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 # isort: split
-from _common import (
-    REPO_ROOT,
-    RESULTS_DIR,
-    CellCache,
-    machine_info,
-    markdown_table,
-    provenance,
-    t_interval,
-    write_json,
-    write_text,
-)
+import _common as common
 
 RECIPE_FLAGS = (
     "--preset micro --max-steps 6000 --batch-size 48 --local-crops 2 --lr 2e-3 --warmup-steps 500 --out-dim 512 "
@@ -83,7 +64,7 @@ def run_cell(flags: dict[str, str], out_dir: Path) -> dict[str, Any]:
     print("[run] OMP_NUM_THREADS=1 " + " ".join(command[1:]), flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=common.REPO_ROOT, env=env, capture_output=True, text=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode not in (0, 3):  # 3: stopped on a non-finite loss
         raise RuntimeError(f"exit {done.returncode}:\n{done.stderr[-2000:]}")
@@ -95,20 +76,18 @@ def run_cell(flags: dict[str, str], out_dir: Path) -> dict[str, Any]:
     return {
         "command": "OMP_NUM_THREADS=1 python " + " ".join(command[1:-2]),
         "status": "diverged" if done.returncode == 3 else "finished",
-        "steps_done": len(entropy),
         "cpu_minutes": round(cpu, 2),
         "knn": [[s, k, round(cpu * s / steps, 2)] for s, k in metrics.get("knn_history", [])],
         "knn_at_init": metrics.get("knn_top1_at_init"),
         "knn_raw_pixels": metrics.get("knn_top1_raw_pixels"),
         "knn_final": metrics.get("knn_top1"),
         "entropy_min": min(entropy, default=math.nan),
-        "entropy_first_1000_mean": statistics.fmean(entropy[:1000]) if entropy else math.nan,
     }
 
 
-def cache(seed: int, quick: bool) -> CellCache:
+def cache(seed: int, quick: bool) -> common.CellCache:
     name = f"dino_knn{'_quick' if quick else ''}_seed{seed}"
-    return CellCache(name, {"seed": seed, "version": CELL_VERSION}, RESULTS_DIR / "cache")
+    return common.CellCache(name, {"seed": seed, "version": CELL_VERSION}, common.RESULTS_DIR / "cache")
 
 
 def train(study: str, seeds: list[int], quick: bool) -> None:
@@ -116,7 +95,7 @@ def train(study: str, seeds: list[int], quick: bool) -> None:
         cells = cache(seed, quick)
         for name, flags in arms(study, quick).items():
             folder = f"{'quick-' if quick else ''}{name}-seed{seed}".replace(" ", "").replace(",", "_")
-            out = REPO_ROOT / "runs" / "bench-dino_knn" / folder
+            out = common.REPO_ROOT / "runs" / "bench-dino_knn" / folder
             key = " ".join(argv(flags))  # the recipe is also the warm-up study's "lr 2e-3, warm-up on"
             result = cells.compute(key, lambda f=flags, o=out, s=seed: run_cell({**f, "--seed": str(s)}, o))
             print(f"[done] {name}, seed {seed}: k-NN {result['knn_final']}, {result['cpu_minutes']} CPU min")
@@ -133,40 +112,16 @@ def warmup_rows(cells: dict[int, dict[str, Any]], quick: bool) -> list[list[obje
     rows: list[list[object]] = []
     study = arms("warmup", quick)
     for lr in LRS:
-        on, off = (runs_of(cells, study[f"lr {lr}, warm-up {w}"]) for w in ("on", "off"))
-        diffs = [on[s]["knn_final"] - off[s]["knn_final"] for s in on if s in off and not failed(on[s], off[s])]
-        for arm, runs in ((f"lr {lr}, warm-up on", on), (f"lr {lr}, warm-up off", off)):
-            knn = [r["knn_final"] for r in runs.values() if r["knn_final"] is not None]
-            rows.append(
-                [
-                    arm,
-                    len(runs),
-                    sum(r["status"] == "diverged" for r in runs.values()),
-                    f"{statistics.fmean(knn):.4f} ± {statistics.stdev(knn):.4f}" if len(knn) > 1 else mean_of(knn),
-                    f"{min(r['entropy_min'] for r in runs.values()):.2f}" if runs else "—",
-                    warmup_effect(diffs) if runs is on else "",
-                ]
-            )
+        arm = {w: runs_of(cells, study[f"lr {lr}, warm-up {w}"]) for w in ("on", "off")}
+        knn = {w: {s: r["knn_final"] for s, r in runs.items() if r["knn_final"] is not None} for w, runs in arm.items()}
+        diffs = [knn["on"][s] - knn["off"][s] for s in knn["on"] if s in knn["off"]]
+        for w, runs in arm.items():
+            effect = (common.paired_verdict(diffs, "warm-up") if diffs else "—") if w == "on" else ""
+            entropy = f"{min(r['entropy_min'] for r in runs.values()):.2f}" if runs else "—"
+            diverged = sum(r["status"] == "diverged" for r in runs.values())
+            knn_text = common.mean_sd(list(knn[w].values()), 4)
+            rows.append([f"lr {lr}, warm-up {w}", len(runs), diverged, knn_text, entropy, effect])
     return rows
-
-
-def mean_of(knn: list[float]) -> str:
-    return f"{knn[0]:.4f}" if knn else "—"
-
-
-def failed(*runs: dict[str, Any]) -> bool:
-    return any(r["knn_final"] is None for r in runs)
-
-
-def warmup_effect(diffs: list[float]) -> str:
-    """Warm-up's paired effect on the final k-NN: a verdict only where the interval excludes 0."""
-    if not diffs:
-        return "—"
-    mean, lo, hi = t_interval(diffs)
-    if math.isnan(lo):
-        return f"{mean:+.4f} (one seed)"
-    verdict = "warm-up better" if lo > 0 else "warm-up worse" if hi < 0 else "tie"
-    return f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}] {verdict}"
 
 
 def recipe_lines(cells: dict[int, dict[str, Any]], quick: bool) -> list[str]:
@@ -193,21 +148,21 @@ def report(seeds: list[int], quick: bool) -> None:
             "",
             "## Warm-up (500 steps) against none: the 10-minute recipe at 1x, 2x and 4x its LR",
             "",
-            markdown_table(headers, warmup_rows(cells, quick), "lrrrrl"),
+            common.markdown_table(headers, warmup_rows(cells, quick), "lrrrrl"),
             "## The recipe's k-NN against CPU minutes",
             "",
             *recipe_lines(cells, quick),
             "",
             "Missing cells: " + ("; ".join(missing) or "none") + ".",
             "",
-            provenance(machine_info()),
+            common.provenance(common.machine_info()),
             "",
         ]
     )
     name = "dino_knn" + ("_quick" if quick else "")
-    write_text(RESULTS_DIR / f"{name}.md", text)
-    write_json(RESULTS_DIR / f"{name}.json", {"machine": machine_info(), "cells": cells})
-    draw(cells, quick, RESULTS_DIR / f"{name}.png")
+    common.write_text(common.RESULTS_DIR / f"{name}.md", text)
+    common.write_json(common.RESULTS_DIR / f"{name}.json", {"machine": common.machine_info(), "cells": cells})
+    draw(cells, quick, common.RESULTS_DIR / f"{name}.png")
     print(text)
 
 
@@ -225,7 +180,7 @@ def draw(cells: dict[int, dict[str, Any]], quick: bool, path: Path) -> None:
                 ax.plot(xs, ys, color=colour, alpha=0.8, label=None if k else f"warm-up {w}")
         ax.set(title=f"peak LR {lr}", xlabel="CPU minutes", ylabel="k-NN top-1")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8) if ax.lines else None
     save_figure(fig, path, dpi=110)
 
 

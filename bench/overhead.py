@@ -1,19 +1,17 @@
-"""Overhead of ``ScheduledLR`` against its peers: time per ``scheduler.step()``, agreement, state size.
+"""Overhead of ``ScheduledLR`` against its peers: time per ``scheduler.step()``, and state size.
 
 Usage: ``python bench/overhead.py [--rounds N]``. One warm-up + cosine plan (W = T/10, T = 200,000)
 as lrsched's ``ScheduledLR``, HF's ``get_cosine_schedule_with_warmup`` and torch's
 ``SequentialLR(LinearLR, CosineAnnealingLR)``, with 1 and 100 param groups (group i at
 ``BASE (1 + i/groups)``). Each round times every contender once with ``torch.utils.benchmark``'s
 ``blocked_autorange``, in a shuffled order; reported: the median ns per step and the median of the
-per-round ratios peer / lrsched. A lockstep pass checks that all three give the same LRs at 101
-points (a miss fails the script), and the state at step 10^9 is weighed against a precomputed
-table of every step's value (DINOv2's way): 8 bytes x 10^9 = 8 GB.
+per-round ratios peer / lrsched (the tests check that all three give the same LRs). The state at
+step 10^9 is weighed against a table of every step's value (DINOv2's way): 8 bytes x 10^9 = 8 GB.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import pickle
 import random
 import statistics
@@ -67,30 +65,8 @@ def timing(groups: int, rounds: int) -> dict[str, dict[str, float]]:
     for _ in range(rounds):
         for name in random.sample(list(NAMES), len(NAMES)):
             per_round[name].append(timers[name].blocked_autorange(min_run_time=0.05).median * 1e9)
-    return {
-        n: {
-            "median_ns": statistics.median(v),
-            "ratio": statistics.median(a / b for a, b in zip(v, per_round["lrsched"])),
-        }
-        for n, v in per_round.items()
-    }
-
-
-def agreement(groups: int, total: int = 100_000) -> float:
-    """The worst relative gap between the peers' LRs and lrsched's at 101 points of a ``total``-step run."""
-    scheds = {n: scheduler(n, groups, total) for n in NAMES}
-    worst = 0.0
-    for t in range(total + 1):
-        if t % (total // 100) == 0:
-            ours = scheds["lrsched"].get_last_lr()
-            for name in ("hf", "torch"):
-                for a, b in zip(scheds[name].get_last_lr(), ours):
-                    if not math.isclose(a, b, rel_tol=1e-9, abs_tol=2e-12 * BASE):
-                        raise SystemExit(f"{name} disagrees with lrsched at step {t}: {a!r} vs {b!r}")
-                    worst = max(worst, abs(a - b) / abs(b)) if abs(b) > 2e-12 * BASE else worst
-        for s in scheds.values():
-            s.step()
-    return worst
+    ratio = {n: statistics.median(a / b for a, b in zip(v, per_round["lrsched"])) for n, v in per_round.items()}
+    return {n: {"median_ns": statistics.median(v), "ratio": ratio[n]} for n, v in per_round.items()}
 
 
 def state_bytes() -> dict[str, int]:
@@ -110,14 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=51, help="interleaved rounds per group count (default 51)")
     opts = parser.parse_args(argv)
     torch.set_num_threads(1)
-    results = {g: timing(g, opts.rounds) for g in (1, 100)}
-    gaps = {g: agreement(g) for g in (1, 100)}
+    timed = {g: timing(g, opts.rounds) for g in (1, 100)}
     sizes = state_bytes()
-    rows = [
-        [NAMES[n], g, f"{r['median_ns']:,.0f}", f"{r['ratio']:.2f}"]
-        for g, res in results.items()
-        for n, r in res.items()
-    ]
+    rows = [[NAMES[n], g, f"{r['median_ns']:,.0f}", f"{r['ratio']:.2f}"] for g in timed for n, r in timed[g].items()]
     info = machine_info(("torch", "transformers"))
     text = [
         "# Scheduler overhead",
@@ -126,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         "timed by torch.utils.benchmark's blocked_autorange. Ratio: peer / lrsched, median of the per-round ratios.",
         "",
         markdown_table(["contender", "groups", "median ns/step", "ratio vs lrsched"], rows, "lrrr"),
-        f"Agreement at 101 points of a 100,000-step run: passed (worst relative gap {max(gaps.values()):.1e}).",
+        "All three give the same LR in every group at every step (tests/test_schedules.py and "
+        "tests/test_torch_sched.py hold the peers as oracles).",
         "",
         "State at step 10^9 (pickled bytes): "
         + ", ".join(f"{k} {v}" for k, v in sizes.items())
@@ -136,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     write_text(RESULTS_DIR / "overhead.md", "\n".join(text))
-    write_json(RESULTS_DIR / "overhead.json", {"machine": info, "timing": results, "agreement": gaps, "bytes": sizes})
+    write_json(RESULTS_DIR / "overhead.json", {"machine": info, "timing": timed, "bytes": sizes})
     print("\n".join(text))
     return 0
 

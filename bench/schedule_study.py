@@ -1,19 +1,14 @@
 """Schedule study: does train.py's ``auto`` strategy pick well, at each run length?
 
-Usage: ``python bench/schedule_study.py [--sizes 256 1024] [--seeds 0 1 2 3] [--stop-after MIN] [--report]``
-
-Each cell is one train.py run (its ``main``, one torch thread, ``--save_strategy no``) on a fixed
-subset of its default tweet split: N training tweets (256 at 1, 3 and 10 epochs; 1,024 at 1 and 3),
-64 validation and 256 test tweets, batch 16. Contenders: ``--lr_strategy`` constant, linear,
-cosine, cosine_restarts and wsd (20% decay) with the run-length row's peak, warm-up and cycles
-(docs/design.md section 4), HF Trainer's default (linear, 5e-5, no warm-up) and the legacy
-schedule note 004 replaces (restarts x2, 5e-5, 10% warm-up). ``auto`` is its row's contender
-(checked: the same LR at every step), and a contender with the same LR at every step as an
-earlier one is that run. ``--seed`` moves the head's init, dropout and batch order, never the
-data, so ``auto - contender`` pairs by seed; its 95% t-interval gives a verdict only where it
-excludes 0. Cells are cached per size and seed in ``bench/results/cache/`` (committed; keyed on
-``CELL_VERSION``), so processes with other sizes or seeds run side by side and later runs add
-seeds. ``--report`` trains nothing and writes ``schedule_study.{md,json,png}``.
+Usage: ``python bench/schedule_study.py [--sizes 256 1024] [--seeds 0 1 2 3] [--stop-after MIN] [--report]``.
+Each cell is one train.py run (its ``main``, one thread, ``--save_strategy no``) on a fixed subset of its
+tweet split: N training tweets (256 at 1, 3, 10 epochs; 1,024 at 1, 3), 64 validation, 256 test, batch 16.
+Contenders: each ``--lr_strategy`` with the run-length row's values (docs/design.md section 4), wsd with
+a 20% decay, HF Trainer's default (linear, 5e-5, no warm-up) and note 004's legacy restarts x2. ``auto``
+is its row's contender (checked: the same LR at every step); a contender with the same LRs as an earlier
+one is that run. ``--seed`` moves the head's init, dropout and batch order, never the data, so
+``auto - contender`` pairs by seed. Cells are cached per size and seed in ``bench/results/cache/`` (keyed
+on ``CELL_VERSION``); ``--report`` trains nothing and writes ``schedule_study.{md,json}``.
 """
 
 from __future__ import annotations
@@ -33,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 # isort: split
-from _common import RESULTS_DIR, CellCache, machine_info, markdown_table, provenance, t_interval, write_json, write_text
+import _common as common
 
 BUDGETS = {256: (1, 3, 10), 1024: (1, 3)}
 AUTO_ROW = {1: "constant", 3: "linear", 10: "cosine"}
@@ -63,7 +58,7 @@ def write_subset(n: int, folder: Path) -> list[str]:
         csv.writer(buf).writerows(
             [("text", "label"), *((t, splits.label_names[y]) for t, y in zip(part.texts, part.labels))]
         )
-        argv += [f"--{name}_file", str(write_text(folder / f"{name}.csv", buf.getvalue()))]
+        argv += [f"--{name}_file", str(common.write_text(folder / f"{name}.csv", buf.getvalue()))]
     return [*argv, "--per_device_train_batch_size", str(BATCH), "--per_device_eval_batch_size", "64"]
 
 
@@ -100,21 +95,15 @@ def run_cell(argv: list[str]) -> dict[str, Any]:
     }
 
 
-def cell_cache(n: int, seed: int, cache_dir: Path) -> CellCache:
+def cell_cache(n: int, seed: int, cache_dir: Path) -> common.CellCache:
     config = {"n": n, "seed": seed, "batch": BATCH, "validation": VALIDATION, "test": TEST, "version": CELL_VERSION}
-    return CellCache(f"schedule_study_n{n}_seed{seed}", config, cache_dir)
+    return common.CellCache(f"schedule_study_n{n}_seed{seed}", config, cache_dir)
 
 
 def instability(loss: list[float]) -> float:
     """Mean ``|loss(t) - loss(t-1)|`` over the second half of the run: how much the loss bounces."""
     half = loss[len(loss) // 2 :]
     return statistics.fmean(abs(b - a) for a, b in itertools.pairwise(half))
-
-
-def verdict(lo: float, hi: float) -> str:
-    if math.isnan(lo):
-        return "one seed: no interval"
-    return "auto better" if lo > 0 else "auto worse" if hi < 0 else "tie"
 
 
 def train(n: int, seeds: list[int], cache_dir: Path, stop_after: float) -> None:
@@ -152,73 +141,54 @@ def compare(n: int, e: int, cells: dict[str, Any], seeds: list[int]) -> list[dic
 
     rows = []
     for name in CONTENDERS:
-        pairs = [(a, c) for s in seeds if (a := get(auto, s)) and (c := get(name, s))]
-        if not pairs:
-            continue
-        acc = [c["test"]["accuracy"] for _, c in pairs]
-        diffs = [a["test"]["accuracy"] - c["test"]["accuracy"] for a, c in pairs]
-        mean, lo, hi = t_interval(diffs)
-        rows.append(
-            {
-                "contender": name,
-                "twin": twin_of(n, e, name),
-                "seeds": len(pairs),
-                "accuracy": statistics.fmean(acc),
-                "accuracy_sd": statistics.stdev(acc) if len(acc) > 1 else math.nan,
-                "macro_f1": statistics.fmean(c["test"]["macro_f1"] for _, c in pairs),
-                "instability": statistics.fmean(instability(c["loss"]) for _, c in pairs),
-                "auto_minus": mean,
-                "interval": [lo, hi],
-                "verdict": "(auto)" if name == auto else verdict(lo, hi),
-            }
-        )
+        pairs = [(a["test"], c["test"], c["loss"]) for s in seeds if (a := get(auto, s)) and (c := get(name, s))]
+        if pairs:
+            acc = [c["accuracy"] for _, c, _ in pairs]
+            rows.append(
+                {
+                    "contender": f"**{name} = auto**" if name == auto else name,
+                    "seeds": len(pairs),
+                    "accuracy": common.mean_sd(acc),
+                    "macro_f1": f"{statistics.fmean(c['macro_f1'] for _, c, _ in pairs):.3f}",
+                    "instability": f"{statistics.fmean(instability(loss) for _, _, loss in pairs):.3f}",
+                    "auto_minus_it": ""
+                    if name == auto
+                    else common.paired_verdict([a["accuracy"] - c["accuracy"] for a, c, _ in pairs], "auto"),
+                }
+            )
     return rows
 
 
 def stability(rows: list[dict[str, Any]]) -> str:
     """Note 004's 1-epoch claim (constant stops the LR bouncing), auto against the legacy restarts."""
     by = {r["contender"]: r for r in rows}
-    if "constant" not in by or "legacy" not in by:
+    if "legacy" not in by:
         return "1-epoch stability: not measured yet."
-    a, b = by["constant"], by["legacy"]
+    a, b = by["**constant = auto**"], by["legacy"]
     return (
-        f"1-epoch stability, auto (constant) against legacy (restarts x2): loss instability {a['instability']:.3f} "
-        f"vs {b['instability']:.3f}; spread of test accuracy over seeds (sd) {a['accuracy_sd']:.3f} vs "
-        f"{b['accuracy_sd']:.3f}."
+        f"1-epoch stability, auto (constant) against legacy (restarts x2): loss instability {a['instability']} "
+        f"vs {b['instability']}; test accuracy over seeds (mean ± sd) {a['accuracy']} vs {b['accuracy']}."
     )
 
 
 def report(sizes: list[int], seeds: list[int], cache_dir: Path, out: Path) -> None:
-    """schedule_study.{md,json,png} from the cached cells."""
-    tables, data, figure_cells = [], {}, {}
+    """schedule_study.{md,json} from the cached cells."""
+    tables, data = [], {}
     for n in sizes:
         cells = {k: v for s in seeds for k, v in cell_cache(n, s, cache_dir).cells.items()}
         for e in BUDGETS[n]:
             rows = compare(n, e, cells, seeds)
             data[f"n{n}/E{e}"] = rows
-            figure_cells[(n, e)] = {c: cells.get(f"E{e}/{twin_of(n, e, c) or c}/seed{seeds[0]}") for c in CONTENDERS}
-            body = [
-                [
-                    f"**{r['contender']} = auto**" if r["verdict"] == "(auto)" else r["contender"],
-                    r["seeds"],
-                    f"{r['accuracy']:.3f} ± {r['accuracy_sd']:.3f}",
-                    f"{r['macro_f1']:.3f}",
-                    f"{r['instability']:.3f}",
-                    ""
-                    if r["verdict"] == "(auto)"
-                    else f"{r['auto_minus']:+.3f} [{r['interval'][0]:+.3f}, {r['interval'][1]:+.3f}] {r['verdict']}",
-                ]
-                for r in rows
-            ]
+            body = [list(r.values()) for r in rows]
             head = ["contender", "seeds", "test accuracy (mean ± sd)", "macro-F1", "loss instability"]
             tables += [f"### {n} training tweets, {e} epoch(s)", ""]
             if not rows:
                 tables += [f"Not run yet: `python bench/schedule_study.py --sizes {n}`.", ""]
                 continue
-            tables += [markdown_table([*head, "auto minus it, 95% interval"], body, "lrrrrl"), ""]
+            tables += [common.markdown_table([*head, "auto minus it, 95% interval"], body, "lrrrrl"), ""]
             if e == 1:
                 tables += [stability(rows), ""]
-    info = machine_info(("torch", "transformers"))
+    info = common.machine_info(("torch", "transformers"))
     text = [
         "# Schedule study: train.py's `auto` against each strategy",
         "",
@@ -228,37 +198,12 @@ def report(sizes: list[int], seeds: list[int], cache_dir: Path, out: Path) -> No
         "contender's, paired by seed, with a 95% t-interval: a verdict only where it excludes 0.",
         "",
         *tables,
-        provenance(info),
+        common.provenance(info),
         "",
     ]
-    write_text(out / "schedule_study.md", "\n".join(text))
-    write_json(out / "schedule_study.json", {"machine": info, "contenders": CONTENDERS, "comparisons": data})
-    draw(figure_cells, out / "schedule_study.png")
+    common.write_text(out / "schedule_study.md", "\n".join(text))
+    common.write_json(out / "schedule_study.json", {"machine": info, "contenders": CONTENDERS, "comparisons": data})
     print("\n".join(text))
-
-
-def draw(cells: dict[tuple[int, int], dict[str, Any]], path: Path) -> None:
-    """LR (top) and training loss (bottom, EMA 0.8) per update of seed 0's runs, one column per size and budget."""
-    from matplotlib.figure import Figure
-
-    from lrsched.render import save_figure
-
-    fig = Figure(figsize=(3.6 * len(cells), 6.5), layout="constrained")
-    axes = fig.subplots(2, len(cells), squeeze=False)
-    for j, ((n, e), runs) in enumerate(cells.items()):
-        for name, run in runs.items():
-            if run is None:
-                continue
-            width = 2.4 if AUTO_ROW[e] == name else 1.0
-            axes[0][j].plot([x * 1e5 for x in run["lr"]], lw=width, label=name)
-            smooth = list(itertools.accumulate(run["loss"], lambda avg, x: 0.8 * avg + 0.2 * x))
-            axes[1][j].plot(smooth, lw=width)
-        axes[0][j].set_title(f"{n} tweets, {e} epoch(s)")
-        axes[1][j].set_xlabel("update")
-    axes[0][0].set_ylabel("LR (x1e-5)")
-    axes[1][0].set_ylabel("training loss (EMA)")
-    axes[0][0].legend(fontsize=7)
-    save_figure(fig, path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--stop-after", type=float, default=0, help="start no cell after MIN minutes (0: no limit)")
     parser.add_argument("--report", action="store_true", help="train nothing; write the results from the cache")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--out", type=Path, default=common.RESULTS_DIR)
     opts = parser.parse_args(argv)
     import torch
 

@@ -1,20 +1,17 @@
 """Training samples/s of train.py's loop against Hugging Face ``Trainer`` on the same job.
 
-Usage: ``python bench/throughput_finetune.py [--rounds 10] [--quick]``. The local all-MiniLM-L6-v2
-with a new 3-class head, 640 training tweets, batch 32, max length 128, weight decay 0.01,
-clipping 1.0, fp32, one torch thread. Contenders: ``train.py``'s own loop pieces with its defaults
-(length-grouped batches, ids tokenized once, fused AdamW, one host read per update); ``Trainer``
-as it comes (random sampler, per-batch padding, fused AdamW; tweets tokenized once up front,
-nothing saved, logged or evaluated); ``Trainer`` with ``group_by_length``. Each round runs every
-contender once, in a shuffled order, in a fresh process seeded with the round: ``--warmup``
-updates, then ``--block`` timed ones, up to the end of the last (Trainer: ``on_step_end``, so its
-data loading and collation count). Reported: median samples/s and IQR over rounds, train.py's
-speed-up (ratio of medians, median of per-round ratios), mean padded length of the timed batches.
+Usage: ``python bench/throughput_finetune.py [--rounds 10] [--quick]``. The local all-MiniLM-L6-v2 with a
+new 3-class head, 640 tweets, batch 32, max length 128, fp32, one thread. Contenders: train.py's own loop
+pieces with its defaults (length-grouped batches, cached ids, fused AdamW); ``Trainer`` as it comes (ids
+tokenized once, nothing saved, logged or evaluated); ``Trainer`` with ``group_by_length``. Each round runs
+every contender once, shuffled, in a fresh process seeded with the round: ``--warmup`` updates, then
+``--block`` timed ones (Trainer up to ``on_step_end``, so its data loading counts).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -27,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 # isort: split
-from _common import RESULTS_DIR, CellCache, machine_info, markdown_table, provenance, quantiles, write_json, write_text
+import _common as common
 
 CONTENDERS = {
     "train.py": "train.py (defaults: length-grouped, cached ids, fused AdamW)",
@@ -125,10 +122,8 @@ def one_run(name: str, seed: int, warmup: int, block: int) -> dict[str, Any]:
     """``name``'s samples/s over ``block`` updates after ``warmup`` (in this process)."""
     with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
         updates = warmup + block
-        if name == "train.py":
-            ends, lengths, optimizer = time_ours(seed, updates, Path(tmp))
-        else:
-            ends, lengths, optimizer = time_trainer(name.endswith("grouped"), seed, updates, Path(tmp))
+        timer = time_ours if name == "train.py" else functools.partial(time_trainer, name.endswith("grouped"))
+        ends, lengths, optimizer = timer(seed, updates, Path(tmp))
     seconds = ends[updates - 1] - ends[warmup - 1]
     return {
         "samples_per_s": block * JOB["batch"] / seconds,
@@ -158,11 +153,13 @@ def measure(rounds: int, warmup: int, block: int) -> list[dict[str, Any]]:
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     speed = {n: [row[n]["samples_per_s"] for row in rows] for n in CONTENDERS}
-    stats = {n: quantiles(speed[n]) for n in CONTENDERS}
+    stats = {n: common.quantiles(speed[n]) for n in CONTENDERS}
     return {
         "samples_per_s": stats,
         "speedup_ratio_of_medians": {n: stats["train.py"]["median"] / stats[n]["median"] for n in CONTENDERS},
-        "speedup_per_round": {n: quantiles([a / b for a, b in zip(speed["train.py"], speed[n])]) for n in CONTENDERS},
+        "speedup_per_round": {
+            n: common.quantiles([a / b for a, b in zip(speed["train.py"], speed[n])]) for n in CONTENDERS
+        },
         "mean_padded_length": {
             n: statistics.fmean(x for row in rows for x in row[n]["padded_lengths"]) for n in CONTENDERS
         },
@@ -176,15 +173,14 @@ def markdown(summary: dict[str, Any], cfg: dict[str, Any], info: dict[str, Any])
     rows = [
         [
             CONTENDERS[n],
-            f"{stats[n]['median']:.2f}",
-            f"{stats[n]['q1']:.2f} - {stats[n]['q3']:.2f}",
+            common.spread(stats[n], ".2f"),
             f"{padded[n]:.1f}",
             f"{ratio[n]:.3f}",
-            f"{paired[n]['median']:.3f} ({paired[n]['q1']:.3f} - {paired[n]['q3']:.3f})",
+            common.spread(paired[n], ".3f"),
         ]
         for n in CONTENDERS
     ]
-    headers = ["contender", "median samples/s", "IQR", "mean padded length", "train.py speed-up", "per round (IQR)"]
+    headers = ["contender", "samples/s: median (IQR)", "mean padded length", "train.py speed-up", "per round (IQR)"]
     return "\n".join(
         [
             "# Fine-tuning throughput: train.py's loop vs HF Trainer",
@@ -195,11 +191,11 @@ def markdown(summary: dict[str, Any], cfg: dict[str, Any], info: dict[str, Any])
             + ", ".join(f"{n} {o}" for n, o in summary["optimizers"].items())
             + ".",
             "",
-            markdown_table(headers, rows, "lrrrrr"),
+            common.markdown_table(headers, rows, "lrrrr"),
             f"Goals (issue 13): train.py >= 1.3x Trainer's defaults: {ratio['hf_trainer']:.3f}x; "
             f">= 1.0x Trainer with group_by_length: {ratio['hf_trainer_grouped']:.3f}x.",
             "",
-            provenance(info),
+            common.provenance(info),
             "",
         ]
     )
@@ -217,18 +213,15 @@ def main() -> int:
     if opts.one:
         print(json.dumps(one_run(opts.one, opts.seed, opts.warmup, opts.block)))
         return 0
-    cfg = (
-        {"rounds": 2, "warmup": 1, "block": 1}
-        if opts.quick
-        else {k: vars(opts)[k] for k in ("rounds", "warmup", "block")}
-    )
+    cfg = {"rounds": 2, "warmup": 1, "block": 1} if opts.quick else {"rounds": opts.rounds, "warmup": opts.warmup}
+    cfg["block"] = 1 if opts.quick else opts.block
     name = "throughput_finetune" + ("_quick" if opts.quick else "")
-    cache = CellCache(name, {**cfg, **JOB}, RESULTS_DIR / "cache", code=[Path(__file__)])
+    cache = common.CellCache(name, {**cfg, **JOB}, common.RESULTS_DIR / "cache", code=[Path(__file__)])
     rows = cache.compute("rounds", lambda: measure(cfg["rounds"], cfg["warmup"], cfg["block"]))
-    summary, info = summarise(rows), machine_info(("torch", "transformers"))
+    summary, info = summarise(rows), common.machine_info(("torch", "transformers"))
     text = markdown(summary, cfg, info)
-    write_text(RESULTS_DIR / f"{name}.md", text)
-    write_json(RESULTS_DIR / f"{name}.json", {"machine": info, "config": cfg, **summary, "rounds": rows})
+    common.write_text(common.RESULTS_DIR / f"{name}.md", text)
+    common.write_json(common.RESULTS_DIR / f"{name}.json", {"machine": info, "config": cfg, **summary, "rounds": rows})
     print(text)
     return 0
 

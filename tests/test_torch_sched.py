@@ -90,6 +90,21 @@ def test_lr_follows_the_plan_after_each_step(groups: int) -> None:
     assert lrs(opt) == pytest.approx([0.001 * m for m in mults], rel=1e-12)  # held after T
 
 
+def test_matches_torch_sequential_linear_then_cosine_in_every_group() -> None:
+    """Oracle: torch's own SequentialLR(LinearLR, CosineAnnealingLR), the peer bench/overhead.py times."""
+    base, warm, total = 5e-4, 100, 1000
+    opts = [torch.optim.SGD([{"params": [nn.Parameter(torch.zeros(1))], "lr": base * m} for m in MULTS]) for _ in "ab"]
+    ours = ScheduledLR(opts[0], Schedule("cosine", base=base, final=0.0, warmup=warm, total=total))
+    linear = torch.optim.lr_scheduler.LinearLR(opts[1], start_factor=1e-12, total_iters=warm)  # cannot start at 0
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opts[1], T_max=total - warm)
+    peer = torch.optim.lr_scheduler.SequentialLR(opts[1], [linear, cosine], milestones=[warm])
+    for t in range(total + 1):
+        assert lrs(opts[0]) == pytest.approx(lrs(opts[1]), rel=1e-9, abs=1e-12 * base), t
+        for opt, sched in zip(opts, (ours, peer)):
+            opt.step()
+            sched.step()
+
+
 def test_group_ratios_survive_every_step() -> None:
     model = make_model()
     opt = make_optimizer(model, 0.1, 3)
