@@ -4,9 +4,11 @@ Usage: ``python bench/throughput_finetune.py [--rounds 10] [--quick]``. The loca
 new 3-class head, 640 tweets, batch 32, max length 128, fp32, one thread. Contenders: train.py's own loop
 pieces with its defaults (length-grouped batches, cached ids, fused AdamW); ``Trainer`` as it comes (ids
 tokenized once, nothing saved, logged or evaluated); ``Trainer`` with ``group_by_length``. Each round runs
-every contender once, shuffled, in a fresh process seeded with the round, for one epoch of 20 updates:
-the first untimed, 19 timed (Trainer up to ``on_step_end``, so its data loading counts). A whole epoch,
-as a length-grouped order is not uniform within it (a 4-update window saw Trainer's batches 25% short).
+every contender once, shuffled, in a fresh process seeded with the round, for two epochs of 20 updates:
+the first untimed (warm-up), the second timed whole (Trainer up to ``on_step_end``, so its data loading
+counts). A whole epoch, because a length-grouped order is not uniform within it: HF's sampler puts the
+longest example in the epoch's first batch, so timing from an epoch's second update on skips Trainer's
+longest batch and only a random one of train.py's.
 """
 
 from __future__ import annotations
@@ -205,8 +207,8 @@ def markdown(summary: dict[str, Any], cfg: dict[str, Any], info: dict[str, Any])
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed updates per run (default 1)")
-    parser.add_argument("--block", type=int, default=19, help="timed updates per run (default 19)")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed updates per run (default 20: an epoch)")
+    parser.add_argument("--block", type=int, default=20, help="timed updates per run (default 20: the next epoch)")
     parser.add_argument("--quick", action="store_true", help="2 rounds of 1 timed update (a smoke test)")
     parser.add_argument("--one", choices=list(CONTENDERS), help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)

@@ -194,6 +194,24 @@ def test_length_grouping_sorts_within_mega_batches_and_shuffles_the_batches() ->
     assert len(set(firsts[:50])) > 1
 
 
+def _batch_sets(order: list[int], batch: int) -> Counter[frozenset[int]]:
+    return Counter(frozenset(order[i : i + batch]) for i in range(0, len(order), batch))
+
+
+@pytest.mark.parametrize(("n", "batch"), [(640, 32), (6400, 32), (1001, 8), (50, 16), (7, 3)])
+def test_length_grouping_cuts_the_batches_hf_cuts(n: int, batch: int) -> None:
+    """Oracle: HF's ``get_length_grouped_indices`` (``LengthGroupedSampler``), drawing the same permutation,
+    cuts the same batches (so the same padding); it keeps them in mega-batch order where train.py shuffles
+    them, and moves the longest example into the first batch, which changes at most two batches."""
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    lengths = _lengths(n, 3)
+    ours = _batch_sets(B.length_grouped_order(lengths, batch, 5, 2), batch)
+    theirs = _batch_sets(get_length_grouped_indices(lengths, batch, generator=B._generator(5, 2)), batch)
+    assert sum(ours.values()) == sum(theirs.values())
+    assert sum((ours - theirs).values()) <= 2
+
+
 def test_grouped_rank_batches_share_lengths_across_ranks() -> None:
     """Rank r's batch k comes from global batch k: the ranks' batches at a step have similar lengths."""
     n, batch, world = 4000, 8, 2
