@@ -118,6 +118,27 @@ def test_torchrun_two_ranks_agree_on_every_lr_and_the_weights(tmp_path: Path) ->
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not beside this Python")
+def test_torchrun_ranks_that_listed_different_files_refuse_to_start(tmp_path: Path) -> None:
+    """Every rank lists --data-dir itself. When the folder changes between their listings (here rank 1
+    sees one file more) every rank stops before training: one line naming the flag, nothing written."""
+    seen = [tmp_path / f"rank{r}" for r in (0, 1)]
+    for r, directory in enumerate(seen):
+        make_image_folder(directory / "images", 40 + r, classes=0)
+    out = tmp_path / "run"
+    child = Path(__file__).with_name("per_rank_data_dir.py")
+    cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(child), *map(str, seen), *DINO_SMALL]
+    cmd += ["--max-steps", "2", "--warmup-steps", "1", "--output-dir", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=600)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("phase5_big_run.py: error:")]
+    assert len(errors) == 2, proc.stderr[-3000:]
+    assert all("--data-dir images: process 1 saw other data than process 0 (files 40 -> 41)" in e for e in errors)
+    assert "lrsched/recipes/" not in proc.stderr  # no traceback from the program (torchrun prints its own)
+    assert not out.exists()
+
+
+@pytest.mark.slow
 def test_student_learns_its_teacher_and_knn_beats_the_network_at_init(tmp_path: Path) -> None:
     """The CPU recipe of docs/phase5.md, smaller: k-NN ends clearly above the network at init.
 

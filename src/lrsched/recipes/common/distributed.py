@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -61,6 +62,17 @@ def any_rank(flag: bool, world: World, device: torch.device) -> bool:
     value = torch.tensor(1.0 if flag else 0.0, device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
+
+
+def every_rank(value: Any, world: World) -> list[Any]:
+    """Every rank's ``value`` (any picklable object) in rank order, on every rank; a collective.
+
+    In a single process, ``[value]``."""
+    if not world.distributed:
+        return [value]
+    gathered: list[Any] = [None] * world.size
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def barrier(world: World) -> None:

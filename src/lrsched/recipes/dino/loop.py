@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from lrsched.recipes.common.device import autocast, describe_device
-from lrsched.recipes.common.distributed import World
+from lrsched.recipes.common.distributed import World, every_rank
 from lrsched.recipes.common.faults import INJECT_NAN, STOP_AT, NonFiniteLoss, hook_step
 from lrsched.recipes.common.runlog import RunLog, write_json
 from lrsched.recipes.common.stopping import Stopped, StopRequest
@@ -282,6 +282,4 @@ def rank_fingerprints(run: State) -> None:
         for p in net.parameters():
             weights.update(p.detach().cpu().contiguous().numpy().tobytes())
     mine = {"rank": run.world.rank, "step": run.t, "lr_trace": run.lr_hash, "weights": weights.hexdigest()}
-    gathered: list[Any] = [None] * run.world.size
-    dist.all_gather_object(gathered, mine)
-    run.metrics["ranks"] = gathered
+    run.metrics["ranks"] = every_rank(mine, run.world)

@@ -25,7 +25,7 @@ from lrsched import flags as shared
 from lrsched.errors import UsageError
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.device import describe_device, pick_device
-from lrsched.recipes.common.distributed import World, close_world, init_world
+from lrsched.recipes.common.distributed import World, close_world, every_rank, init_world
 from lrsched.recipes.common.faults import EXIT_NONFINITE, NonFiniteLoss
 from lrsched.recipes.common.rundir import check_not_in_use, check_run_dir, claim_run_dir
 from lrsched.recipes.common.runlog import RunLog, write_json
@@ -156,6 +156,18 @@ def _check_same_data(state: dict[str, Any], data: Dataset, args: argparse.Namesp
             f"--data-dir {args.data_dir or data.name}: not the data of the checkpoint ({'; '.join(changes)}); "
             "pass --accept-data-change to continue on the data as it is now"
         )
+
+
+def check_ranks_see_the_same_data(data: Dataset, args: argparse.Namespace, world: World) -> None:
+    """Under torchrun every rank lists ``--data-dir`` itself: the run starts only if all saw the same files."""
+    fingerprints = every_rank(data.fingerprint(), world)
+    for rank, theirs in enumerate(fingerprints[1:], start=1):
+        changes = data_changes(fingerprints[0], theirs)
+        if changes:
+            raise UsageError(
+                f"--data-dir {args.data_dir or data.name}: process {rank} saw other data than process 0 "
+                f"({'; '.join(changes)}); the folder changed while the run started: start it again"
+            )
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
@@ -314,6 +326,7 @@ def run_program(settings: Settings, world: World, device: torch.device, stop: St
     out = settings.output_dir
     with shared.usage_errors(PROG):
         check_run_dir(out, PROGRAM_ID, settings.resume, world=world, **run_dir_options(settings))
+        check_ranks_see_the_same_data(settings.data, settings.args, world)
     try:
         run = build_run(settings, world, device)
         stop.defer()  # the model exists: from now on a signal saves the latest state

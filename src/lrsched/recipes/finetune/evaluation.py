@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrsched.recipes.common.device import autocast
+from lrsched.recipes.common.distributed import every_rank
 from lrsched.recipes.common.runlog import write_json
 from lrsched.recipes.common.stopping import StopRequest
 from lrsched.recipes.finetune import batches as B
@@ -75,11 +76,7 @@ def rank_summary(run: Settings, state: State) -> list[dict[str, Any]]:
         "step": state.step,
         "weights_sum": float(sum(float(p.detach().double().sum()) for p in state.model.parameters())),
     }
-    if not run.world.distributed:
-        return [mine]
-    out: list[Any] = [None] * run.world.size
-    dist.all_gather_object(out, mine)
-    return out
+    return every_rank(mine, run.world)
 
 
 def write_eval(

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -42,7 +41,7 @@ from lrsched.recipes.common.checkpoint import (
     step_path,
 )
 from lrsched.recipes.common.device import autocast
-from lrsched.recipes.common.distributed import World, any_rank, barrier, mean_across
+from lrsched.recipes.common.distributed import World, any_rank, barrier, every_rank, mean_across
 from lrsched.recipes.common.faults import INJECT_NAN, NonFiniteLoss, hook_step
 from lrsched.recipes.common.runlog import RunLog
 from lrsched.recipes.common.stopping import Stopped, StopRequest
@@ -86,12 +85,7 @@ def build_state(run: Settings) -> State:
 
 def all_rng_states(world: World) -> list[dict[str, Any]]:
     """Every rank's RNG state (dropout), gathered so that rank 0 can save them."""
-    mine = rng_state()
-    if not world.distributed:
-        return [mine]
-    out: list[Any] = [None] * world.size
-    dist.all_gather_object(out, mine)
-    return out
+    return every_rank(rng_state(), world)
 
 
 def save(run: Settings, state: State) -> None:
