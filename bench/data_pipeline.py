@@ -3,8 +3,8 @@ grayscale, blur, solarisation, normalisation) for W = 0, 1, 2 DataLoader workers
 
 Usage: ``.venv/bin/python bench/data_pipeline.py [--quick] [--rounds 5]``: ``bench/results/data_pipeline.{json,md}``,
 runs cached in ``bench/results/cache/``. Sides: ``official``, DINO's pipeline from torchvision parts, run by a
-bench-only venv made when missing (``VENV_PACKAGES``); ``official_matched``, the same doing lrsched's lighter
-photometric work (an equal-work control); ``ours``, lrsched's stream, then ``Photometric`` per batch on the CPU.
+bench-only venv made when missing (``VENV_PACKAGES``); ``official_matched``, the same with lrsched's lighter
+blur on local crops (an equal-work control); ``ours``, lrsched's stream, then ``Photometric`` per batch on the CPU.
 """
 
 import argparse
@@ -24,7 +24,7 @@ from _common import BENCH_DIR, CellCache, machine_info, markdown_table, quantile
 VENV_PACKAGES = ("torch==2.13.0", "torchvision==0.28.0", "pillow", "numpy")
 PROBE = "import json, PIL, numpy, torch, data_pipeline as o; tv = o.import_torchvision(); print(json.dumps("
 PROBE += "{m.__name__: m.__version__ for m in (torch, tv, PIL, numpy)}))"
-SIDES = {"official": "DINO (torchvision)", "official_matched": "DINO, lrsched's photometric work", "ours": "lrsched"}
+SIDES = {"official": "DINO (torchvision)", "official_matched": "DINO, lrsched's blur", "ours": "lrsched"}
 BASES = ("official", "official_matched")
 SCALES = ((80, 30, 3), (80, 50, 1), (20, 35, 1), (5, 35, 1))  # test images: (cell px, amplitude, channels)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet's
@@ -35,7 +35,7 @@ def side_options(argv: list[str] | None = None) -> argparse.Namespace:
     """One side's options (``--folder``, ``--workers`` ...), shared with lrsched's side."""
     parser = argparse.ArgumentParser(description="one run of one side")
     parser.add_argument("--folder", type=Path, required=True)
-    parser.add_argument("--match-lrsched", action="store_true", help="lrsched's photometric work (a control)")
+    parser.add_argument("--match-lrsched", action="store_true", help="lrsched's blur sigma range (a control)")
     for name in INT_FLAGS:
         parser.add_argument("--" + name.replace("_", "-"), type=int, required=True)
     return parser.parse_args(argv)
@@ -85,12 +85,11 @@ def multi_crop(opts: argparse.Namespace) -> Any:
     from PIL import ImageFilter
 
     T = import_torchvision().transforms
-    saturation, hue = (0.0, 0.0) if opts.match_lrsched else (0.2, 0.1)
 
     def view(size: int, scale: tuple[float, float], blur_p: float, solarize_p: float) -> Any:
         radius = (0.1, max(0.5, 2.0 * size / 224)) if opts.match_lrsched else (0.1, 2.0)
         crop = T.RandomResizedCrop(size, scale=scale, interpolation=T.InterpolationMode.BICUBIC)
-        colour = [T.RandomApply([T.ColorJitter(0.4, 0.4, saturation, hue)], p=0.8), T.RandomGrayscale(p=0.2)]
+        colour = [T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8), T.RandomGrayscale(p=0.2)]
         blur = T.RandomApply([lambda img: img.filter(ImageFilter.GaussianBlur(random.uniform(*radius)))], p=blur_p)
         solarize = [T.RandomSolarize(128, p=solarize_p)] if solarize_p else []
         normalize = [T.ToTensor(), T.Normalize(MEAN, STD)]
@@ -233,8 +232,8 @@ def report(summary: dict[str, Any], cfg: dict[str, Any], manifest: dict[str, Any
         "Per image: JPEG decode, 2 global crops at 224 px (area 0.4-1) and 8 local ones at 96 px (area 0.05-0.4), "
         "colour jitter, grayscale, blur, solarisation, normalisation. `official`: DINO's pipeline from torchvision "
         "parts; `ours`: lrsched's stream, then `Photometric` per batch on the CPU (in training: on the device), less "
-        "work: no saturation or hue jitter, local blur sigma up to 0.86 px (DINO: 2); `official_matched`: DINO doing "
-        "that lighter work.\n\n"
+        "work on local crops: blur sigma up to 0.86 px (DINO: 2); `official_matched`: DINO doing that lighter "
+        "work.\n\n"
         f"Each run a fresh subprocess: {cfg['warmup']} warm-up batches of {cfg['batch']}, then {cfg['batches']} timed; "
         f"{cfg['rounds']} rounds, in each one run per side and W (order rotating); images read again before each run; "
         f"main processes on {cfg['threads']} torch thread. Medians over rounds, IQR in brackets.\n\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import math
 import random
 
@@ -11,7 +12,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from lrsched.recipes.dino.augment import RATIO, Geometry, Photometric, center_view, crop_box, gaussian_blur
+from lrsched.recipes.dino.augment import (
+    RATIO,
+    Geometry,
+    Photometric,
+    adjust_saturation,
+    center_view,
+    crop_box,
+    gaussian_blur,
+    luma,
+    shift_hue,
+)
 
 
 @given(
@@ -84,3 +95,59 @@ def test_gaussian_blur_preserves_mean_and_smooths() -> None:
     torch.testing.assert_close(y[1], x[1], atol=1e-5, rtol=0)
     assert y[0].mean() == pytest.approx(float(x[0].mean()), abs=0.02)
     assert math.isfinite(float(y.sum()))
+
+
+def _corner_pixels() -> torch.Tensor:
+    """Random RGB pixels plus the edge cases of HSV: black, white, grays, pure and mixed primaries."""
+    x = torch.rand(4, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    edges = [(0, 0, 0), (1, 1, 1), (0.5, 0.5, 0.5), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 0, 1)]
+    for k, rgb in enumerate(edges):
+        x[k % 4, :, 5, k % 6] = torch.tensor(rgb)
+    return x
+
+
+@pytest.mark.parametrize("turns", [(0.0, 0.1, -0.1, 0.5), (0.05, -0.05, 1.0, -0.999)])
+def test_shift_hue_matches_colorsys_on_every_pixel(turns: tuple[float, ...]) -> None:
+    """Oracle: Python's ``colorsys`` round trip, RGB -> HSV, hue turned, -> RGB, pixel by pixel."""
+    x = _corner_pixels()
+    y = shift_hue(x, torch.tensor(turns))
+    for k, i, j in ((k, i, j) for k in range(4) for i in range(6) for j in range(6)):
+        h, s, v = colorsys.rgb_to_hsv(*x[k, :, i, j].double().tolist())
+        expected = colorsys.hsv_to_rgb((h + turns[k]) % 1.0, s, v)
+        assert y[k, :, i, j].tolist() == pytest.approx(expected, abs=2e-6)
+
+
+@given(shift=st.floats(-1.0, 1.0), seed=st.integers(0, 2**16))
+def test_shift_hue_keeps_value_and_grays(shift: float, seed: int) -> None:
+    """Invariants: the max channel (HSV value) is kept, gray pixels stay as they are, output in [0, 1]."""
+    x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(seed))
+    x[1] = x[1, :1].expand(3, 4, 4)  # image 1 is gray
+    y = shift_hue(x, torch.full((2,), shift))
+    torch.testing.assert_close(y.max(dim=1).values, x.max(dim=1).values, atol=1e-6, rtol=0)
+    torch.testing.assert_close(y[1], x[1], atol=1e-6, rtol=0)
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+
+
+def test_adjust_saturation_blends_with_the_luma_gray() -> None:
+    x = _corner_pixels()
+    gray = luma(x)
+    primaries = torch.stack([gray[3, 0, 5, 3], gray[0, 0, 5, 4], gray[1, 0, 5, 5]])  # red, green, blue pixels
+    torch.testing.assert_close(primaries, torch.tensor([0.299, 0.587, 0.114]))
+    torch.testing.assert_close(adjust_saturation(x, torch.ones(4)), x)
+    torch.testing.assert_close(adjust_saturation(x, torch.zeros(4)), gray.expand_as(x))
+    half = adjust_saturation(x, torch.full((4,), 0.5))  # a convex blend: no clamping, the gray is kept
+    torch.testing.assert_close(luma(half), gray, atol=1e-6, rtol=0)
+    torch.testing.assert_close(half, (x + gray) / 2)
+
+
+def test_rgb_views_get_hue_jitter() -> None:
+    """Pure red crops come out in several hues (DINO's ColorJitter hue 0.1: up to orange and to pink)."""
+    red = torch.zeros(64, 2, 8, 8, 3, dtype=torch.uint8)
+    red[..., 0] = 200
+    photo = Photometric((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    views = photo(red, torch.zeros(64, 0, 4, 4, 3, dtype=torch.uint8), torch.Generator().manual_seed(0))
+    first = views.global_crops[:64, :, 0, 0]  # view 1: blurred, never solarised; one pixel per image
+    green_over_blue = first[:, 1] - first[:, 2]  # 0 without hue: the other jitters move G and B alike
+    assert float(green_over_blue.max()) > 0.05  # turned towards orange
+    assert float(green_over_blue.min()) < -0.05  # and towards pink
+    assert int((green_over_blue.abs() < 1e-6).sum()) >= 5  # grayscale (p=0.2) or no jitter (p=0.2)

@@ -7,9 +7,9 @@ returns them as uint8, channels last. Its random numbers come from ``random.Rand
 with a seed the caller derives from ``(seed, step, rank, sample)``, so the crops of a sample
 do not depend on which worker made them.
 
-``Photometric`` runs batched on the training device: brightness/contrast jitter, random
-grayscale (RGB only), Gaussian blur, solarisation, normalisation, with a ``torch.Generator``
-the caller seeds from ``(seed, step, rank)``.
+``Photometric`` runs batched on the training device: brightness/contrast jitter, saturation and
+hue jitter and random grayscale (RGB only), Gaussian blur, solarisation, normalisation, with a
+``torch.Generator`` the caller seeds from ``(seed, step, rank)``.
 """
 
 from __future__ import annotations
@@ -121,6 +121,51 @@ def _uniform(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=g)
 
 
+LUMA = (0.299, 0.587, 0.114)
+"""ITU-R 601 weights of R, G, B in a grayscale value (as PIL and torchvision)."""
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """The grayscale ``(B, 1, H, W)`` of RGB images ``(B, 3, H, W)``: ``0.299 R + 0.587 G + 0.114 B``."""
+    weights = torch.tensor(LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * weights).sum(dim=1, keepdim=True)
+
+
+def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """RGB images moved away from (``factor > 1``) or towards (``< 1``) their grayscale, per image:
+    ``x <- clamp(gray + factor (x - gray), 0, 1)``."""
+    gray = luma(x)
+    return (gray + factor.to(x).view(-1, 1, 1, 1) * (x - gray)).clamp(0.0, 1.0)
+
+
+def shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """RGB images in [0, 1] with every pixel's hue turned by ``shift`` (per image, in turns: 1 is a full
+    circle), saturation and value kept: to HSV, ``h <- (h + shift) mod 1``, back to RGB.
+
+    HSV: ``v = max``, ``s = (max - min) / max``; ``h`` is the position on the six-sector colour
+    circle (``colorsys``'s convention). Back: sector ``i = floor(6h)``, ``f = 6h - i``,
+    ``p = v (1 - s)``, ``q = v (1 - s f)``, ``t = v (1 - s (1 - f))``, and (R, G, B) is
+    (v,t,p), (q,v,p), (p,v,t), (p,q,v), (t,p,v), (v,p,q) for ``i`` = 0..5.
+    """
+    r, g, b = x.unbind(dim=1)
+    v, _ = x.max(dim=1)
+    delta = v - x.min(dim=1).values
+    chroma = delta > 0
+    safe = torch.where(chroma, delta, torch.ones_like(delta))
+    rc, gc, bc = (v - r) / safe, (v - g) / safe, (v - b) / safe
+    h = torch.where(v == r, bc - gc, torch.where(v == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(chroma, h / 6.0, torch.zeros_like(h))
+    h = torch.remainder(h + shift.to(x).view(-1, 1, 1), 1.0)
+    s = torch.where(v > 0, delta / torch.where(v > 0, v, torch.ones_like(v)), torch.zeros_like(v))
+    sector = torch.floor(h * 6.0)
+    f = h * 6.0 - sector
+    i = sector.long() % 6
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    choices = torch.stack([torch.stack(c) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
+    index = i.unsqueeze(0).unsqueeze(0).expand(1, 3, *i.shape)
+    return choices.gather(0, index).squeeze(0).transpose(0, 1).clamp(0.0, 1.0)
+
+
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Separable Gaussian blur with a per-image ``sigma`` (pixels; 0 leaves the image as is).
 
@@ -150,7 +195,9 @@ class Photometric:
     with p=0.1 and solarised with p=0.2, local views blurred with p=0.5.
 
     Colour: with p=0.8 brightness and contrast factors in [0.6, 1.4] (``x <- mean + c (x - mean)``,
-    then ``x <- b x``); RGB images turn grayscale with p=0.2. Blur sigma is drawn in
+    then ``x <- b x``) and, for RGB, a saturation factor in [0.8, 1.2] and a hue shift in [-0.1, 0.1]
+    turns (DINO's ``ColorJitter(0.4, 0.4, 0.2, 0.1)``, in this fixed order where torchvision shuffles
+    the four); RGB images turn grayscale (``luma``) with p=0.2. Blur sigma is drawn in
     ``[0.1, max(0.5, 2 size / 224)]`` pixels (DINO: [0.1, 2] at 224 px). Then ``(x - mean) / std``.
     """
 
@@ -181,10 +228,13 @@ class Photometric:
         gray = torch.rand(b, generator=g) < 0.2
         bright, contrast = bright.to(x).view(b, 1, 1, 1), contrast.to(x).view(b, 1, 1, 1)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = ((x - mean) * contrast + mean) * bright
-        if c == 3:
-            x = torch.where(gray.to(x.device).view(b, 1, 1, 1), x.mean(dim=1, keepdim=True).expand_as(x), x)
-        return x.clamp(0.0, 1.0)
+        x = (((x - mean) * contrast + mean) * bright).clamp(0.0, 1.0)
+        if c == 3:  # drawn after the rest, so one-channel images see the same random numbers as before
+            saturation = 1 + on * _uniform(g, b, -0.2, 0.2)
+            hue = on * _uniform(g, b, -0.1, 0.1)
+            x = shift_hue(adjust_saturation(x, saturation), hue)
+            x = torch.where(gray.to(x.device).view(b, 1, 1, 1), luma(x).expand_as(x), x)
+        return x
 
     def __call__(self, global_px: torch.Tensor, local_px: torch.Tensor, g: torch.Generator) -> Crops:
         """uint8 crops from ``Geometry`` batched (``(B, 2, G, G, C)``, ``(B, N, L, L, C)``) -> views."""
