@@ -138,32 +138,29 @@ def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return (gray + factor.to(x).view(-1, 1, 1, 1) * (x - gray)).clamp(0.0, 1.0)
 
 
+HUE_OFFSETS = (5.0, 3.0, 1.0)
+"""Where R, G and B sit on the six-sector colour circle, for ``shift_hue``."""
+
+
 def shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """RGB images in [0, 1] with every pixel's hue turned by ``shift`` (per image, in turns: 1 is a full
-    circle), saturation and value kept: to HSV, ``h <- (h + shift) mod 1``, back to RGB.
+    circle), HSV saturation and value kept (``colorsys``'s HSV).
 
-    HSV: ``v = max``, ``s = (max - min) / max``; ``h`` is the position on the six-sector colour
-    circle (``colorsys``'s convention). Back: sector ``i = floor(6h)``, ``f = 6h - i``,
-    ``p = v (1 - s)``, ``q = v (1 - s f)``, ``t = v (1 - s (1 - f))``, and (R, G, B) is
-    (v,t,p), (q,v,p), (p,v,t), (p,q,v), (t,p,v), (v,p,q) for ``i`` = 0..5.
+    With ``v = max``, chroma ``d = max - min`` and the hue in sectors ``H = 6 h`` (red 0, green 2,
+    blue 4), channel ``n`` (R 5, G 3, B 1) of the turned pixel is ``v - d clamp(min(k, 4 - k), 0, 1)``
+    with ``k = (n + H + 6 shift) mod 6``; ``H`` is ``(G - B) / d``, ``2 + (B - R) / d`` or
+    ``4 + (R - G) / d`` as R, G or B is the largest.
     """
-    r, g, b = x.unbind(dim=1)
-    v, _ = x.max(dim=1)
-    delta = v - x.min(dim=1).values
-    chroma = delta > 0
-    safe = torch.where(chroma, delta, torch.ones_like(delta))
-    rc, gc, bc = (v - r) / safe, (v - g) / safe, (v - b) / safe
-    h = torch.where(v == r, bc - gc, torch.where(v == g, 2.0 + rc - bc, 4.0 + gc - rc))
-    h = torch.where(chroma, h / 6.0, torch.zeros_like(h))
-    h = torch.remainder(h + shift.to(x).view(-1, 1, 1), 1.0)
-    s = torch.where(v > 0, delta / torch.where(v > 0, v, torch.ones_like(v)), torch.zeros_like(v))
-    sector = torch.floor(h * 6.0)
-    f = h * 6.0 - sector
-    i = sector.long() % 6
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    choices = torch.stack([torch.stack(c) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
-    index = i.unsqueeze(0).unsqueeze(0).expand(1, 3, *i.shape)
-    return choices.gather(0, index).squeeze(0).transpose(0, 1).clamp(0.0, 1.0)
+    v = x.amax(dim=1, keepdim=True)
+    d = v - x.amin(dim=1, keepdim=True)
+    below = (v - x).div_(torch.where(d > 0, d, torch.ones_like(d)))  # (max - channel) / chroma
+    red, green, blue = below.unbind(dim=1)
+    top, r, g = v.squeeze(1), x[:, 0], x[:, 1]
+    sectors = torch.where(top == r, blue - green, torch.where(top == g, 2.0 + red - blue, 4.0 + green - red))
+    offsets = torch.tensor(HUE_OFFSETS, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    k = (offsets + 6.0 * shift.to(x).view(-1, 1, 1, 1)).add(sectors.unsqueeze(1)).remainder_(6.0)
+    k = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return k.mul_(d).neg_().add_(v)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
