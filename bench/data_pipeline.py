@@ -19,9 +19,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import BENCH_DIR, CellCache, machine_info, markdown_table, quantiles, spread, write_json, write_text
+from _common import (
+    BENCH_DIR,
+    REPO_ROOT,
+    CellCache,
+    machine_info,
+    markdown_table,
+    quantiles,
+    spread,
+    write_json,
+    write_text,
+)
 
 VENV_PACKAGES = ("torch==2.13.0", "torchvision==0.28.0", "pillow", "numpy")
+OURS_CODE = [REPO_ROOT / "src/lrsched/recipes/dino" / f"{m}.py" for m in ("augment", "data", "stream")]
+"""The library code of ``ours``: part of the cache key with this file, so a change to it reruns the cells."""
 PROBE = "import json, PIL, numpy, torch, data_pipeline as o; tv = o.import_torchvision(); print(json.dumps("
 PROBE += "{m.__name__: m.__version__ for m in (torch, tv, PIL, numpy)}))"
 SIDES = {"official": "DINO (torchvision)", "official_matched": "DINO, lrsched's blur", "ours": "lrsched"}
@@ -270,7 +282,7 @@ def main() -> None:
     cfg = dict(zip(("images", "classes", "batch", "warmup", "batches", "rounds"), n), threads=opts.threads)
     cfg |= {"global_size": 224, "local_size": 96, "local_crops": 8, "workers": [0, 1, 2], "seed": 0}
     versions, (folder, manifest) = official_versions(opts.official_venv), image_folder(opts.work, cfg)
-    cache = CellCache(name, {**cfg, "folder": str(folder)}, opts.out / "cache", code=[Path(__file__)])
+    cache = CellCache(name, {**cfg, "folder": str(folder)}, opts.out / "cache", code=[Path(__file__), *OURS_CODE])
     runs = measure(cfg, folder, opts.official_venv, cache)
     summary, loads = summarise(runs, cfg), [r["load_before"] for r in runs]
     commands = {s: command(s, cfg, folder, 2, opts.official_venv) for s in SIDES}
