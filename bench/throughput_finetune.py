@@ -219,7 +219,8 @@ def main() -> int:
     cfg = {"rounds": 2, "warmup": 1, "block": 1} if opts.quick else {"rounds": opts.rounds, "warmup": opts.warmup}
     cfg["block"] = 1 if opts.quick else opts.block
     name = "throughput_finetune" + ("_quick" if opts.quick else "")
-    cache = common.CellCache(name, {**cfg, **JOB}, common.RESULTS_DIR / "cache", code=[Path(__file__)])
+    code = [Path(__file__), *sorted((common.REPO_ROOT / "src/lrsched/recipes/finetune").glob("*.py"))]
+    cache = common.CellCache(name, {**cfg, **JOB}, common.RESULTS_DIR / "cache", code=code)
     rows = cache.compute("rounds", lambda: measure(cfg["rounds"], cfg["warmup"], cfg["block"]))
     summary, info = summarise(rows), common.machine_info(("torch", "transformers"))
     text = markdown(summary, cfg, info)
