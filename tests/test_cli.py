@@ -522,3 +522,37 @@ def test_lr_ref_batch_scales_the_peak_by_the_typed_batch_as_phase5_does(capsys: 
     assert "not used" not in out  # --batch-size sized the peak
     assert cli.main(["show", "--lr", "1e-3", "--lr-ref-batch", "256", "--max-steps", "5000"]) == 0
     assert "(--lr 0.001 x 64/256 (global batch / --lr-ref-batch))" in capsys.readouterr().out
+
+
+# --- issue 23: --warmup-ratio for phase5's plan, --scale_lr_for_short_training's note ---
+
+
+def test_show_takes_phase5_warmup_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    data = show_json(capsys, "--warmup-ratio", "0.07", "--max-steps", "100")
+    assert data["plan"]["warmup_steps"] == 7 and data["plan"]["shape"] == "cosine"
+    assert data["plan"]["sources"]["warmup"] == "--warmup-ratio 0.07: 7% of 100"
+    assert data["lr"][7] == pytest.approx(5e-4) and data["lr"][6] == pytest.approx(5e-4 * 6 / 7)
+    train = show_json(capsys, "--warmup_ratio", "0.07", "--steps_per_epoch", "100", "--num_epochs", "1")
+    assert train["plan"]["warmup_steps"] == 7 and train["plan"]["shape"] == "constant"  # train.py's plan
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--warmup-ratio", "0.1"], "lrsched: error: --warmup-ratio 0.1: needs --max-steps"),
+        (["--warmup-ratio", "0.1", "--warmup-steps", "5", "--max-steps", "100"], "not both"),
+        (["--max-steps", "1000"], "must be less than --max-steps 1000; or give the warm-up as a fraction of it"),
+    ],
+)
+def test_show_refuses_a_bad_phase5_warmup_in_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "show", *argv)
+    assert code == 2 and out == "" and message in err and err.count("\n") == 1
+
+
+def test_show_notes_that_scale_lr_changes_nothing_at_one_epoch(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ("show", "--num_epochs", "1", "--steps_per_epoch", "100", "--scale_lr_for_short_training")
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    assert "note: --scale_lr_for_short_training changes nothing at 1 epochs: it scales only an explicit" in out

@@ -335,3 +335,41 @@ def test_add_schedule_flags_accepts_a_plain_argparse_parser() -> None:
     parser = argparse.ArgumentParser()
     add_schedule_flags(parser, ("lr", "max_steps"))
     assert parser.parse_args(["--max_steps", "3"]).max_steps == 3
+
+
+# --- issue 23: phase5's --warmup-ratio, from the one flag table ---
+
+
+def test_phase5_takes_warmup_ratio_in_both_spellings_exactly() -> None:
+    assert "warmup_ratio" in PRETRAIN_FLAGS
+    for spelling in spellings("warmup_ratio"):
+        plan = pretrain_plan(pretrain_parser().parse_args([spelling, "0.07", "--max-steps", "100"]))
+        assert plan.schedule.warmup == 7
+
+
+def test_the_programs_parsers_define_warmup_ratio_once_from_the_table() -> None:
+    from lrsched.cli import build_parser
+    from lrsched.recipes.dino.flags import build_parser as phase5_parser
+
+    for parser in (phase5_parser(), build_parser()._subparsers._group_actions[0].choices["show"]):  # type: ignore[union-attr]
+        actions = [a for a in parser._actions if a.dest == "warmup_ratio"]
+        assert len(actions) == 1 and actions[0].option_strings == ["--warmup-ratio", "--warmup_ratio"]
+        assert actions[0].type is FLAGS["warmup_ratio"]["type"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--warmup-ratio", "0.1"], "--warmup-ratio 0.1: needs --max-steps"),
+        (["--warmup-ratio", "0.1", "--warmup-steps", "5", "--max-steps", "100"], "not both"),
+        (["--warmup-ratio", "1", "--max-steps", "100"], "--warmup-ratio/--warmup_ratio: 1: must be in [0, 1)"),
+    ],
+)
+def test_phase5_refuses_a_bad_warmup_ratio_in_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc, usage_errors("phase5_big_run.py"):
+        pretrain_plan(pretrain_parser().parse_args(argv))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

@@ -786,3 +786,50 @@ def test_adopt_with_replan_continues_from_the_saved_value_without_a_jump(step: i
 def test_adopt_reads_a_state_saved_before_targets_were_recorded() -> None:
     s = Schedule("linear", base=0.996, final=1.0, warmup=0, total=50)
     assert adopt(s, {"step": 3, "schedule": describe(s)}) == s
+
+
+# --- steps are integers or refused (issue 23, item 3) ---
+
+STEP_SCHED = Schedule("cosine", base=1e-3, final=1e-5, warmup=10, total=1000)
+
+
+@pytest.mark.parametrize("bad", [2.5, 3.0, True, False, float("nan"), float("inf"), "3", None])
+def test_a_step_that_is_not_an_integer_is_refused(bad: object) -> None:
+    with pytest.raises(ScheduleError, match=r"^t=.*: a step must be an integer"):
+        STEP_SCHED(bad)  # type: ignore[arg-type]
+
+
+def test_a_replanned_schedule_refuses_a_non_integer_step_too() -> None:
+    after = replan(STEP_SCHED, 500, Schedule("cosine", base=1e-3, final=1e-5, warmup=10, total=2000))
+    with pytest.raises(ScheduleError, match="a step must be an integer"):
+        after(600.5)  # type: ignore[arg-type]
+
+
+def test_integer_tensors_and_numpy_integers_give_the_exact_float64_value() -> None:
+    torch = pytest.importorskip("torch")
+    np = pytest.importorskip("numpy")
+    for t in (0, 9, 10, 333, 999, 1000, 5000):
+        exact = STEP_SCHED(t)
+        assert STEP_SCHED(torch.tensor(t)) == exact  # was float32-rounded: 0.00059095581 for 0.00059095585
+        assert STEP_SCHED(torch.tensor(t, dtype=torch.int32)) == exact
+        assert STEP_SCHED(np.int64(t)) == exact
+    for bad in (torch.tensor(3.0), torch.tensor(True), np.bool_(True), np.float64(3.0)):
+        with pytest.raises(ScheduleError, match="a step must be an integer"):
+            STEP_SCHED(bad)
+
+
+@pytest.mark.parametrize("field", ["warmup", "total", "decay"])
+def test_a_step_count_past_2_53_is_a_schedule_error_not_an_overflow(field: str) -> None:
+    kwargs: dict[str, Any] = {"warmup": 0, "total": 100}
+    kwargs[field] = 10**400
+    shape = "wsd" if field == "decay" else "cosine"
+    with pytest.raises(ScheduleError, match=rf"^{field}=an integer of 401 digits: must be"):
+        Schedule(shape, base=1.0, **kwargs)
+    kwargs[field] = 2**53 + 1
+    with pytest.raises(ScheduleError, match=rf"^{field}=9007199254740993: must be"):
+        Schedule(shape, base=1.0, **kwargs)
+
+
+def test_the_largest_warmup_works() -> None:
+    s = Schedule("cosine", base=1.0, warmup=2**53 - 1, total=2**53)
+    assert s(2**52) == pytest.approx(0.5) and s(2**53) == 0.0

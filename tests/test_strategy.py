@@ -382,3 +382,60 @@ def test_cycles_are_kept_only_for_cosine_restarts() -> None:
     assert resolve_finetune(epochs=Fraction(10), steps_per_epoch=10).schedule.cycles == 1.0  # cosine: unused
     restarts = resolve_finetune(epochs=Fraction(10), steps_per_epoch=10, strategy="cosine_restarts")
     assert restarts.schedule.cycles == 2.0
+
+
+# --- issue 23: phase5's --warmup-ratio, and --scale_lr_for_short_training's notes ---
+
+
+@pytest.mark.parametrize(("ratio", "total", "warmup"), [("0.07", 100, 7), ("0.1", 1000, 100), ("0.15", 7, 2)])
+def test_phase5_warmup_ratio_is_an_exact_decimal_of_max_steps(ratio: str, total: int, warmup: int) -> None:
+    plan = resolve_pretrain(max_steps=total, warmup_ratio=Fraction(ratio))
+    assert plan.schedule.warmup == warmup  # ceil(0.07 * 100) in floats is 8
+    assert plan.source("warmup").startswith(f"--warmup-ratio {ratio}: ")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(warmup_ratio=Fraction("0.1")), r"^--warmup-ratio 0\.1: needs --max-steps"),
+        (dict(warmup_ratio=Fraction("0.1"), warmup_steps=5, max_steps=100), r"^--warmup-ratio 0\.1: .*not both"),
+        (dict(warmup_ratio=Fraction("0.95"), max_steps=10), r"^--warmup-ratio 0\.95: gives 10 warm-up steps"),
+    ],
+)
+def test_phase5_warmup_ratio_is_refused_in_one_sentence(kwargs: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=message) as err:
+        resolve_pretrain(**kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_phase5_warmup_not_below_max_steps_suggests_the_ratio() -> None:
+    with pytest.raises(UsageError, match=r"^--warmup-steps 2500 \(default\): must be less than --max-steps 1000; "):
+        resolve_pretrain(max_steps=1000)
+    with pytest.raises(UsageError, match=r"--warmup-ratio R \(e\.g\. 0\.1: 100 steps\)"):
+        resolve_pretrain(max_steps=1000, warmup_steps=1000)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "note"),
+    [
+        (dict(epochs=Fraction(1)), "at 1 epochs: it scales only an explicit --learning_rate (the peak is auto's 3e-0"),
+        (dict(epochs=Fraction("0.5")), "auto's warm-up at E <= 1 is 5% with it or without"),
+        (dict(epochs=Fraction(2), warmup_steps=3), "the warm-up comes from --warmup_steps"),
+        (dict(epochs=Fraction(1), warmup_ratio=Fraction("0.2")), "the warm-up comes from --warmup_ratio"),
+        (dict(epochs=Fraction(5)), "at 5 epochs (only below 4)"),
+    ],
+)
+def test_scale_lr_that_changes_nothing_gets_a_note(kwargs: dict, note: str) -> None:
+    plan = resolve_finetune(steps_per_epoch=100, scale_lr_for_short_training=True, **kwargs)
+    unscaled = resolve_finetune(steps_per_epoch=100, **kwargs)
+    assert plan.schedule == unscaled.schedule
+    assert any(n.startswith("--scale_lr_for_short_training changes nothing") and note in n for n in plan.notes)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [dict(epochs=Fraction(1), learning_rate=1e-4), dict(epochs=Fraction(2)), dict(epochs=Fraction("3.5"))]
+)
+def test_scale_lr_that_changes_something_gets_no_note(kwargs: dict) -> None:
+    plan = resolve_finetune(steps_per_epoch=100, scale_lr_for_short_training=True, **kwargs)
+    assert plan.schedule != resolve_finetune(steps_per_epoch=100, **kwargs).schedule
+    assert not any("--scale_lr_for_short_training" in n for n in plan.notes)

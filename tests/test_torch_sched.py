@@ -17,6 +17,7 @@ from lrsched.errors import UsageError
 from lrsched.schedules import Schedule
 from lrsched.torch_sched import (
     ForeignState,
+    OutsideChangeWarning,
     PeakMismatchWarning,
     ScheduledField,
     ScheduledLR,
@@ -577,3 +578,140 @@ def test_scheduled_value_is_saved_and_resumed_as_the_lr_is() -> None:
     for _ in range(70):
         resumed.step()
     assert resumed.value == pytest.approx(1.0, rel=1e-12)
+
+
+# --- issue 23: plateau cuts compose, no false warnings, live group fields, repr ---
+
+
+def _plateau_run(steps: int, losses: list[float]) -> tuple[list[float], ScheduledLR, torch.optim.Optimizer]:
+    """torch's real ReduceLROnPlateau (factor 0.1, patience 0) stepped after ScheduledLR each update."""
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=SCHED.base)
+    sched = ScheduledLR(opt, SCHED)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=0)
+    seen = []
+    for t in range(steps):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+        plateau.step(losses[t])
+    return seen, sched, opt
+
+
+def test_a_plateau_cut_composes_with_the_schedule_and_is_not_undone() -> None:
+    """Before: lr 1e-3, 1e-3, 1e-4, 1e-3, 1e-4... Now the schedule times the product of the cuts."""
+    losses = [1.0, 0.9, 0.9, 0.8, 0.7, 0.7, 0.7] + [0.6 - 0.01 * k for k in range(20)]  # flat at 2, 5, 6
+    seen, sched, _ = _plateau_run(25, losses)
+    # after update k's plateau step the cut applies from update k + 1 on
+    cut_after = {3: 0.1, 4: 0.1, 5: 0.1, 6: 0.01}
+    for t in range(1, 25):
+        cut = cut_after.get(t, 0.001 if t > 6 else 1.0)
+        assert seen[t] == pytest.approx(SCHED(t) * cut, rel=1e-12, abs=1e-18), t
+    assert sched.cuts == pytest.approx([0.001], rel=1e-12)
+
+
+def test_a_plateau_cut_survives_state_dict() -> None:
+    losses = [1.0, 1.0] + [0.9 - 0.01 * k for k in range(30)]  # one flat update
+    _, sched, _ = _plateau_run(10, losses)
+    state = sched.state_dict()
+    assert state["cuts"] == pytest.approx([0.1], rel=1e-12)
+    opt2 = torch.optim.SGD(make_model().parameters(), lr=SCHED.base)
+    resumed = ScheduledLR(opt2, SCHED)
+    resumed.load_state_dict(state)
+    for t in range(11, 20):
+        opt2.step()
+        resumed.step()
+        assert opt2.param_groups[0]["lr"] == pytest.approx(SCHED(t) * 0.1, rel=1e-12), t
+
+
+def test_a_rise_from_outside_is_undone_with_one_warning() -> None:
+    opt = torch.optim.SGD(make_model().parameters(), lr=SCHED.base)
+    sched = ScheduledLR(opt, SCHED)
+    with pytest.warns(OutsideChangeWarning) as caught:
+        for t in range(1, 8):
+            opt.param_groups[0]["lr"] *= 10  # a rise every step: not a cut
+            opt.step()
+            sched.step()
+            assert opt.param_groups[0]["lr"] == pytest.approx(SCHED(t), rel=1e-12)
+    assert len(caught) == 1 and "param group 0's lr was changed outside the scheduler" in str(caught[0].message)
+
+
+def test_a_tensor_lr_at_the_base_is_not_a_peak_mismatch() -> None:
+    """A float32 tensor lr holds 1e-3 as 0.0010000000475: that is the base, not 'a peak at 0.001, not 0.001'."""
+    opt = torch.optim.Adam(make_model().parameters(), lr=torch.tensor(1e-3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sched = ScheduledLR(opt, Schedule("cosine", base=1e-3, warmup=2, total=10))
+        opt.step()
+        sched.step()
+    opt = torch.optim.Adam(make_model().parameters(), lr=torch.tensor(2e-3))
+    with pytest.warns(PeakMismatchWarning, match="peaks at 0.002, not 0.001"):
+        ScheduledLR(opt, Schedule("cosine", base=1e-3, warmup=2, total=10))
+
+
+def test_replan_to_a_new_peak_brought_by_load_state_dict_is_not_warned() -> None:
+    """The optimizer is rebuilt at the old peak (as the checkpoint had it); loading the state brings the new one."""
+    old = Schedule("cosine", base=1e-3, warmup=2, total=20)
+    new = Schedule("cosine", base=2e-3, warmup=2, total=40)
+    opt = torch.optim.SGD(make_model().parameters(), lr=old.base)
+    sched = ScheduledLR(opt, old)
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+    opt2 = torch.optim.SGD(make_model().parameters(), lr=old.base)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resumed = ScheduledLR(opt2, new, on_mismatch="replan")
+        opt2.load_state_dict(state["optimizer"])
+        resumed.load_state_dict(state["scheduler"])
+        for _ in range(5):
+            opt2.step()
+            resumed.step()
+    assert resumed.replanned is not None
+
+
+def test_replan_without_a_state_still_warns_at_the_first_step() -> None:
+    opt = torch.optim.SGD(make_model().parameters(), lr=1e-3)
+    sched = ScheduledLR(opt, Schedule("cosine", base=2e-3, warmup=2, total=40), on_mismatch="replan")
+    opt.step()
+    with pytest.warns(PeakMismatchWarning, match="peaks at 0.001, not 0.002"):
+        sched.step()
+
+
+def test_lr_mult_is_read_at_every_step() -> None:
+    params = list(make_model().parameters())
+    opt = torch.optim.SGD([{"params": params[:2], "lr_mult": 1.0}, {"params": params[2:], "lr_mult": 0.5}])
+    sched = ScheduledLR(opt, SCHED, group_lr="lr_mult")
+    for _ in range(1, 6):
+        opt.step()
+        sched.step()
+    opt.param_groups[1]["lr_mult"] = 0.1  # e.g. unfreezing a backbone at a smaller rate
+    for t in range(6, 12):
+        opt.step()
+        sched.step()
+        assert lrs(opt) == pytest.approx([SCHED(t), 0.1 * SCHED(t)], rel=1e-12), t
+
+
+def test_a_state_for_another_number_of_groups_is_refused_at_load() -> None:
+    state = ScheduledLR(make_optimizer(make_model(), SCHED.base, 3), SCHED).state_dict()
+    opt = make_optimizer(make_model(), SCHED.base, 1)
+    sched = ScheduledLR(opt, SCHED)
+    with pytest.raises(UsageError) as err:
+        sched.load_state_dict(state)
+    message = str(err.value)
+    assert "saved for 3 param group(s), but the optimizer has 1" in message and "\n" not in message
+    field_state = ScheduledField(make_optimizer(make_model(), SCHED.base, 3), SCHED, "momentum").state_dict()
+    with pytest.raises(UsageError, match="saved for 3 param group"):
+        ScheduledField(opt, SCHED, "momentum").load_state_dict(field_state)
+
+
+def test_repr_shows_the_schedule_and_the_step() -> None:
+    opt = torch.optim.SGD(make_model().parameters(), lr=SCHED.base)
+    sched = ScheduledLR(opt, SCHED)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    assert repr(sched) == f"ScheduledLR({SCHED!r}, step=3)"
+    assert repr(ScheduledValue(SCHED)) == f"ScheduledValue({SCHED!r}, step=0)"
+    assert "field='momentum'" in repr(ScheduledField(opt, SCHED, "momentum"))

@@ -164,7 +164,12 @@ FLAGS: dict[str, dict[str, Any]] = {
         help="below 4 epochs, scale --learning_rate by x0.6 (E <= 1) or x0.8 and warm up 5%%",
     ),
     "cosine_restarts": dict(action="store_true", help="legacy: same as --lr_strategy cosine_restarts"),
-    "warmup_ratio": dict(type=unit_ratio, metavar="R", help="warm-up as a fraction of total steps, in [0, 1)"),
+    "warmup_ratio": dict(
+        type=unit_ratio,
+        metavar="R",
+        help="warm-up as a fraction of total steps, in [0, 1): ceil(R x total), exact for the decimal typed; "
+        "phase5: needs --max-steps, not with --warmup-steps",
+    ),
     "num_cycles": dict(
         type=positive_float,
         metavar="C",
@@ -172,7 +177,17 @@ FLAGS: dict[str, dict[str, Any]] = {
     ),
 }
 
-PRETRAIN_FLAGS = ("lr", "warmup_steps", "min_lr", "max_steps", "replan", "decay_ratio", "decay_type", "lr_ref_batch")
+PRETRAIN_FLAGS = (
+    "lr",
+    "warmup_steps",
+    "warmup_ratio",
+    "min_lr",
+    "max_steps",
+    "replan",
+    "decay_ratio",
+    "decay_type",
+    "lr_ref_batch",
+)
 PRETRAIN_BATCH_SIZE = 64
 """phase5_big_run.py's default --batch-size (images per step on each process)."""
 FINETUNE_FLAGS = (
@@ -249,6 +264,7 @@ def pretrain_plan(args: argparse.Namespace) -> Plan:
         max_steps=args.max_steps,
         decay_ratio=getattr(args, "decay_ratio", None),
         decay_type=getattr(args, "decay_type", None),
+        warmup_ratio=getattr(args, "warmup_ratio", None),
     )
     if getattr(args, "lr_ref_batch", None) is None:
         return plan

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from dataclasses import asdict, dataclass, fields
 from fractions import Fraction
 from typing import Any, Literal
@@ -30,7 +31,14 @@ DEFAULT_DECAY_RATIO = Fraction(1, 5)
 
 def _require(ok: bool, name: str, value: object, rule: str) -> None:
     if not ok:
-        raise ScheduleError(f"{name}={value!r}: {rule}")
+        raise ScheduleError(f"{name}={_shown(value)}: {rule}")
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, but an integer of 31 digits or more by its length (``10**400``): one short line."""
+    if _integer(value) and abs(value) >= 10**30:  # type: ignore[arg-type]
+        return f"an integer of {len(str(abs(value)))} digits"  # type: ignore[arg-type]
+    return repr(value)
 
 
 def _finite(x: object) -> bool:
@@ -40,6 +48,30 @@ def _finite(x: object) -> bool:
 def _integer(x: object) -> bool:
     """An integer, numpy's included (``numbers.Integral``), but not a bool."""
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+MAX_STEPS = 2**53
+"""The largest ``warmup``, ``total`` or ``decay``: every step count up to it is exact in float64."""
+
+
+def _count(x: object) -> bool:
+    """A step count: an integer (not a bool) that float64 holds exactly, ``0 <= x <= MAX_STEPS``."""
+    return _integer(x) and 0 <= x <= MAX_STEPS  # type: ignore[operator]
+
+
+def step_index(t: object) -> int:
+    """The step ``t`` as an exact ``int``: ``operator.index(t)``, so an ``int``, a numpy integer or a
+    0-d integer tensor (duck-typed: no torch here) give their exact value. A bool, a float (``2.5``,
+    ``nan``, even ``3.0``) or a float tensor is a ``ScheduleError``: steps count updates.
+    """
+    if type(t) is int:
+        return t
+    if isinstance(t, bool) or "bool" in str(getattr(t, "dtype", "")):
+        raise ScheduleError(f"t={t!r}: a step must be an integer (optimizer updates done), not a bool")
+    try:
+        return operator.index(t)  # type: ignore[arg-type]
+    except TypeError:
+        raise ScheduleError(f"t={t!r}: a step must be an integer (optimizer updates done)") from None
 
 
 def decay_steps(ratio: Fraction | str | int, total: int) -> int:
@@ -71,7 +103,9 @@ class Schedule:
 
     ``cycles`` is only for ``cosine_restarts``; ``decay`` and ``decay_type`` only for
     ``wsd``, where ``decay=None`` means ``ceil(0.2 * T)`` (``1 <= D <= T - W``).
-    ``warmup``, ``total`` and ``decay`` accept any integer type (numpy's too), never a bool.
+    ``warmup``, ``total`` and ``decay`` accept any integer type (numpy's too) up to ``MAX_STEPS = 2**53``,
+    never a bool. The step ``t`` must be an integer too (``step_index``): ``S(2.5)``, ``S(True)`` and
+    ``S(nan)`` raise ``ScheduleError``; a 0-d integer tensor gives the same float64 value as its ``int``.
 
     For a learning rate, ``base`` is the peak and ``final`` the floor ``min_lr``.
     Other fields use the same class: DINO's weight decay rises with ``cosine``
@@ -93,10 +127,10 @@ class Schedule:
         for name in ("base", "final", "start", "cycles"):
             _require(_finite(getattr(self, name)), name, getattr(self, name), "must be a finite number")
             object.__setattr__(self, name, float(getattr(self, name)))
-        _require(_integer(self.warmup) and self.warmup >= 0, "warmup", self.warmup, "must be an integer >= 0")
+        _require(_count(self.warmup), "warmup", self.warmup, f"must be an integer in [0, 2**53 = {MAX_STEPS}]")
         object.__setattr__(self, "warmup", int(self.warmup))
         if self.total is not None:
-            _require(_integer(self.total), "total", self.total, "must be an integer or None")
+            _require(_count(self.total), "total", self.total, f"must be None or an integer <= 2**53 = {MAX_STEPS}")
             object.__setattr__(self, "total", int(self.total))
             _require(self.total > self.warmup, "total", self.total, f"must be greater than warmup={self.warmup}")
         self._check_cycles()
@@ -117,13 +151,15 @@ class Schedule:
         if self.decay is None and self.total is not None:
             object.__setattr__(self, "decay", decay_steps(DEFAULT_DECAY_RATIO, self.total))
         if self.decay is not None:
-            _require(_integer(self.decay) and self.decay >= 1, "decay", self.decay, "must be an integer >= 1")
+            ok = _count(self.decay) and self.decay >= 1
+            _require(ok, "decay", self.decay, "must be an integer >= 1 (at most 2**53)")
             object.__setattr__(self, "decay", int(self.decay))
         if self.decay is not None and self.total is not None:
             room = self.total - self.warmup
             _require(self.decay <= room, "decay", self.decay, f"must be at most total - warmup = {room}")
 
     def __call__(self, t: int) -> float:
+        t = step_index(t)
         if t < self.warmup:
             _require(t >= 0, "t", t, "a step must be >= 0")
             return self.start + (self.base - self.start) * t / self.warmup
@@ -186,7 +222,7 @@ class Replanned:
     after: Schedule
 
     def __post_init__(self) -> None:
-        _require(_integer(self.t0) and self.t0 >= 0, "t0", self.t0, "must be an integer >= 0")
+        _require(_count(self.t0), "t0", self.t0, "must be an integer in [0, 2**53]")
         object.__setattr__(self, "t0", int(self.t0))
         v0, a = self.before(self.t0), self.after
         scale = max(abs(v0), abs(a.base), abs(a.final))
@@ -218,6 +254,7 @@ class Replanned:
         return self.after.end_value
 
     def __call__(self, t: int) -> float:
+        t = step_index(t)
         return self.before(t) if t < self.t0 else self.after(t - self.t0)
 
     def summary(self) -> str:
@@ -281,7 +318,7 @@ def replan(current: AnySchedule, t0: int, target: Schedule) -> AnySchedule:
 
     ``Replanned.summary()`` says which in words.
     """
-    _require(_integer(t0) and t0 >= 0, "t0", t0, "must be an integer >= 0")
+    _require(_count(t0), "t0", t0, "must be an integer in [0, 2**53]")
     v0 = current(t0)
     if _same(target(t0), v0):
         return target

@@ -168,8 +168,8 @@ def resolve_finetune(
         sources["peak"] = f"--learning_rate {learning_rate:g} x{factor:g}, --scale_lr_for_short_training"
     else:
         peak, sources["peak"] = learning_rate, f"--learning_rate {learning_rate:g}"
-    if scale_lr_for_short_training and not short:
-        notes.append(f"--scale_lr_for_short_training changes nothing at {e} epochs (only below 4)")
+    if scale_lr_for_short_training:
+        notes += _scale_note(row, e, short, learning_rate, warmup_steps, warmup_ratio)
 
     if max_steps is not None:
         total, sources["total"] = max_steps, f"--max_steps {max_steps}"
@@ -215,6 +215,35 @@ def resolve_finetune(
         shape, base=peak, final=floor, warmup=warmup, total=total, cycles=cycles, decay=decay, decay_type=kind
     )
     return Plan(schedule, tuple(sources.items()), tuple(notes))
+
+
+def _scale_note(
+    row: Row,
+    e: str,
+    short: bool,
+    learning_rate: float | None,
+    warmup_steps: int | None,
+    warmup_ratio: Fraction | None,
+) -> list[str]:
+    """A note when ``--scale_lr_for_short_training`` changes nothing, and why; none when it changes something.
+
+    It scales an explicit ``--learning_rate`` below 4 epochs (x row LR / 5e-5) and, below 4 epochs,
+    replaces auto's warm-up ratio by the row's scaled one (which equals the plain one at ``E <= 1``: 5%).
+    """
+    flag = "--scale_lr_for_short_training changes nothing"
+    if not short:
+        return [f"{flag} at {e} epochs (only below 4)"]
+    if learning_rate is not None:
+        return []
+    auto_warmup = warmup_steps is None and warmup_ratio is None
+    if auto_warmup and row.scaled_warmup_ratio != row.warmup_ratio:
+        return []
+    lr_why = f"it scales only an explicit --learning_rate (the peak is auto's {row.lr:g})"
+    if auto_warmup:
+        warm_why = f"auto's warm-up at {row.label} is {_pct(row.warmup_ratio)} with it or without"
+    else:
+        warm_why = "the warm-up comes from " + ("--warmup_steps" if warmup_steps is not None else "--warmup_ratio")
+    return [f"{flag} at {e} epochs: {lr_why}, and {warm_why}"]
 
 
 def _cycles(
@@ -276,11 +305,14 @@ def resolve_pretrain(
     max_steps: int | None = None,
     decay_ratio: Fraction | None = None,
     decay_type: DecayType | None = None,
+    warmup_ratio: Fraction | None = None,
 ) -> Plan:
     """phase5_big_run.py's plan (note 000): warm-up + cosine to ``min_lr``, or warm-up + hold.
 
     ``--decay-ratio`` (or ``--decay-type``) selects ``wsd`` instead: warm-up, the peak held,
-    then a decay over the last ``ceil(decay_ratio * max_steps)`` steps.
+    then a decay over the last ``ceil(decay_ratio * max_steps)`` steps. ``--warmup-ratio R``
+    gives ``W = ceil(R * max_steps)``, exact for the decimal typed (7% of 100 is 7); it needs
+    ``--max-steps`` and excludes ``--warmup-steps``.
     """
     wsd = decay_ratio is not None or decay_type is not None
     sources: dict[str, str] = {
@@ -297,7 +329,11 @@ def resolve_pretrain(
         return value
 
     peak = pick("lr", "--lr", lr)
-    warmup = pick("warmup_steps", "--warmup-steps", warmup_steps)
+    if warmup_ratio is None:
+        warmup = pick("warmup_steps", "--warmup-steps", warmup_steps)
+    else:
+        warmup = _ratio_warmup(warmup_ratio, warmup_steps, max_steps)
+        sources["warmup"] = f"--warmup-ratio {_fmt_num(warmup_ratio)}: {_pct(warmup_ratio)} of {max_steps}"
     floor = pick("min_lr", "--min-lr", min_lr)
     _check_floor(floor, peak, "--min-lr")
     notes = []
@@ -306,8 +342,12 @@ def resolve_pretrain(
         notes.append(f"no --max-steps: holding {peak:g} after warm-up")
     else:
         sources["total"] = f"--max-steps {max_steps}"
-        if warmup >= max_steps:
-            raise UsageError(f"--warmup-steps {warmup}: must be less than --max-steps {max_steps}")
+        if warmup >= max_steps and warmup_ratio is None:
+            raise UsageError(
+                f"--warmup-steps {warmup}{'' if warmup_steps is not None else ' (default)'}: must be less than "
+                f"--max-steps {max_steps}; or give the warm-up as a fraction of it, --warmup-ratio R "
+                f"(e.g. 0.1: {math.ceil(Fraction(1, 10) * max_steps)} steps)"
+            )
     sources["cycles"] = "n/a"
     shape: Shape = "wsd" if wsd else "cosine"
     decay, kind = _wsd_decay(shape, decay_ratio, decay_type, max_steps, warmup, "-", sources, notes)
@@ -316,6 +356,22 @@ def resolve_pretrain(
 
 
 _KEYS = {"lr": "peak", "warmup_steps": "warmup", "min_lr": "min_lr"}
+
+
+def _ratio_warmup(ratio: Fraction, warmup_steps: int | None, max_steps: int | None) -> int:
+    """phase5's ``--warmup-ratio R``: ``W = ceil(R * T)`` with ``T = --max-steps``, exact; ``W < T``."""
+    flag = f"--warmup-ratio {_fmt_num(ratio)}"
+    if warmup_steps is not None:
+        raise UsageError(f"{flag}: give it or --warmup-steps {warmup_steps}, not both")
+    if max_steps is None:
+        raise UsageError(
+            f"{flag}: needs --max-steps (it is a fraction of the total; an open-ended run has none): "
+            "give --max-steps, or --warmup-steps"
+        )
+    warmup = math.ceil(ratio * max_steps)
+    if warmup >= max_steps:
+        raise UsageError(f"{flag}: gives {warmup} warm-up steps, must be fewer than --max-steps {max_steps}")
+    return warmup
 
 
 def _check_floor(floor: float, peak: float, flag: str) -> None:

@@ -34,6 +34,10 @@ class PeakMismatchWarning(UserWarning):
     """No param group's lr equals the schedule's base, so the peak the run trains at is not the schedule's."""
 
 
+class OutsideChangeWarning(UserWarning):
+    """A param group's lr was raised (or set from 0) outside the scheduler; the schedule sets it back."""
+
+
 def _check_state(owner: str, state: dict[str, Any]) -> None:
     if not isinstance(state, dict) or not {"step", "schedule"} <= set(state):
         keys = (
@@ -57,9 +61,31 @@ def _rescaled(initial: list[float], state: dict[str, Any], adopted: AnySchedule)
     return [value * factor for value in initial]
 
 
-def _warn_if_no_group_at_base(base_lrs: list[float], base: float) -> None:
-    if any(math.isclose(lr, base, rel_tol=1e-9) for lr in base_lrs):
+def _check_groups(owner: str, optimizer: Optimizer, saved: list[Any]) -> None:
+    """Refuse a state saved for another number of param groups, in one sentence."""
+    have = len(optimizer.param_groups)
+    if len(saved) != have:
+        raise UsageError(
+            f"{owner}.load_state_dict: the state was saved for {len(saved)} param group(s), "
+            f"but the optimizer has {have}; build the optimizer with the same groups as the run that saved it"
+        )
+
+
+def _at_base(lr: float | torch.Tensor, base: float) -> bool:
+    """Whether a group's lr is the schedule's base, compared in the lr's own precision.
+
+    A tensor lr holds ``base`` rounded to its dtype (float32: 1e-3 is 0.0010000000475), so ``base`` is
+    rounded the same way before comparing; a float lr is compared with ``rel_tol=1e-9``.
+    """
+    if isinstance(lr, torch.Tensor):
+        return bool(lr.detach().cpu() == torch.tensor(base, dtype=lr.dtype))
+    return math.isclose(lr, base, rel_tol=1e-9)
+
+
+def _warn_if_no_group_at_base(group_lrs: list[float | torch.Tensor], base: float) -> None:
+    if any(_at_base(lr, base) for lr in group_lrs):
         return
+    base_lrs = [float(lr) for lr in group_lrs]
     shown = ", ".join(f"{lr:g}" for lr in base_lrs)
     warnings.warn(
         f"ScheduledLR: no param group has lr equal to the schedule's base {base:g} (group lrs: {shown}); "
@@ -74,16 +100,26 @@ def _warn_if_no_group_at_base(base_lrs: list[float], base: float) -> None:
 class ScheduledLR(LRScheduler):
     """An ``LRScheduler`` following ``schedule`` in closed form, ``t = last_epoch``.
 
-    How a group's lr is computed, ``group_lr``:
+    How a group's lr is computed, ``group_lr``, with ``c`` the group's cut factor (below):
 
     - ``"relative"`` (default, torch's ``LambdaLR`` convention):
-      ``group["lr"] = group["initial_lr"] * schedule(t) / schedule.base``. Build the
+      ``group["lr"] = group["initial_lr"] * schedule(t) / schedule.base * c``. Build the
       optimizer with ``lr=schedule.base`` for the groups that should follow the schedule
       exactly; other groups keep their ratio to it. If no group's lr equals
-      ``schedule.base``, a ``PeakMismatchWarning`` is raised once, at construction:
+      ``schedule.base`` (compared in the lr's own precision: a float32 tensor lr holds 1e-3
+      as 0.0010000000475), a ``PeakMismatchWarning`` is raised once, at construction:
       ``AdamW(params)`` (lr 1e-3) with a ``base=5e-4`` schedule would train at a 1e-3 peak.
-    - ``"lr_mult"`` (DINOv2's convention): ``group["lr"] = schedule(t) * group.get("lr_mult", 1)``;
+      With ``on_mismatch="replan"`` the check waits for the first ``step()``, and a
+      ``load_state_dict`` before it (which brings the peak of the resumed run) cancels it.
+    - ``"lr_mult"`` (DINOv2's convention): ``group["lr"] = schedule(t) * group.get("lr_mult", 1) * c``,
+      ``lr_mult`` read at every step (a change takes effect at the next ``step()``);
       the optimizer's own lr is ignored and the schedule carries the LR.
+
+    Cuts from outside (``ReduceLROnPlateau`` and friends) compose with the schedule: each group
+    has a cut factor ``c``, 1 at the start. At each ``step()``, a group whose lr is lower than the
+    value this scheduler last set was cut from outside, and ``c *= lr_now / lr_set``; the cut then
+    scales every later step and is saved in ``state_dict`` (``"cuts"``). A rise from outside (or a
+    change from 0) is not a cut: the schedule sets the lr back, with one ``OutsideChangeWarning``.
 
     ``scheduler.step()`` once per optimizer update. Works wherever an ``LRScheduler`` does
     (plain loops, HF ``Trainer``, Lightning with ``interval="step"``, Accelerate). Under
@@ -98,7 +134,8 @@ class ScheduledLR(LRScheduler):
       ``schedule(k * num_processes)``.
 
     After ``load_state_dict`` replanned (``on_mismatch="replan"``), ``replanned`` says what
-    the replan does, in words; otherwise it is ``None``.
+    the replan does, in words; otherwise it is ``None``. A state saved for another number of
+    param groups is refused there (``UsageError``).
     """
 
     def __init__(
@@ -117,19 +154,64 @@ class ScheduledLR(LRScheduler):
         self.schedule = self.target = schedule
         self.on_mismatch, self.group_lr = on_mismatch, group_lr
         self.replanned: str | None = None
+        self.cuts = [1.0] * len(optimizer.param_groups)
+        """Each group's factor from cuts made outside (``ReduceLROnPlateau``): 1 until one happens."""
+        self._peak_pending = False
+        self._warned_outside = False
         if group_lr == "lr_mult":
             for group in optimizer.param_groups:
                 group["initial_lr"] = schedule.base * group.get("lr_mult", 1.0)
         super().__init__(optimizer, last_epoch)
-        if group_lr == "relative":
-            _warn_if_no_group_at_base([float(lr) for lr in self.base_lrs], schedule.base)
+        if group_lr == "relative" and on_mismatch == "replan":
+            self._peak_pending = True  # a load_state_dict may bring another peak: check at the first step
+        elif group_lr == "relative":
+            _warn_if_no_group_at_base(list(self.base_lrs), schedule.base)
+
+    def __repr__(self) -> str:
+        cuts = "" if all(c == 1.0 for c in self.cuts) else f", cuts={self.cuts}"
+        mode = "" if self.group_lr == "relative" else f", group_lr={self.group_lr!r}"
+        return f"{type(self).__name__}({self.schedule!r}, step={self.last_epoch}{mode}{cuts})"
+
+    def _bases(self) -> list[float | torch.Tensor]:
+        """Each group's lr at the schedule's base: ``initial_lr``, or ``base * lr_mult`` read now."""
+        if self.group_lr == "relative":
+            return list(self.base_lrs)
+        return [self.schedule.base * group.get("lr_mult", 1.0) for group in self.optimizer.param_groups]
 
     def get_lr(self) -> list[float | torch.Tensor]:
+        """``base_i * schedule(t) / schedule.base * c_i`` for each group ``i``."""
         scale = self.schedule(self.last_epoch) / self.schedule.base
-        return [base_lr * scale for base_lr in self.base_lrs]
+        return [base * scale * cut for base, cut in zip(self._bases(), self.cuts)]
 
     def _get_closed_form_lr(self) -> list[float | torch.Tensor]:
         return self.get_lr()
+
+    def step(self, epoch: int | None = None) -> None:
+        """Advance ``t`` by one update; first take in any cut made from outside since the last step."""
+        if hasattr(self, "_last_lr"):  # not the step torch's constructor takes
+            self._take_outside_cuts()
+        if self._peak_pending:
+            self._peak_pending = False
+            _warn_if_no_group_at_base(list(self.base_lrs), self.schedule.base)
+        super().step(epoch)
+
+    def _take_outside_cuts(self) -> None:
+        """``c_i *= lr_now / lr_set`` for each group lowered from outside; a rise is undone, warned once."""
+        for i, (group, last) in enumerate(zip(self.optimizer.param_groups, self._last_lr)):
+            now, before = float(group["lr"]), float(last)
+            if now == before:
+                continue
+            if 0 <= now < before:
+                self.cuts[i] *= now / before
+            elif not self._warned_outside:
+                self._warned_outside = True
+                warnings.warn(
+                    f"ScheduledLR: param group {i}'s lr was changed outside the scheduler from {before:g} to "
+                    f"{now:g}; only a cut (a lower lr, as ReduceLROnPlateau makes) is kept, as a factor on the "
+                    "schedule: the schedule sets this one back",
+                    OutsideChangeWarning,
+                    stacklevel=3,
+                )
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -137,15 +219,20 @@ class ScheduledLR(LRScheduler):
             "schedule": describe(self.schedule),
             "target": describe(self.target),
             "base_lrs": list(self.base_lrs),
+            "cuts": list(self.cuts),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Resume from ``state_dict``; refuses a foreign state (``ForeignState``) or another schedule."""
+        """Resume from ``state_dict``; refuses a foreign state (``ForeignState``), another number of
+        param groups (``UsageError``) or another schedule (``ScheduleMismatch``)."""
         _check_state("ScheduledLR", state_dict)
+        _check_groups("ScheduledLR", self.optimizer, list(state_dict.get("base_lrs", [])))
         self.schedule = adopt(self.target, state_dict, self.on_mismatch)
         self.last_epoch = int(state_dict["step"])
         self.replanned = replan_note(self.schedule, self.last_epoch)
         self.base_lrs = [*_rescaled(list(state_dict["base_lrs"]), state_dict, self.schedule)]
+        self.cuts = [float(c) for c in state_dict.get("cuts", self.cuts)]
+        self._peak_pending = False
         for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
             group["lr"] = lr
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
@@ -167,6 +254,9 @@ class ScheduledValue:
         self.t = 0
         """The step: optimizer updates done."""
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.schedule!r}, step={self.t})"
+
     @property
     def value(self) -> float:
         return self.schedule(self.t)
@@ -183,11 +273,15 @@ class ScheduledValue:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         _check_state(type(self).__name__, state_dict)
+        self._check_saved(state_dict)
         self.schedule = adopt(self.target, state_dict, self.on_mismatch)
         self.t = int(state_dict["step"])
         self.replanned = replan_note(self.schedule, self.t)
         self._adopted(state_dict)
         self._apply()
+
+    def _check_saved(self, state_dict: dict[str, Any]) -> None:
+        """Refuse what a subclass cannot restore (``ScheduledField``: another number of param groups)."""
 
     def _adopted(self, state_dict: dict[str, Any]) -> None:
         """Restore what a subclass saved beside the schedule."""
@@ -222,6 +316,12 @@ class ScheduledField(ScheduledValue):
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "initial": list(self.initial)}
+
+    def _check_saved(self, state_dict: dict[str, Any]) -> None:
+        _check_groups("ScheduledField", self.optimizer, list(state_dict.get("initial", [])))
+
+    def __repr__(self) -> str:
+        return f"ScheduledField({self.schedule!r}, field={self.field!r}, step={self.t})"
 
     def _adopted(self, state_dict: dict[str, Any]) -> None:
         self.initial = _rescaled(list(state_dict["initial"]), state_dict, self.schedule)
