@@ -8,7 +8,9 @@ The fault tests steer a run through two environment variables, each read the sam
 (``hook_step``: an integer, anything else means unset):
 
 - ``LRSCHED_INJECT_NAN_AT_STEP=k`` (``INJECT_NAN``): the loss of step ``k`` is taken as NaN;
-- ``LRSCHED_STOP_AT_STEP=k`` (``STOP_AT``, phase5): behave as if SIGTERM arrived once ``k`` steps are done.
+- ``LRSCHED_STOP_AT_STEP=k`` (``STOP_AT``, phase5): behave as if SIGTERM arrived once ``k`` steps are done;
+- ``LRSCHED_FAIL_AT_STEP=k`` (``FAIL_AT``, phase5): a MemoryError before step ``k``;
+- ``LRSCHED_STALL_DATA_AT_STEP=k`` (``STALL_AT``, phase5): the batch of step ``k`` never arrives.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ INJECT_NAN = "LRSCHED_INJECT_NAN_AT_STEP"
 """Test hook: the loss of this step is made NaN (fault tests of the non-finite-loss stop)."""
 STOP_AT = "LRSCHED_STOP_AT_STEP"
 """Test hook: behave as if SIGTERM arrived once this many steps are done."""
+FAIL_AT = "LRSCHED_FAIL_AT_STEP"
+"""Test hook (phase5): a MemoryError before step ``k`` starts, as an unexpected error anywhere in the loop."""
+STALL_AT = "LRSCHED_STALL_DATA_AT_STEP"
+"""Test hook (phase5): the data workers never deliver the batch of step ``k`` (a stalled data path)."""
 
 
 class NonFiniteLoss(RuntimeError):

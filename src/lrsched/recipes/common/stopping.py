@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -69,6 +71,17 @@ class StopRequest:
         """Raise ``Stopped`` if a signal has arrived."""
         if self.requested is not None:
             raise Stopped(self.requested)
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """Within: a signal raises ``Stopped`` at once, for waits (a batch from the workers) that
+        leave nothing half-done, so a stalled data path cannot hold a stop back."""
+        self.check()
+        before, self.immediate = self.immediate, True
+        try:
+            yield
+        finally:
+            self.immediate = before
 
     def __enter__(self) -> StopRequest:
         for sig in STOP_SIGNALS:

@@ -23,22 +23,25 @@ def _features(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features of images ``ids`` (the teacher's ``--knn-features``, or raw pixels when ``net`` is None) and labels.
 
-    In one process a stop request raises ``Stopped`` between batches; under torchrun rank 0
+    In one process a stop request raises ``Stopped`` between batches or while waiting for one; under torchrun rank 0
     finishes (the other ranks wait for it) and every rank stops after (``stop_point``).
     """
     s = run.settings
     size = s.preset.global_size if net is not None else min(s.preset.global_size, RAW_PIXELS_SIDE)
     features, labels = [], []
-    for pixels, y in eval_batches(source, ids, size, s.args.workers):
-        if not run.world.distributed:
-            stop.check()
-        x = as_float(pixels.to(run.device))
-        if net is None:
-            features.append(x.flatten(1))
-        else:
-            with autocast(run.device, s.args.bf16):
-                features.append(net.backbone.features(run.photometric.normalise(x), s.args.knn_features).float())
-        labels.append(y)
+    alone = None if run.world.distributed else stop
+    batches = eval_batches(source, ids, size, s.args.workers, timeout=s.args.data_timeout, stop_request=alone)
+    with batches:
+        for pixels, y in batches:
+            x = as_float(pixels.to(run.device))
+            if net is None:
+                features.append(x.flatten(1))
+            else:
+                with autocast(run.device, s.args.bf16):
+                    features.append(net.backbone.features(run.photometric.normalise(x), s.args.knn_features).float())
+            labels.append(y)
+            if alone is not None:
+                alone.check()
     return torch.cat(features), torch.cat(labels)
 
 

@@ -21,20 +21,24 @@ from torch.nn.parallel import DistributedDataParallel
 
 from lrsched.recipes.common.device import autocast, describe_device
 from lrsched.recipes.common.distributed import World, every_rank
-from lrsched.recipes.common.faults import INJECT_NAN, STOP_AT, NonFiniteLoss, hook_step
+from lrsched.recipes.common.faults import FAIL_AT, INJECT_NAN, STOP_AT, NonFiniteLoss, hook_step
 from lrsched.recipes.common.runlog import RunLog, write_json
 from lrsched.recipes.common.stopping import Stopped, StopRequest
-from lrsched.recipes.dino.augment import Geometry, Photometric
+from lrsched.recipes.dino.augment import Crops, Geometry, Photometric
 from lrsched.recipes.dino.data import Sampler, mix
 from lrsched.recipes.dino.evaluation import evaluate
 from lrsched.recipes.dino.loss import DINOLoss, koleo
 from lrsched.recipes.dino.model import build_networks, ema_update, param_groups, reference_group
 from lrsched.recipes.dino.resume import restore, save
 from lrsched.recipes.dino.state import TIMING_WINDOW, Settings, State, say
-from lrsched.recipes.dino.stream import Batch, train_loader
+from lrsched.recipes.dino.stream import Batch, DataFailure, train_loader
 from lrsched.schedules import OnMismatch
 from lrsched.torch_sched import ScheduledField, ScheduledLR, ScheduledValue
 
+MIN_BAD_IMAGES = 100
+"""A run skips at least this many unreadable images (with a warning each) before it stops."""
+SKIPPED_LINES = 20
+"""Unreadable images named one per line; later ones are only counted."""
 LOG_COLUMNS = (
     "step",
     "lr",
@@ -107,9 +111,12 @@ def _geometry(s: Settings) -> Geometry:
 def _losses(run: State, batch: Batch, temp: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """This rank's views at step ``t``, student and teacher forward: (loss, teacher entropy, KoLeo)."""
     s, t = run.settings, run.t
-    g = torch.Generator().manual_seed(mix(s.args.seed, t, run.world.rank))
     global_px = batch.global_px.to(run.device, non_blocking=True)
-    crops = run.photometric(global_px, batch.local_px.to(run.device, non_blocking=True), g)
+    local_px = batch.local_px.to(run.device, non_blocking=True)
+    if batch.coloured:
+        crops = Crops(global_px, local_px)
+    else:
+        crops = run.photometric(global_px, local_px, torch.Generator().manual_seed(mix(s.args.seed, t, run.world.rank)))
     with autocast(run.device, s.args.bf16):
         features, student_out = run.ddp([crops.global_crops, crops.local_crops])
         with torch.no_grad():
@@ -155,6 +162,7 @@ def _update(run: State, momentum: float) -> tuple[torch.Tensor, bool]:
     for scheduled in run.scheduled().values():
         scheduled.step()
     run.t += 1
+    run.mid_step = False
     return norm, frozen
 
 
@@ -164,10 +172,14 @@ def train_step(run: State, batches: Iterator[Batch], stop: StopRequest) -> tuple
     Returns the log row (values this step used) and whether any rank was asked to stop.
     """
     s, t = run.settings, run.t
+    if hook_step(FAIL_AT) == t:
+        raise MemoryError(f"test hook {FAIL_AT}={t}")
     start = time.perf_counter()
     batch = next(batches)
     wait = time.perf_counter() - start
     assert batch.step == t, f"the data loader is at step {batch.step}, the run at {t}"
+    _count_skipped(run, batch)
+    run.mid_step = True  # from here until t += 1 the state in memory is not one a checkpoint may hold
     lr, wd = reference_group(run.optimizer)["lr"], reference_group(run.optimizer)["weight_decay"]
     momentum, temp = run.momentum.value, run.teacher_temp.value
     loss, entropy, spread = _losses(run, batch, temp)
@@ -209,6 +221,7 @@ def train(run: State, log: RunLog | None, stop: StopRequest) -> str:
     bar = tqdm(
         total=total, initial=run.t, disable=not run.world.is_main, unit="step", mininterval=interval, file=sys.stderr
     )
+    colour_in_workers = run.device.type == "cpu"  # on an accelerator the colour work is batched there
     batches = train_loader(
         run.settings.data.train,
         run.geometry,
@@ -217,7 +230,10 @@ def train(run: State, log: RunLog | None, stop: StopRequest) -> str:
         start=run.t,
         stop=total,
         workers=a.workers,
+        photometric=run.photometric if colour_in_workers else None,
         pin_memory=run.device.type == "cuda",
+        timeout=a.data_timeout,
+        stop_request=stop,
     )
     try:
         while total is None or run.t < total:
@@ -234,11 +250,35 @@ def train(run: State, log: RunLog | None, stop: StopRequest) -> str:
                 save(run)
     finally:
         bar.close()
-        batches.close()  # stops the workers before evaluation starts its own
+        batches.close()  # ends the workers (within a deadline) before evaluation starts its own
         _say_data_wait(run)
     evaluate(run, stop)
     save(run)
     return "finished"
+
+
+def bad_image_budget(images: int) -> int:
+    """Unreadable images a run skips before it stops: 1% of its training images, at least ``MIN_BAD_IMAGES``."""
+    return max(MIN_BAD_IMAGES, images // 100)
+
+
+def _count_skipped(run: State, batch: Batch) -> None:
+    """Count (in the metrics) and report the images this batch replaced; stop when the data went away
+    or more than ``bad_image_budget`` were skipped."""
+    if batch.lost is not None:
+        raise DataFailure(batch.lost)
+    if not batch.skipped:
+        return
+    before = run.metrics.get("skipped_images", 0)
+    total = before + len(batch.skipped)
+    run.metrics["skipped_images"] = total
+    for reason in batch.skipped[: max(0, SKIPPED_LINES - before)]:
+        say(run, f"warning: {reason}; using the next image")
+    if before < SKIPPED_LINES <= total:
+        say(run, "note: further unreadable images are counted in metrics.json (skipped_images), not printed")
+    budget = bad_image_budget(len(run.settings.data.train))
+    if total > budget:
+        raise DataFailure(f"{total} unreadable images, more than the budget of {budget} (1% of the images)")
 
 
 def _say_data_wait(run: State) -> None:
@@ -246,6 +286,8 @@ def _say_data_wait(run: State) -> None:
         share = run.waiting / run.seconds
         hint = " (the device starved: try more --workers)" if share > 0.2 else ""
         say(run, f"waited for data {share:.1%} of {run.seconds:.1f} s of training{hint}")
+    if run.metrics.get("skipped_images"):
+        say(run, f"skipped {run.metrics['skipped_images']} unreadable image(s), each replaced by the next readable one")
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -266,6 +308,7 @@ def write_metrics(run: State, status: str) -> None:
         "seconds_per_step_median": med,
         "seconds_per_step_window": TIMING_WINDOW,
         "data_wait_fraction": run.waiting / run.seconds if run.seconds else None,
+        "skipped_images": run.metrics.get("skipped_images", 0),
         "world_size": run.world.size,
         "device": describe_device(run.device),
     }

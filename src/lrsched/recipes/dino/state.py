@@ -100,6 +100,8 @@ class State:
     lr_hash: str = ""
     """``h(t+1) = sha256(h(t) || lr(t))`` over the steps this process ran: equal on every rank."""
     replanned_at: int | None = None
+    mid_step: bool = False
+    """True while a step changes the state (loss centre, weights, schedulers): not a state to save."""
 
     def scheduled(self) -> dict[str, ScheduledLR | ScheduledValue]:
         """The four scheduled values by name; each is stepped, saved and resumed the same way."""
