@@ -1,10 +1,13 @@
 """Images/s of DINO's data path alone (JPEG decode, 2 global 224 px + 8 local 96 px crops, colour jitter,
 grayscale, blur, solarisation, normalisation) for W = 0, 1, 2 DataLoader workers, each run a fresh subprocess.
 
-Usage: ``.venv/bin/python bench/data_pipeline.py [--quick] [--rounds 5]``: ``bench/results/data_pipeline.{json,md}``,
-runs cached in ``bench/results/cache/``. Sides: ``official``, DINO's pipeline from torchvision parts, run by a
-bench-only venv made when missing (``VENV_PACKAGES``); ``official_matched``, the same with lrsched's lighter
-blur on local crops (an equal-work control); ``ours``, lrsched's stream, then ``Photometric`` per batch on the CPU.
+Usage: ``.venv/bin/python bench/data_pipeline.py [--quick] [--rounds 3]``: ``bench/results/data_pipeline.{json,md}``,
+runs cached in ``bench/results/cache/``. It refuses to start on a busy machine (1-minute load above
+``QUIET_LOAD``; ``--allow-load`` runs anyway and marks the result). Sides: ``official``, DINO's pipeline from
+torchvision parts, run by a bench-only venv made when missing (``VENV_PACKAGES``); ``official_matched``, the same
+with lrsched's lighter blur on local crops (an equal-work control); ``ours``, lrsched's stream as a CPU run uses
+it (``Photometric`` in the workers); ``ours_crops``, the host's share when the colour work runs on an accelerator
+(decode and crops only).
 """
 
 import argparse
@@ -36,7 +39,14 @@ OURS_CODE = [REPO_ROOT / "src/lrsched/recipes/dino" / f"{m}.py" for m in ("augme
 """The library code of ``ours``: part of the cache key with this file, so a change to it reruns the cells."""
 PROBE = "import json, PIL, numpy, torch, data_pipeline as o; tv = o.import_torchvision(); print(json.dumps("
 PROBE += "{m.__name__: m.__version__ for m in (torch, tv, PIL, numpy)}))"
-SIDES = {"official": "DINO (torchvision)", "official_matched": "DINO, lrsched's blur", "ours": "lrsched"}
+SIDES = {
+    "official": "DINO (torchvision)",
+    "official_matched": "DINO, lrsched's blur",
+    "ours": "lrsched",
+    "ours_crops": "lrsched, colour on the device",
+}
+QUIET_LOAD = 0.5
+"""Highest 1-minute load average at which the benchmark starts: timings beside other work hide scaling."""
 BASES = ("official", "official_matched")
 SCALES = ((80, 30, 3), (80, 50, 1), (20, 35, 1), (5, 35, 1))  # test images: (cell px, amplitude, channels)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet's
@@ -48,6 +58,7 @@ def side_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="one run of one side")
     parser.add_argument("--folder", type=Path, required=True)
     parser.add_argument("--match-lrsched", action="store_true", help="lrsched's blur sigma range (a control)")
+    parser.add_argument("--crops-only", action="store_true", help="lrsched: no colour work (done on a device)")
     for name in INT_FLAGS:
         parser.add_argument("--" + name.replace("_", "-"), type=int, required=True)
     return parser.parse_args(argv)
@@ -169,26 +180,28 @@ def official_versions(venv: Path) -> dict[str, str]:
 
 
 def ours(opts: argparse.Namespace) -> dict[str, Any]:
-    """One run of lrsched's side, built as ``dino.loop`` builds it; timed up to the normalised views."""
-    import torch
-
+    """One run of lrsched's side, built as ``dino.loop`` builds it on a CPU; timed up to the normalised views
+    (``--crops-only``: up to the uint8 crops, as when the colour work runs on an accelerator)."""
     from lrsched.recipes.dino.augment import Geometry, Photometric
-    from lrsched.recipes.dino.data import Sampler, mix, open_folder
+    from lrsched.recipes.dino.data import Sampler, open_folder
     from lrsched.recipes.dino.stream import train_loader
 
-    started, data, photometric = time.perf_counter(), open_folder(opts.folder), Photometric(MEAN, STD)
+    started, data = time.perf_counter(), open_folder(opts.folder)
+    colour = None if opts.crops_only else Photometric(MEAN, STD)
     areas = {"global_scale": (0.4, 1.0), "local_scale": (0.05, 0.4)}  # DINO's (lrsched's default local: 0.1-0.4)
     geometry = Geometry(opts.global_size, opts.local_size, opts.local_crops, data.channels, **areas)
     sampler, stop = Sampler(len(data.train), opts.batch, 1, opts.seed), opts.warmup + opts.batches
-    loader = train_loader(data.train, geometry, sampler, rank=0, start=0, stop=stop, workers=opts.workers)
-    seeded = lambda b: torch.Generator().manual_seed(mix(opts.seed, b.step, 0))  # noqa: E731
-    return timed((photometric(b.global_px, b.local_px, seeded(b)) for b in loader), opts, started)
+    with train_loader(
+        data.train, geometry, sampler, rank=0, start=0, stop=stop, workers=opts.workers, photometric=colour
+    ) as loader:
+        return timed(loader, opts, started)
 
 
 def command(side: str, cfg: dict[str, Any], folder: Path, workers: int, venv: Path) -> list[str]:
     args = [f"--folder={folder}", f"--workers={workers}", *(f"--{k.replace('_', '-')}={cfg[k]}" for k in INT_FLAGS[1:])]
-    if side == "ours":
-        return [sys.executable, str(Path(__file__).resolve()), "ours", *args]
+    if side.startswith("ours"):
+        crops = ["--crops-only"] if side == "ours_crops" else []
+        return [sys.executable, str(Path(__file__).resolve()), "ours", *args, *crops]
     match = ["--match-lrsched"] if side == "official_matched" else []
     return [str(venv / "bin" / "python"), str(Path(__file__).resolve()), "official", *args, *match]
 
@@ -210,7 +223,7 @@ def measure(cfg: dict[str, Any], folder: Path, venv: Path, cache: CellCache) -> 
     """``rounds`` rounds; in each, per W, one run of every side in an order rotating with (round, W)."""
     runs = []
     for r, w in itertools.product(range(cfg["rounds"]), cfg["workers"]):
-        for position, side in enumerate([*SIDES][(r + w) % 3 :] + [*SIDES][: (r + w) % 3]):
+        for position, side in enumerate([*SIDES][(r + w) % len(SIDES) :] + [*SIDES][: (r + w) % len(SIDES)]):
             cmd = command(side, cfg, folder, w, venv)
             res = cache.compute(f"round{r}/w{w}/{side}", lambda cmd=cmd: run_side(cmd, cfg["threads"], folder))
             runs.append({"round": r, "workers": w, "side": side, "position": position, **res})
@@ -228,6 +241,7 @@ def summarise(runs: list[dict[str, Any]], cfg: dict[str, Any]) -> dict[str, Any]
     paired = lambda b, w: [cell[r, w, "ours"][keys[0]] / cell[r, w, b][keys[0]] for r in rounds]  # noqa: E731
     out["per_round_ratio_ours_over"] = {b: {w: quantiles(paired(b, w)) for w in ws} for b in BASES}
     out["cpu_ratio_over_ours"] = {b: {w: cpu[b][w] / cpu["ours"][w] for w in ws} for b in BASES}
+    out["cpu_ratio_official_over_ours_crops"] = {w: cpu["official"][w] / cpu["ours_crops"][w] for w in ws}
     return out
 
 
@@ -238,14 +252,17 @@ def report(summary: dict[str, Any], cfg: dict[str, Any], manifest: dict[str, Any
     ratio = [[w, *pair("official", w), *pair("official_matched", w)] for w in ws]
     cpu_ratio = {w: [f"{s['cpu_ratio_over_ours'][b][w]:.2f}" for b in BASES] for w in ws}
     cpu = [[w, *(spread(s["cpu_ms_per_image"][side][w]) for side in SIDES), *cpu_ratio[w]] for w in ws]
+    host = [[w, f"{s['cpu_ratio_official_over_ours_crops'][w]:.2f}"] for w in ws]
+    quiet = "quiet machine" if max(extra["load"]) <= QUIET_LOAD else "NOT a quiet machine (--allow-load)"
     venv = ", ".join(f"{k} {v}" for k, v in extra["official"].items())
     return (
         "# DINO data path: images/s of lrsched's stream against DINO's own pipeline\n\n"
         "Per image: JPEG decode, 2 global crops at 224 px (area 0.4-1) and 8 local ones at 96 px (area 0.05-0.4), "
         "colour jitter, grayscale, blur, solarisation, normalisation. `official`: DINO's pipeline from torchvision "
-        "parts; `ours`: lrsched's stream, then `Photometric` per batch on the CPU (in training: on the device), less "
-        "work on local crops: blur sigma up to 0.86 px (DINO: 2); `official_matched`: DINO doing that lighter "
-        "work.\n\n"
+        "parts; `ours`: lrsched's stream as a CPU run uses it (`Photometric` on each batch in the worker that cut its "
+        "crops), less work on local crops: blur sigma up to 0.86 px (DINO: 2); `official_matched`: DINO doing that "
+        "lighter work; `ours_crops`: lrsched's stream without the colour work, which a GPU run does on the device "
+        "(the host's share of the work).\n\n"
         f"Each run a fresh subprocess: {cfg['warmup']} warm-up batches of {cfg['batch']}, then {cfg['batches']} timed; "
         f"{cfg['rounds']} rounds, in each one run per side and W (order rotating); images read again before each run; "
         f"main processes on {cfg['threads']} torch thread. Medians over rounds, IQR in brackets.\n\n"
@@ -253,12 +270,16 @@ def report(summary: dict[str, Any], cfg: dict[str, Any], manifest: dict[str, Any
         + "\nOurs over each baseline: ratio of the medians, and median (IQR) of the per-round ratios.\n\n"
         + markdown_table(["workers", *(f"ours / {b}{x}" for b in BASES for x in ("", ", per round"))], ratio, "r" * 5)
         + "\nCPU ms per timed image (the side's process and its workers, from /proc; less disturbed by other jobs).\n\n"
-        + markdown_table(["workers", *(f"{x}: CPU ms" for x in SIDES), *(f"{b} / ours" for b in BASES)], cpu, "r" * 6)
+        + markdown_table(["workers", *(f"{x}: CPU ms" for x in SIDES), *(f"{b} / ours" for b in BASES)], cpu, "r" * 7)
+        + "\nHost CPU per image when the colour work runs on an accelerator: DINO's full per-image CPU (its "
+        "colour work runs in its workers wherever it trains) over lrsched's decode and crops.\n\n"
+        + markdown_table(["workers", "official CPU ms / ours_crops CPU ms"], host, "rr")
         + f"\nImages: {cfg['images']} generated JPEGs (quality 90, about 400x350 px) in {cfg['classes']} classes, "
         f"file size median {kb['median']:.1f} KB (IQR {kb['q1']:.1f} - {kb['q3']:.1f}, min {kb['min']:.1f}, max "
         f"{kb['max']:.1f}), {kb['share_50_to_100']:.1%} within 50-100 KB.\n\nCommands of one run (W=2):\n\n"
         + "".join(f"- {side}: `{' '.join(c)}`\n" for side, c in extra["commands"].items())
-        + f"\n{info['cpu_model']}, {info['usable_cores']} cores shared with other jobs (1-min load {extra['load']}); "
+        + f"\n{info['cpu_model']}, {info['usable_cores']} cores, {quiet} (1-min load before each run "
+        f"{extra['load'][0]}-{extra['load'][1]}, at the start {extra['load_at_start']}); "
         f"ours: torch {info['packages']['torch']}, Pillow {info['packages']['pillow']}; official venv: {venv}; commit "
         f"{info['git_commit']}. Bench: `{info['command']}`, {extra['wall_seconds']:.0f} s.\n"
     )
@@ -276,9 +297,17 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "lrsched-bench-data")
     parser.add_argument("--official-venv", type=Path, default=Path("/work/venv-tv"))
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="default: bench/results")
+    parser.add_argument("--allow-load", action="store_true", help=f"run above load {QUIET_LOAD} (marked in the result)")
     opts = parser.parse_args()
+    load = round(os.getloadavg()[0], 2)
+    print(f"1-minute load average: {load}")
+    if load > QUIET_LOAD and not opts.allow_load:
+        sys.exit(
+            f"data_pipeline.py: the 1-minute load is {load}, above {QUIET_LOAD}: stop other work (tests, "
+            "helpers) and wait, or pass --allow-load to run anyway (the result says so)"
+        )
     started, name = time.perf_counter(), "data_pipeline" + ("_quick" if opts.quick else "")
-    n = (160, 4, 16, 1, 2, opts.rounds or 1) if opts.quick else (5000, 10, 32, 3, 20, opts.rounds or 5)
+    n = (160, 4, 16, 1, 2, opts.rounds or 1) if opts.quick else (2000, 10, 32, 1, 15, opts.rounds or 3)
     cfg = dict(zip(("images", "classes", "batch", "warmup", "batches", "rounds"), n), threads=opts.threads)
     cfg |= {"global_size": 224, "local_size": 96, "local_crops": 8, "workers": [0, 1, 2], "seed": 0}
     versions, (folder, manifest) = official_versions(opts.official_venv), image_folder(opts.work, cfg)
@@ -287,7 +316,7 @@ def main() -> None:
     summary, loads = summarise(runs, cfg), [r["load_before"] for r in runs]
     commands = {s: command(s, cfg, folder, 2, opts.official_venv) for s in SIDES}
     extra = {"machine": machine_info(("torch", "pillow", "numpy")), "official": versions, "commands": commands}
-    extra |= {"load": [min(loads), max(loads)], "wall_seconds": time.perf_counter() - started}
+    extra |= {"load": [min(loads), max(loads)], "load_at_start": load, "wall_seconds": time.perf_counter() - started}
     write_text(opts.out / f"{name}.md", text := report(summary, cfg, manifest, extra))
     write_json(opts.out / f"{name}.json", {**extra, "config": cfg, "images": manifest, **summary, "runs": runs})
     print(text)
