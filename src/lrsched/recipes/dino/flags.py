@@ -185,9 +185,24 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     )
     add(
         d,
+        "data_timeout",
+        type=shared.nonnegative_float,
+        default=600.0,
+        metavar="SECONDS",
+        help="stop the run (checkpoint saved, exit status 4) when no batch arrives for this long "
+        "(default 600; 0: wait for ever)",
+    )
+    add(
+        d,
         "accept_data_change",
         action="store_true",
         help="on --resume, continue although the data differs from the checkpoint's (files added, removed, renamed)",
+    )
+    add(
+        d,
+        "follow_links",
+        action="store_true",
+        help="follow symbolic links in --data-dir that lead outside it (default: not followed, with a warning)",
     )
     add(
         d,
