@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -285,6 +286,63 @@ def report(summary: dict[str, Any], cfg: dict[str, Any], manifest: dict[str, Any
     )
 
 
+E2E_FLAGS = [
+    *("--preset", "micro", "--batch-size", "32", "--max-steps", "60", "--warmup-steps", "10"),
+    *("--eval-every", "0", "--save-every", "0", "--knn-train-samples", "100", "--knn-test-samples", "50"),
+]
+"""The end-to-end run: phase5_big_run.py on the benchmark's JPEG folder, as a CPU user runs it."""
+
+
+def end_to_end(folder: Path, workers: int, work: Path) -> dict[str, Any]:
+    """One phase5 run with ``--workers``: training images/s (median step) and the share of time spent waiting."""
+    out = work / f"e2e-w{workers}"
+    cmd = [sys.executable, str(REPO_ROOT / "phase5_big_run.py"), *E2E_FLAGS, "--data-dir", str(folder)]
+    cmd += ["--workers", str(workers), "--output-dir", str(out)]
+    shutil.rmtree(out, ignore_errors=True)  # the benchmark's own scratch run
+    load = round(os.getloadavg()[0], 2)
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")})
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    metrics = json.loads((out / "metrics.json").read_text())
+    step = metrics["seconds_per_step_median"]
+    return {
+        "workers": workers,
+        "images_per_s": 32 / step,
+        "data_wait_fraction": metrics["data_wait_fraction"],
+        "load_before": load,
+        "command": " ".join(cmd),
+    }
+
+
+def run_end_to_end(opts: argparse.Namespace, cfg: dict[str, Any], folder: Path) -> None:
+    """``--end-to-end``: phase5 at W = 0, 1, 2 on the same folder, ``rounds`` interleaved rounds."""
+    runs = [end_to_end(folder, w, opts.work) for _ in range(cfg["rounds"]) for w in cfg["workers"]]
+    for r in runs:
+        print(f"W={r['workers']}: {r['images_per_s']:.0f} images/s, waiting {r['data_wait_fraction']:.1%}")
+    rows = []
+    for w in cfg["workers"]:
+        mine = [r for r in runs if r["workers"] == w]
+        rows.append(
+            [
+                w,
+                spread(quantiles([r["images_per_s"] for r in mine]), ".0f"),
+                spread(quantiles([r["data_wait_fraction"] for r in mine]), ".2f"),
+            ]
+        )
+    loads = [r["load_before"] for r in runs]
+    text = (
+        "# phase5_big_run.py end to end on the benchmark's JPEG folder\n\n"
+        f"`{runs[0]['command']}` (W = 0, 1, 2), {cfg['rounds']} interleaved rounds; training images/s from the "
+        "median step, and the share of training time spent waiting for data (`metrics.json`). Medians, IQR in "
+        "brackets.\n\n"
+        + markdown_table(["workers", "images/s", "data_wait_fraction"], rows, "rrr")
+        + f"\n1-minute load before each run {min(loads)}-{max(loads)}; {machine_info(('torch',))['cpu_model']}.\n"
+    )
+    write_text(opts.out / "data_pipeline_end_to_end.md", text)
+    write_json(opts.out / "data_pipeline_end_to_end.json", {"runs": runs, "machine": machine_info(("torch",))})
+    print(text)
+
+
 def main() -> None:
     if sys.argv[1:2] in (["ours"], ["official"]):  # one run of one side
         side = ours if sys.argv[1] == "ours" else official
@@ -297,6 +355,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "lrsched-bench-data")
     parser.add_argument("--official-venv", type=Path, default=Path("/work/venv-tv"))
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="default: bench/results")
+    parser.add_argument("--end-to-end", action="store_true", help="phase5_big_run.py at W = 0, 1, 2 instead")
     parser.add_argument("--allow-load", action="store_true", help=f"run above load {QUIET_LOAD} (marked in the result)")
     opts = parser.parse_args()
     load = round(os.getloadavg()[0], 2)
@@ -310,6 +369,8 @@ def main() -> None:
     n = (160, 4, 16, 1, 2, opts.rounds or 1) if opts.quick else (2000, 10, 32, 1, 15, opts.rounds or 3)
     cfg = dict(zip(("images", "classes", "batch", "warmup", "batches", "rounds"), n), threads=opts.threads)
     cfg |= {"global_size": 224, "local_size": 96, "local_crops": 8, "workers": [0, 1, 2], "seed": 0}
+    if opts.end_to_end:
+        return run_end_to_end(opts, cfg, image_folder(opts.work, cfg)[0])
     versions, (folder, manifest) = official_versions(opts.official_venv), image_folder(opts.work, cfg)
     cache = CellCache(name, {**cfg, "folder": str(folder)}, opts.out / "cache", code=[Path(__file__), *OURS_CODE])
     runs = measure(cfg, folder, opts.official_venv, cache)
