@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from lrsched.recipes.dino import augment
 from lrsched.recipes.dino.augment import (
     RATIO,
     Geometry,
@@ -106,7 +107,7 @@ def _corner_pixels() -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("turns", [(0.0, 0.1, -0.1, 0.5), (0.05, -0.05, 1.0, -0.999)])
+@pytest.mark.parametrize("turns", [(0.0, 0.1, -0.1, 0.5), (0.05, -0.05, 1.0, -0.999), (0.0, 0.1, -0.1, 1 / 6)])
 def test_shift_hue_matches_colorsys_on_every_pixel(turns: tuple[float, ...]) -> None:
     """Oracle: Python's ``colorsys`` round trip, RGB -> HSV, hue turned, -> RGB, pixel by pixel."""
     x = _corner_pixels()
@@ -151,3 +152,71 @@ def test_rgb_views_get_hue_jitter() -> None:
     assert float(green_over_blue.max()) > 0.05  # turned towards orange
     assert float(green_over_blue.min()) < -0.05  # and towards pink
     assert int((green_over_blue.abs() < 1e-6).sum()) >= 5  # grayscale (p=0.2) or no jitter (p=0.2)
+
+
+def test_blur_tap_by_tap_matches_the_grouped_convolution() -> None:
+    """RGB on a CPU sums tap by tap; one channel at a time goes through ``conv2d``: the same blur."""
+    x = torch.rand(3, 3, 20, 17, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([0.0, 0.7, 2.0])
+    by_taps = gaussian_blur(x, sigma)
+    by_conv = gaussian_blur(x.reshape(9, 1, 20, 17), sigma.repeat_interleave(3)).reshape(3, 3, 20, 17)
+    torch.testing.assert_close(by_taps, by_conv, atol=1e-6, rtol=0)
+    assert torch.equal(by_taps[0], x[0])  # sigma 0: the image as it is
+
+
+def _whole_batch_one_channel(px: torch.Tensor, g: torch.Generator, blur_p: float, solarize_p: float) -> torch.Tensor:
+    """A one-channel view as earlier versions made it: every step on the whole batch at once."""
+    x = px.movedim(-1, -3).float().div_(255)
+    b, size = x.shape[0], x.shape[-1]
+    on = (torch.rand(b, generator=g) < 0.8).float()
+    bright = (1 + on * (-0.4 + 0.8 * torch.rand(b, generator=g))).view(b, 1, 1, 1)
+    contrast = (1 + on * (-0.4 + 0.8 * torch.rand(b, generator=g))).view(b, 1, 1, 1)
+    torch.rand(b, generator=g)  # grayscale: RGB only
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (((x - mean) * contrast + mean) * bright).clamp(0.0, 1.0)
+    top = max(0.5, 2.0 * size / 224)
+    sigma = (torch.rand(b, generator=g) < blur_p).float() * (0.1 + (top - 0.1) * torch.rand(b, generator=g))
+    x = gaussian_blur(x, sigma) if bool((sigma > 0).any()) else x
+    x = torch.where((torch.rand(b, generator=g) < solarize_p).view(b, 1, 1, 1) & (x >= 0.5), 1.0 - x, x)
+    return (x - 0.5) / 0.25
+
+
+@pytest.mark.parametrize("chunk_pixels", [1, 3 * 28 * 28, 1 << 17])
+def test_one_channel_views_are_bitwise_the_whole_batch_computation(
+    chunk_pixels: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However the CPU groups the images, one-channel views (Fashion-MNIST runs) stay those of earlier versions."""
+    monkeypatch.setattr(augment, "CPU_CHUNK_PIXELS", chunk_pixels)
+    g_px = torch.randint(0, 256, (7, 2, 28, 28, 1), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    l_px = torch.randint(0, 256, (7, 3, 16, 16, 1), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    for seed in range(4):
+        views = Photometric((0.5,), (0.25,))(g_px, l_px, torch.Generator().manual_seed(seed))
+        g = torch.Generator().manual_seed(seed)
+        ref = [_whole_batch_one_channel(g_px[:, 0], g, 1.0, 0.0), _whole_batch_one_channel(g_px[:, 1], g, 0.1, 0.2)]
+        local = _whole_batch_one_channel(l_px.transpose(0, 1).reshape(21, 16, 16, 1), g, 0.5, 0.0)
+        assert torch.equal(views.global_crops, torch.cat(ref)) and torch.equal(views.local_crops, local)
+
+
+def test_rgb_views_do_not_depend_on_how_the_cpu_groups_the_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    g_px = torch.randint(0, 256, (6, 2, 40, 40, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    l_px = torch.randint(0, 256, (6, 4, 16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(6))
+    photo, views = Photometric((0.5, 0.4, 0.3), (0.2, 0.25, 0.3)), []
+    for chunk_pixels in (1, 2 * 40 * 40, 1 << 20):
+        monkeypatch.setattr(augment, "CPU_CHUNK_PIXELS", chunk_pixels)
+        views.append(photo(g_px, l_px, torch.Generator().manual_seed(0)))
+    for other in views[1:]:
+        assert torch.equal(other.global_crops, views[0].global_crops)
+        assert torch.equal(other.local_crops, views[0].local_crops)
+
+
+def test_views_the_accelerator_way_match_the_cpu_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off a CPU: one group of images, blur by ``conv2d`` over all of a view when any is blurred."""
+    g_px = torch.randint(0, 256, (5, 2, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
+    l_px = torch.randint(0, 256, (5, 4, 16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(8))
+    photo = Photometric((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    cpu = photo(g_px, l_px, torch.Generator().manual_seed(1))
+    monkeypatch.setattr(augment, "_blurs_by_taps", lambda x: False)
+    monkeypatch.setattr(augment, "_chunks", lambda b, pixels, device: [(0, b)])
+    other = photo(g_px, l_px, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(other.global_crops, cpu.global_crops, atol=1e-5, rtol=0)
+    torch.testing.assert_close(other.local_crops, cpu.local_crops, atol=1e-5, rtol=0)

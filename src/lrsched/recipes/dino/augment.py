@@ -7,15 +7,17 @@ returns them as uint8, channels last. Its random numbers come from ``random.Rand
 with a seed the caller derives from ``(seed, step, rank, sample)``, so the crops of a sample
 do not depend on which worker made them.
 
-``Photometric`` runs batched on the training device: brightness/contrast jitter, saturation and
-hue jitter and random grayscale (RGB only), Gaussian blur, solarisation, normalisation, with a
-``torch.Generator`` the caller seeds from ``(seed, step, rank)``.
+``Photometric`` runs batched, on the training device or, on a CPU, in the workers: brightness/contrast
+jitter, saturation and hue jitter and random grayscale (RGB only), Gaussian blur, solarisation,
+normalisation, with a ``torch.Generator`` the caller seeds from ``(seed, step, rank)``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,54 +129,91 @@ LUMA = (0.299, 0.587, 0.114)
 
 def luma(x: torch.Tensor) -> torch.Tensor:
     """The grayscale ``(B, 1, H, W)`` of RGB images ``(B, 3, H, W)``: ``0.299 R + 0.587 G + 0.114 B``."""
-    weights = torch.tensor(LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * weights).sum(dim=1, keepdim=True)
+    r, g, b = x.split(1, dim=1)
+    return (r * LUMA[0]).add_(g, alpha=LUMA[1]).add_(b, alpha=LUMA[2])
 
 
 def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """RGB images moved away from (``factor > 1``) or towards (``< 1``) their grayscale, per image:
     ``x <- clamp(gray + factor (x - gray), 0, 1)``."""
+    return _saturate_(x.clone(), factor)
+
+
+def _saturate_(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``adjust_saturation`` in place."""
     gray = luma(x)
-    return (gray + factor.to(x).view(-1, 1, 1, 1) * (x - gray)).clamp(0.0, 1.0)
+    return x.sub_(gray).mul_(factor.to(x).view(-1, 1, 1, 1)).add_(gray).clamp_(0.0, 1.0)
 
 
-HUE_OFFSETS = (5.0, 3.0, 1.0)
-"""Where R, G and B sit on the six-sector colour circle, for ``shift_hue``."""
+HUE_OFFSETS = (3.0, 1.0, -1.0)
+"""Where R, G and B sit on the six-sector colour circle, relative to the hue, for ``shift_hue``."""
+
+
+def _sectors(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per pixel of RGB images ``(B, 3, H, W)``: the max ``v``, the chroma ``d = max - min`` and
+    ``d H``, with ``H`` the hue in sectors (red 0, green 2, blue 4) as ``colorsys``: ``G - B``,
+    ``2 d + B - R`` or ``4 d + R - G`` as R, G or B is the largest (first of equals)."""
+    r, g, b = x.unbind(dim=1)
+    v, low = torch.maximum(torch.maximum(r, g), b), torch.minimum(torch.minimum(r, g), b)
+    d = v - low
+    # sign(v - c) is 0 where channel c is the largest, else 1; lerp by 0 or 1 is exact
+    later = torch.lerp(torch.add(b - r, d, alpha=2.0), torch.add(r - g, d, alpha=4.0), torch.sign(v - g))
+    return v, d, torch.lerp(g - b, later, torch.sign(v - r))
 
 
 def shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """RGB images in [0, 1] with every pixel's hue turned by ``shift`` (per image, in turns: 1 is a full
     circle), HSV saturation and value kept (``colorsys``'s HSV).
 
-    With ``v = max``, chroma ``d = max - min`` and the hue in sectors ``H = 6 h`` (red 0, green 2,
-    blue 4), channel ``n`` (R 5, G 3, B 1) of the turned pixel is ``v - d clamp(min(k, 4 - k), 0, 1)``
-    with ``k = (n + H + 6 shift) mod 6``; ``H`` is ``(G - B) / d``, ``2 + (B - R) / d`` or
-    ``4 + (R - G) / d`` as R, G or B is the largest.
+    With ``v = max``, chroma ``d`` and ``u = H + 6 shift + o`` (``H`` from ``_sectors``, ``o`` 3, 1, -1 for
+    R, G, B), channel ``c`` of the turned pixel is ``(v - d) + d clamp(D(u) - 1, 0, 1)``, ``D(u)`` the
+    distance from ``u`` to the nearest multiple of 6, folded with ``abs`` (``|3 - |u - 3||`` while ``u``
+    stays within [-4, 10], one more fold for larger turns).
     """
-    v = x.amax(dim=1, keepdim=True)
-    d = v - x.amin(dim=1, keepdim=True)
-    below = (v - x).div_(torch.where(d > 0, d, torch.ones_like(d)))  # (max - channel) / chroma
-    red, green, blue = below.unbind(dim=1)
-    top, r, g = v.squeeze(1), x[:, 0], x[:, 1]
-    sectors = torch.where(top == r, blue - green, torch.where(top == g, 2.0 + red - blue, 4.0 + green - red))
+    v, d, dh = _sectors(x)
+    folds = 1 if shift.numel() == 0 or float(shift.abs().max()) <= 1 / 6 else 2
+    turns = shift.to(x).view(-1, 1, 1)
+    if folds == 2:
+        turns = turns.remainder(1.0)  # u within [-2, 14)
+    h = torch.addcdiv(6.0 * turns, dh, d.clamp_min(torch.finfo(x.dtype).tiny)).unsqueeze(1)
     offsets = torch.tensor(HUE_OFFSETS, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    k = (offsets + 6.0 * shift.to(x).view(-1, 1, 1, 1)).add(sectors.unsqueeze(1)).remainder_(6.0)
-    k = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
-    return k.mul_(d).neg_().add_(v)
+    u = h.add(offsets - 3.0 * folds)
+    for _ in range(folds):
+        u.abs_().sub_(3.0)
+    u.abs_().sub_(1.0).clamp_(0.0, 1.0)
+    return torch.addcmul((v - d).unsqueeze(1), d.unsqueeze(1), u)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def gaussian_kernel(sigma: torch.Tensor, radius: int, dtype: torch.dtype) -> torch.Tensor:
+    """Per image, ``k(j) = exp(-j^2 / (2 sigma^2)) / sum`` for ``j = -radius..radius`` (``(B, 2 radius + 1)``)."""
+    d = torch.arange(-radius, radius + 1, device=sigma.device, dtype=dtype)
+    s = sigma.to(dtype).clamp_min(1e-6)[:, None]
+    kernel = torch.exp(-(d[None, :] ** 2) / (2 * s**2))
+    return kernel / kernel.sum(dim=1, keepdim=True)
+
+
+def blur_radius(sigma: torch.Tensor, size: int) -> int:
+    """``ceil(3 max sigma)``, at least 1, below ``size`` (reflect padding needs it)."""
+    return min(max(1, math.ceil(3 * float(sigma.max()))), size - 1)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int | None = None) -> torch.Tensor:
     """Separable Gaussian blur with a per-image ``sigma`` (pixels; 0 leaves the image as is).
 
-    ``k(d) = exp(-d^2 / (2 sigma^2)) / sum``, radius ``ceil(3 * max sigma)``, reflect padding.
+    ``y = sum_j k(j) x[. + j]`` along rows, then along columns, with ``gaussian_kernel`` of ``radius``
+    (default ``blur_radius``), reflect padding.
     """
+    radius = blur_radius(sigma, min(x.shape[-2:])) if radius is None else radius
+    return blur_with(x, gaussian_kernel(sigma.to(x.device), radius, x.dtype), radius)
+
+
+def blur_with(x: torch.Tensor, kernel: torch.Tensor, radius: int) -> torch.Tensor:
+    """``gaussian_blur`` of ``x`` with its ``kernel`` ``(B, 2 radius + 1)``: one grouped ``conv2d`` per axis,
+    except for several channels on a CPU, where oneDNN's grouped convolution is slow and erratic: there
+    the sum runs tap by tap."""
+    if _blurs_by_taps(x):
+        return _blur_taps(_blur_taps(x, kernel, radius, 3), kernel, radius, 2)
     b, c, hgt, wid = x.shape
-    radius = max(1, math.ceil(3 * float(sigma.max())))
-    radius = min(radius, (min(hgt, wid) - 1))
-    d = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    s = sigma.to(x.device, x.dtype).clamp_min(1e-6)[:, None]
-    kernel = torch.exp(-(d[None, :] ** 2) / (2 * s**2))
-    kernel = kernel / kernel.sum(dim=1, keepdim=True)
     kernel = kernel.repeat_interleave(c, dim=0)  # (b*c, k)
     y = x.reshape(1, b * c, hgt, wid)
     y = F.conv2d(F.pad(y, (radius, radius, 0, 0), mode="reflect"), kernel[:, None, None, :], groups=b * c)
@@ -182,9 +221,86 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return y.reshape(b, c, hgt, wid)
 
 
+def _blurs_by_taps(x: torch.Tensor) -> bool:
+    """Whether ``gaussian_blur`` sums tap by tap (several channels on a CPU) rather than by ``conv2d``."""
+    return x.shape[1] > 1 and x.device.type == "cpu"
+
+
+def _blur_taps(x: torch.Tensor, kernel: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    """One axis (``dim`` 2 or 3) of the blur: ``k(0) x + sum_{j>0} k(j) (x[. - j] + x[. + j])``."""
+    pad = (radius, radius, 0, 0) if dim == 3 else (0, 0, radius, radius)
+    padded, size = F.pad(x, pad, mode="reflect"), x.shape[dim]
+    k = kernel.view(x.shape[0], 1, 1, 1, -1)
+    y = padded.narrow(dim, radius, size) * k[..., radius]
+    pair = torch.empty_like(y)
+    for j in range(1, radius + 1):
+        torch.add(padded.narrow(dim, radius - j, size), padded.narrow(dim, radius + j, size), out=pair)
+        y.addcmul_(pair, k[..., radius + j])
+    return y
+
+
 def as_float(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 ``(..., H, W, C)`` -> float ``(..., C, H, W)`` in [0, 1]."""
     return pixels.movedim(-1, -3).float().div_(255)
+
+
+@dataclass(frozen=True)
+class Draws:
+    """The random numbers of one view of a batch (CPU tensors, one entry per image)."""
+
+    bright: torch.Tensor
+    contrast: torch.Tensor
+    gray: torch.Tensor
+    saturation: torch.Tensor | None
+    hue: torch.Tensor | None
+    sigma: torch.Tensor
+    solar: torch.Tensor
+
+    @staticmethod
+    def draw(g: torch.Generator, b: int, rgb: bool, size: int, blur_p: float, solarize_p: float) -> Draws:
+        """In the order of earlier versions (one-channel images draw no saturation or hue)."""
+        on = (torch.rand(b, generator=g) < 0.8).float()
+        bright = 1 + on * _uniform(g, b, -0.4, 0.4)
+        contrast = 1 + on * _uniform(g, b, -0.4, 0.4)
+        gray = torch.rand(b, generator=g) < 0.2
+        saturation = 1 + on * _uniform(g, b, -0.2, 0.2) if rgb else None
+        hue = on * _uniform(g, b, -0.1, 0.1) if rgb else None
+        top = max(0.5, 2.0 * size / 224)
+        sigma = (torch.rand(b, generator=g) < blur_p).float() * _uniform(g, b, 0.1, top)
+        return Draws(bright, contrast, gray, saturation, hue, sigma, torch.rand(b, generator=g) < solarize_p)
+
+    def part(self, lo: int, hi: int) -> Draws:
+        """Images ``lo:hi``."""
+        cut = [None if t is None else t[lo:hi] for t in (self.saturation, self.hue)]
+        b, c, g, sigma, solar = (t[lo:hi] for t in (self.bright, self.contrast, self.gray, self.sigma, self.solar))
+        return Draws(b, c, g, cut[0], cut[1], sigma, solar)
+
+
+CPU_CHUNK_PIXELS = 1 << 17
+"""On a CPU, images go through the colour work in groups of about this many pixels, which stay in cache."""
+
+
+def _chunks(b: int, pixels: int, device: torch.device) -> list[tuple[int, int]]:
+    """``(lo, hi)`` of the groups of images the colour work takes at once: on a CPU ``b // step`` groups of
+    ``step = max(2, CPU_CHUNK_PIXELS // pixels)`` images or a few more (not 1: a grouped ``conv2d`` over
+    one image adds in another order than over several), elsewhere one group."""
+    n = max(1, b // max(2, CPU_CHUNK_PIXELS // pixels)) if device.type == "cpu" else 1
+    return [(b * i // n, b * (i + 1) // n) for i in range(n)]
+
+
+def _subset(x: torch.Tensor, mask: torch.Tensor, op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+    """``x[i] <- op(x[i], i)`` for the images ``i`` where ``mask`` (CPU) is set, in place."""
+    idx = mask.nonzero().flatten()
+    if len(idx) == len(mask):
+        x.copy_(op(x, idx))
+    elif len(idx):
+        dev = idx.to(x.device)
+        x[dev] = op(x[dev], idx)
+
+
+def _blur_images(x: torch.Tensor, idx: torch.Tensor, kernel: torch.Tensor, radius: int) -> torch.Tensor:
+    """``blur_with`` of images ``x`` and kernels ``kernel[idx]``."""
+    return blur_with(x, kernel[idx].to(x.device, x.dtype), radius)
 
 
 class Photometric:
@@ -195,49 +311,62 @@ class Photometric:
     then ``x <- b x``) and, for RGB, a saturation factor in [0.8, 1.2] and a hue shift in [-0.1, 0.1]
     turns (DINO's ``ColorJitter(0.4, 0.4, 0.2, 0.1)``, in this fixed order where torchvision shuffles
     the four); RGB images turn grayscale (``luma``) with p=0.2. Blur sigma is drawn in
-    ``[0.1, max(0.5, 2 size / 224)]`` pixels (DINO: [0.1, 2] at 224 px). Then ``(x - mean) / std``.
+    ``[0.1, max(0.5, 2 size / 224)]`` pixels (DINO: [0.1, 2] at 224 px), radius ``blur_radius`` of the
+    view's largest sigma. Solarised: ``x <- min(x, 1 - x)``. Then ``(x - mean) / std``.
+
+    The random numbers are drawn on the CPU, all of a view before its pixels; the pixels are worked
+    on where they are, on a CPU a few images at a time (``CPU_CHUNK_PIXELS``), elsewhere all at once.
     """
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
 
-    def view(self, x: torch.Tensor, g: torch.Generator, blur_p: float, solarize_p: float) -> torch.Tensor:
-        """One view of every image of ``x`` (float ``(B, C, H, W)`` in [0, 1] on the device)."""
-        b = x.shape[0]
-        x = self._colour(x, g)
-        top = max(0.5, 2.0 * x.shape[-1] / 224)
-        blur = (torch.rand(b, generator=g) < blur_p).float() * _uniform(g, b, 0.1, top)
-        if bool((blur > 0).any()):
-            x = gaussian_blur(x, blur)
-        solar = (torch.rand(b, generator=g) < solarize_p).to(x.device).view(b, 1, 1, 1)
-        x = torch.where(solar & (x >= 0.5), 1.0 - x, x)
-        return self.normalise(x)
-
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean.to(x.device, x.dtype)) / self.std.to(x.device, x.dtype)
 
-    def _colour(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        b, c = x.shape[:2]
-        on = (torch.rand(b, generator=g) < 0.8).float()
-        bright = 1 + on * _uniform(g, b, -0.4, 0.4)
-        contrast = 1 + on * _uniform(g, b, -0.4, 0.4)
-        gray = torch.rand(b, generator=g) < 0.2
-        bright, contrast = bright.to(x).view(b, 1, 1, 1), contrast.to(x).view(b, 1, 1, 1)
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = (((x - mean) * contrast + mean) * bright).clamp(0.0, 1.0)
-        if c == 3:  # drawn after the rest, so one-channel images see the same random numbers as before
-            saturation = 1 + on * _uniform(g, b, -0.2, 0.2)
-            hue = on * _uniform(g, b, -0.1, 0.1)
-            x = shift_hue(adjust_saturation(x, saturation), hue)
-            x = torch.where(gray.to(x.device).view(b, 1, 1, 1), luma(x).expand_as(x), x)
-        return x
-
     def __call__(self, global_px: torch.Tensor, local_px: torch.Tensor, g: torch.Generator) -> Crops:
         """uint8 crops from ``Geometry`` batched (``(B, 2, G, G, C)``, ``(B, N, L, L, C)``) -> views."""
-        x = as_float(global_px)
-        views = [self.view(x[:, 0], g, 1.0, 0.0), self.view(x[:, 1], g, 0.1, 0.2)]
         b, n, size, _, c = local_px.shape
-        local = as_float(local_px).transpose(0, 1).reshape(n * b, c, size, size)
-        local = self.view(local, g, 0.5, 0.0) if n else local
-        return Crops(torch.cat(views), local)
+        glob = torch.empty(2 * b, c, *global_px.shape[2:4], device=global_px.device)
+        for v, (blur_p, solarize_p) in enumerate(((1.0, 0.0), (0.1, 0.2))):
+            draws = Draws.draw(g, b, c == 3, global_px.shape[2], blur_p, solarize_p)
+            self.view(global_px[:, v], draws, glob[v * b : (v + 1) * b])
+        local = torch.empty(n * b, c, size, size, device=local_px.device)
+        if n:
+            self.view(
+                local_px.transpose(0, 1).reshape(n * b, size, size, c),
+                Draws.draw(g, n * b, c == 3, size, 0.5, 0.0),
+                local,
+            )
+        return Crops(glob, local)
+
+    def view(self, px: torch.Tensor, draws: Draws, out: torch.Tensor) -> None:
+        """One view of every image of ``px`` (uint8 ``(B, H, W, C)``) into ``out`` (float ``(B, C, H, W)``)."""
+        b, hgt, wid, _ = px.shape
+        radius = blur_radius(draws.sigma, min(hgt, wid))
+        kernel = gaussian_kernel(draws.sigma, radius, torch.float32)
+        for lo, hi in _chunks(b, hgt * wid, px.device):
+            part = draws.part(lo, hi)
+            x = self._colour(px[lo:hi], part)
+            blurred = part.sigma > 0
+            if not _blurs_by_taps(x):  # one grouped conv2d over all, as earlier versions (bitwise their views)
+                blurred = blurred | blurred.any()
+            _subset(x, blurred, functools.partial(_blur_images, kernel=kernel[lo:hi], radius=radius))
+            _subset(x, part.solar, lambda y, _: torch.minimum(y, 1.0 - y))
+            mean, std = self.mean.to(x.device, x.dtype), self.std.to(x.device, x.dtype)
+            torch.sub(x, mean, out=out[lo:hi]).div_(std)
+
+    @staticmethod
+    def _colour(px: torch.Tensor, d: Draws) -> torch.Tensor:
+        """Float ``(B, C, H, W)`` in [0, 1] from uint8 ``(B, H, W, C)``, colour-jittered."""
+        x = torch.empty(px.shape[0], px.shape[3], *px.shape[1:3], device=px.device)
+        x.copy_(px.permute(0, 3, 1, 2)).div_(255)
+        b, dev = x.shape[0], x.device
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        contrast, bright = d.contrast.to(dev).view(b, 1, 1, 1), d.bright.to(dev).view(b, 1, 1, 1)
+        x.sub_(mean).mul_(contrast).add_(mean).mul_(bright).clamp_(0.0, 1.0)
+        if d.saturation is not None and d.hue is not None:
+            x = shift_hue(_saturate_(x, d.saturation), d.hue)
+            _subset(x, d.gray, lambda y, _: luma(y).expand_as(y))
+        return x
