@@ -207,6 +207,15 @@ def test_strategy_arguments_parse_next_to_training_arguments(tmp_path: Path) -> 
     assert any("--decay_ratio 0.1 changes nothing" in n for n in plan.notes)
 
 
+@pytest.mark.parametrize("classes", [(StrategyTrainingArguments,), (TrainingArguments, StrategyArguments)])
+def test_help_lists_the_strategy_flags(classes: tuple[type, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        HfArgumentParser(classes).parse_args_into_dataclasses(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--scale_lr_for_short_training" in out and "and warm up 5%" in out and "--lr-strategy" in out
+
+
 def test_warmup_and_epochs_are_read_exactly(tmp_path: Path) -> None:
     plan = resolve_plan(StrategyArguments(), hf_args(tmp_path, num_train_epochs=1, warmup_steps=0.07), 100)
     assert plan.schedule.warmup == 7  # math.ceil(0.07 * 100) is 8

@@ -57,8 +57,8 @@ STRATEGY_FIELDS = (
 
 
 def _help(name: str) -> dict[str, Any]:
-    """The field's ``--help``, from the one flag table (``lrsched.flags.FLAGS``)."""
-    return {"help": str(flags.FLAGS[name]["help"]).replace("%%", "%")}
+    """The field's ``--help``, from the one flag table (``lrsched.flags.FLAGS``; argparse's ``%%`` kept)."""
+    return {"help": str(flags.FLAGS[name]["help"])}
 
 
 @dataclass
