@@ -239,8 +239,8 @@ def test_the_learning_rate_rule(tmp_path: Path) -> None:
     ("strategy", "kwargs", "message"),
     [
         (StrategyArguments(lr_strategy="cosin"), {}, "--lr_strategy cosin: unknown strategy 'cosin'; did you mean"),
-        (StrategyArguments(num_cycles=0.0), {}, "--num_cycles 0.0: 0.0: must be > 0"),
-        (StrategyArguments(decay_ratio="1.5"), {}, "--decay_ratio 1.5: 1.5: must be in (0, 1]"),
+        (StrategyArguments(num_cycles=0.0), {}, "--num_cycles 0.0: must be > 0"),
+        (StrategyArguments(decay_ratio="1.5"), {}, "--decay_ratio 1.5: must be in (0, 1]"),
         (StrategyArguments(decay_type="sqrt"), {}, "--decay_type sqrt: must be one of cosine, linear, 1-sqrt"),
         (StrategyArguments(cosine_restarts=True, lr_strategy="linear"), {}, "--cosine_restarts: conflicts"),
         (StrategyArguments(), dict(warmup_steps=2.5), "--warmup_steps 2.5: must be a whole number"),

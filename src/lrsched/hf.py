@@ -95,7 +95,8 @@ def _checked(name: str, value: object) -> object:
     try:
         return spec["type"](text)
     except argparse.ArgumentTypeError as err:
-        raise UsageError(f"--{name} {text}: {err}") from None
+        rule = str(err).removeprefix(f"{text}: ")  # the rules' messages start with the value
+        raise UsageError(f"--{name} {text}: {rule}") from None
 
 
 def _typed(x: float) -> str:
