@@ -321,3 +321,55 @@ def test_resuming_from_an_earlier_checkpoint_sets_the_abandoned_future_aside(
     with (out / "log.csv").open(newline="") as f:
         assert [r["step"] for r in csv.DictReader(f)] == ["0", "1", "2"]
     assert ckpt.latest_checkpoint(out / "checkpoints") == out / "checkpoints" / "step-00000003.pt"
+
+
+# ---------------------------------------------------------------- issue 20: the checkpoint before the reports
+
+
+def fail_on(monkeypatch: pytest.MonkeyPatch, name: str, when: Callable[..., bool], error: BaseException) -> None:
+    """Make ``loop.name`` raise ``error`` on the calls for which ``when(*args)``."""
+    real = getattr(loop, name)
+
+    def failing(*args: Any, **kw: Any) -> Any:
+        if when(*args):
+            raise error
+        return real(*args, **kw)
+
+    monkeypatch.setattr(loop, name, failing)
+
+
+def test_a_failing_best_model_save_keeps_the_epochs_checkpoint_and_resume_writes_best(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "report"
+    broken = OSError(errno.EIO, os.strerror(errno.EIO), str(out / "best"))
+    fail_on(monkeypatch, "save_model", lambda run, model, name, *a: name == "best", broken)
+    with pytest.raises(OSError, match="Input/output error"):
+        run_train(argv(out))
+    assert steps(out) == [2]  # the epoch's training is on disk although best/ failed
+    saved = ckpt.load_checkpoint(out / "checkpoints" / "step-00000002.pt", PROGRAM_ID)
+    assert [h["step"] for h in saved["history"]] == [2] and saved["best"]["step"] == 2
+    assert not (out / "best").exists() and not (out / "eval.json").exists()
+    monkeypatch.undo()
+    repaired: list[bool] = []
+    real = loop.best_is_missing
+    monkeypatch.setattr(loop, "best_is_missing", lambda *a: repaired.append(real(*a)) or repaired[-1])
+    assert run_train(argv(out, "--resume_from_checkpoint", "latest")) == 0
+    assert repaired == [True]  # best/ written from the checkpoint's model before training on
+    assert (out / "best" / "config.json").is_file() and (out / "best" / "tokenizer.json").is_file()
+    report = json.loads((out / "eval.json").read_text())
+    assert [h["step"] for h in report["validation"]] == [2, 4] and report["test"] is not None
+    assert_log_follows_plan(out)
+
+
+def test_a_failing_validation_keeps_the_epochs_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "validation"
+    fail_on(monkeypatch, "evaluate", lambda *a: True, RuntimeError("evaluation broke"))
+    with pytest.raises(RuntimeError, match="evaluation broke"):
+        run_train(argv(out))
+    assert steps(out) == [2]
+    assert ckpt.load_checkpoint(out / "checkpoints" / "step-00000002.pt", PROGRAM_ID)["history"] == []
+    monkeypatch.undo()
+    assert run_train(argv(out, "--resume_from_checkpoint", "latest")) == 0  # the validation is redone
+    assert [h["step"] for h in json.loads((out / "eval.json").read_text())["validation"]] == [2, 4]
+    assert_log_follows_plan(out)

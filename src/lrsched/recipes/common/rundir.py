@@ -34,6 +34,7 @@ import os
 import secrets
 import shutil
 import stat
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -93,6 +94,27 @@ def new_run_id() -> str:
     return f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
 
 
+def printable(text: str) -> str:
+    """``text`` (a path or a folder name) as valid Unicode for a figure's title.
+
+    A name that is not UTF-8 reaches Python as surrogate escapes (``os.fsdecode``), which text
+    renderers refuse: they become U+FFFD. ``$`` is escaped, so that matplotlib never reads a name
+    as mathematics."""
+    clean = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+    return clean.replace("$", r"\$")
+
+
+def print_any_path() -> None:
+    """Let stdout print any path: a folder name that is not UTF-8 goes out as its own bytes.
+
+    Under a UTF-8 locale Python's stdout is strict, and printing such a name (held as surrogate
+    escapes) would raise; stderr already escapes what it cannot encode. A program calls this once
+    at its start."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None and getattr(sys.stdout, "errors", None) == "strict":
+        reconfigure(errors="surrogateescape")
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -133,6 +155,34 @@ def check_output_path(path: Path, output_flag: str = "--output-dir") -> None:
         raise RunDirError(f"{output_flag} {path}: {where}")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise RunDirError(f"{output_flag} {path}: {probe} is not writable")
+    failure = write_probe(probe)
+    if failure is not None:
+        reason = os.strerror(failure.errno or 0) if failure.errno else type(failure).__name__
+        raise RunDirError(f"{output_flag} {path}: cannot write in {probe} ({reason}); choose another folder")
+
+
+def write_probe(folder: Path) -> OSError | None:
+    """Whether a file can be created in ``folder``: None when it can, else the error.
+
+    ``os.access`` trusts the mode bits, which root and special file systems (``/proc``, ``/sys``,
+    read-only mounts) do not honour, so a real file is tried: an unnamed one (``O_TMPFILE``, never
+    visible) where the file system supports it, else a hidden one removed at once.
+    """
+    try:
+        os.close(os.open(folder, os.O_WRONLY | getattr(os, "O_TMPFILE", 0) | os.O_CLOEXEC, 0o600))
+        if hasattr(os, "O_TMPFILE"):
+            return None
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return err
+    name = folder / f".lrsched-write-probe-{secrets.token_hex(4)}"
+    try:
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except OSError as err:
+        return err
+    with contextlib.suppress(OSError):
+        name.unlink()
+    return None
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -303,7 +353,11 @@ def acquire_lock(path: Path, program: str, output_flag: str = "--output-dir") ->
     OS releases it when the process ends, however it ends.
     """
     lock = path / LOCK_FILE
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        why = f"cannot create {LOCK_FILE} ({os.strerror(err.errno or 0)})"
+        raise RunDirError(f"{output_flag} {path}: {why}; choose another folder") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:

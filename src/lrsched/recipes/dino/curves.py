@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lrsched.recipes.common.rundir import printable
 from lrsched.recipes.common.runlog import read_log_thinned
 
 
@@ -20,7 +21,7 @@ def draw_curves(out: Path, metrics: dict[str, Any]) -> None:
     extra = {"knn_top1": ([h[0] for h in history], [h[1] for h in history])} if history else None
     from lrsched.render import plot_run
 
-    title = f"DINO pretraining: {out.name}"
+    title = f"DINO pretraining: {printable(out.name)}"
     if metrics.get("knn_top1") is not None:
         title += (
             f"\nk-NN top-1 {metrics['knn_top1']:.3f} (network at init {metrics.get('knn_top1_at_init') or 0:.3f},"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lrsched.errors import ScheduleError, ScheduleMismatch, UsageError
+from lrsched.flags import usage_errors
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.distributed import barrier
 from lrsched.recipes.dino.flags import PROG, PROGRAM_ID, flag_strings, spelling
@@ -90,8 +91,41 @@ def saved_states(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+PATCH_WEIGHT = "backbone.patch_embed.weight"
+"""The first layer's weights, ``(dim, channels, patch, patch)``: the images' channel count is its 2nd size."""
+
+
+def check_channels(state: dict[str, Any], channels: int, path: Path | str, data_dir: str) -> None:
+    """Refuse a checkpoint whose network takes another number of image channels than the data has now.
+
+    ``--accept-data-change`` accepts new or removed files; it cannot accept colour files joining a
+    grayscale run (or the reverse): the first layer's weights have one slice per channel.
+    """
+    weight = state.get("student", {}).get(PATCH_WEIGHT)
+    saved = int(weight.shape[1]) if weight is not None and weight.ndim == 4 else None
+    if saved is None:
+        saved = state.get("data", {}).get("fingerprint", {}).get("channels")
+    if saved is not None and int(saved) != channels:
+        raise UsageError(
+            f"--resume {path}: the checkpoint's network takes {_channels(int(saved))} images, but --data-dir "
+            f"{data_dir} now has {_channels(channels)} images; --accept-data-change cannot change a network's "
+            "input channels: resume on data of the checkpoint's kind, or start a new run"
+        )
+
+
+def _channels(n: int) -> str:
+    kind = {1: " (grayscale)", 3: " (colour)"}.get(n, "")
+    return f"{n}-channel{kind}"
+
+
 def restore(run: State, state: dict[str, Any]) -> None:
-    """Load weights, optimizer, schedulers (replanning on --replan), centre, RNG and metrics."""
+    """Load weights, optimizer, schedulers (replanning on --replan), centre, RNG and metrics.
+
+    A checkpoint of another channel count is refused first, one line and exit status 2
+    (``usage_errors``), before anything is loaded or written (the folder is claimed after)."""
+    s = run.settings
+    with usage_errors(PROG):
+        check_channels(state, s.data.channels, s.resume_path or "", s.args.data_dir or s.data.name)
     t0 = int(state["step"])
     run.student.load_state_dict(state["student"])
     run.teacher.load_state_dict(state["teacher"])
@@ -134,15 +168,17 @@ def checkpoint_state(run: State) -> dict[str, Any]:
     }
 
 
-def save(run: State) -> Path:
-    """Rank 0 writes ``checkpoints/step-<t>.pt`` atomically (once per step) and prunes old ones; all ranks wait."""
+def save(run: State, together: bool = True) -> Path:
+    """Rank 0 writes ``checkpoints/step-<t>.pt`` atomically (once per step) and prunes old ones; all ranks
+    wait (``together``), except after a failure, when the other ranks may never come."""
     directory = run.settings.output_dir / "checkpoints"
     path = ckpt.step_path(directory, run.t)
     if run.world.is_main and run.saved_at != run.t:
         ckpt.save_checkpoint(checkpoint_state(run), path, PROGRAM_ID, run_id=run.run_id)
         ckpt.prune_checkpoints(directory, run.settings.args.keep_checkpoints)
     run.saved_at = run.t
-    barrier(run.world)
+    if together:
+        barrier(run.world)
     return path
 
 

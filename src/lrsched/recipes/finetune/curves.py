@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lrsched import render
+from lrsched.recipes.common.rundir import printable
 from lrsched.recipes.common.runlog import read_log
 
 SMOOTH = 0.9
@@ -77,7 +78,8 @@ def draw_curves(output_dir: Path) -> Path | None:
         ax.grid(True, alpha=0.3)
     eval_ax.set_xlabel("optimizer step (faint lines: end of each epoch)")
     cycles = f", {plan['cycles']:g} cycles" if plan.get("cycles") else ""
+    name = printable(output_dir.name)
     lr_ax.set_title(
-        f"train.py {output_dir.name}: {plan['shape']}{cycles}, peak {plan['base_lr']:g}, {plan['total_steps']} updates"
+        f"train.py {name}: {plan['shape']}{cycles}, peak {plan['base_lr']:g}, {plan['total_steps']} updates"
     )
     return render.save_figure(fig, output_dir / "curves.png")

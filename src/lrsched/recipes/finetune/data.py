@@ -12,7 +12,10 @@
   whitespace-collapsed and clipped to ``max_chars`` characters (a generous multiple of
   ``--max_seq_length``, see ``chars_for_tokens``) as it is read, so a giant field costs one
   pass over it and never reaches the tokenizer whole. Labels are strings or numbers (a JSON
-  list or object is refused), and a training file needs at least two labels.
+  list or object is refused), and a training file needs at least two labels. A missing label
+  (an empty field, JSON ``null``, ``NaN`` in either format) is refused naming its row. Labels
+  that are equal numbers are one class (``1``, ``1.0`` and ``1e0``); a class is named as the
+  training file first writes it (``label_key``).
 - ``--max_*_samples`` take stratified, seeded subsets (largest-remainder counts per label).
 
 Batch order and token ids are in ``batches``.
@@ -29,6 +32,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 from lrsched.strategy import UsageError
@@ -43,6 +47,8 @@ CHARS_PER_TOKEN = 128
 (BERT's WordPiece maps a word longer than 100 characters to one [UNK]), so clipping never
 changes what truncation to ``--max_seq_length`` tokens keeps."""
 _WORD = re.compile(r"\S+")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_NOT_A_NUMBER = ("nan", "+nan", "-nan")
 
 
 def chars_for_tokens(max_seq_length: int) -> int:
@@ -124,13 +130,17 @@ def read_rows(path: Path, flag: str, encoding: str = "utf-8-sig") -> list[dict[s
         raise UsageError(f"{flag} {path}: unreadable ({type(err).__name__}: {str(err)[:120]})") from None
 
 
+class JsonNumber(str):
+    """A number of a JSON line as the file writes it (``1.0`` stays ``1.0``; ``NaN`` is ``NaN``)."""
+
+
 def _jsonl_rows(lines: Iterable[str], path: Path, flag: str) -> list[dict[str, object]]:
     rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, parse_int=JsonNumber, parse_float=JsonNumber, parse_constant=JsonNumber)
         except json.JSONDecodeError as err:
             raise UsageError(f"{flag} {path}: line {number} is not JSON ({err.msg})") from None
         if not isinstance(row, dict):
@@ -139,21 +149,44 @@ def _jsonl_rows(lines: Iterable[str], path: Path, flag: str) -> list[dict[str, o
     return rows
 
 
+def label_key(spelling: str) -> str | None:
+    """The class a label names: a number's canonical value (``1``, ``1.0``, ``1e0`` -> ``1``), else the
+    text itself; None for NaN (a missing value, as pandas and JSON write it)."""
+    if spelling.lower() in _NOT_A_NUMBER:
+        return None
+    if not _NUMBER.fullmatch(spelling):
+        return spelling
+    value = Decimal(spelling)
+    return "0" if value == 0 else format(value.normalize(), "f")
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A file's (text, label key) pairs, and how the file first writes each key."""
+
+    pairs: list[tuple[str, str]]
+    spellings: dict[str, str]
+
+
 def columns(
     rows: list[dict[str, object]], path: Path, flag: str, text: str, label: str, max_chars: int | None = None
-) -> list[tuple[str, str]]:
-    """(text, label) pairs; a missing column, an empty file or a list/object value is an error naming the flag."""
+) -> Labelled:
+    """(text, label key) pairs; a missing column, an empty file, a missing or NaN label or a list/object
+    value is an error naming the flag (and the row)."""
     if not rows:
         raise UsageError(f"{flag} {path}: no rows")
     for name, col_flag in ((text, "--text_column"), (label, "--label_column")):
         if name not in rows[0]:
             have = ", ".join(map(str, rows[0].keys()))
             raise UsageError(f"{flag} {path}: no column '{name}' ({col_flag}); columns are: {have}")
-    pairs = []
+    pairs: list[tuple[str, str]] = []
+    spellings: dict[str, str] = {}
     for number, row in enumerate(rows, 1):
         t, lab = row.get(text), row.get(label)
-        if t is None or lab is None or str(lab).strip() == "":
-            raise UsageError(f"{flag} {path}: row {number} lacks '{text}' or '{label}'")
+        if t is None:
+            raise UsageError(f"{flag} {path}: row {number} lacks '{text}'")
+        if lab is None or str(lab).strip() == "":
+            raise UsageError(f"{flag} {path}: row {number} lacks '{label}' (a missing label); give every row one")
         for name, value in ((label, lab), (text, t)):
             if isinstance(value, (list, dict)):
                 kind = "list" if isinstance(value, list) else "object"
@@ -161,18 +194,25 @@ def columns(
                     f"{flag} {path}: row {number}: '{name}' is a JSON {kind} ({json.dumps(value)[:40]}); "
                     "it must be a string or a number"
                 )
-        pairs.append((clean_text(str(t), max_chars), str(lab).strip()))
-    return pairs
+        spelling = str(lab).strip()
+        key = label_key(spelling)
+        if key is None:
+            raise UsageError(
+                f"{flag} {path}: row {number}: '{label}' is {spelling} (a missing label); give every row one"
+            )
+        spellings.setdefault(key, spelling)
+        pairs.append((clean_text(str(t), max_chars), key))
+    return Labelled(pairs, spellings)
 
 
 # ---------------------------------------------------------------- labels, dedup, split
 
 
 def label_order(labels: Iterable[str]) -> list[str]:
-    """Sorted label names; all-integer labels sort as numbers (``2 < 10``)."""
+    """Sorted label keys; when all are numbers they sort as numbers (``2 < 10``, ``0.5 < 1``)."""
     names = set(labels)
-    if all(n.lstrip("-").isdigit() for n in names):
-        return sorted(names, key=int)
+    if all(_NUMBER.fullmatch(n) for n in names):
+        return sorted(names, key=Decimal)
     return sorted(names)
 
 
@@ -188,13 +228,23 @@ def dedupe(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(t, next(iter(seen[t]))) for t in order if len(seen[t]) == 1]
 
 
-def encode(pairs: Sequence[tuple[str, str]], names: list[str], path: Path | str, flag: str) -> Examples:
-    """Label names -> ids; a label not among the training labels is an error."""
+def encode(
+    pairs: Sequence[tuple[str, str]],
+    names: list[str],
+    path: Path | str,
+    flag: str,
+    shown: tuple[dict[str, str], list[str]] | None = None,
+) -> Examples:
+    """Label keys -> ids (``names[i]`` has id ``i``); a label not among the training labels is an error.
+
+    ``shown``: the file's spellings of its keys and the training labels as named, for that message."""
     ids = {name: i for i, name in enumerate(names)}
     for text, label in pairs:
         if label not in ids:
+            spelled, known = shown or ({}, names)
             raise UsageError(
-                f"{flag} {path}: label '{label}' (text {text[:40]!r}) is not among the training labels {names}"
+                f"{flag} {path}: label '{spelled.get(label, label)}' (text {text[:40]!r}) "
+                f"is not among the training labels {known}"
             )
     return Examples([t for t, _ in pairs], [ids[lab] for _, lab in pairs])
 
@@ -262,7 +312,7 @@ class DataFlags:
 def corpus_pairs(path: Path) -> tuple[tuple[str, str], ...]:
     """The corpus's deduplicated (text, label) pairs, read once per process."""
     rows = read_rows(path, "corpus", CORPUS_ENCODING)
-    return tuple(dedupe(columns(rows, path, "corpus", CORPUS_TEXT, CORPUS_LABEL)))
+    return tuple(dedupe(columns(rows, path, "corpus", CORPUS_TEXT, CORPUS_LABEL).pairs))
 
 
 def load_splits(flags: DataFlags) -> Splits:
@@ -291,28 +341,32 @@ def _user_splits(flags: DataFlags) -> tuple[Examples, Examples, Examples | None,
     """The user's files; without --validation_file, 10% of the training texts (by label)."""
     assert flags.train_file is not None
 
-    def read(path: Path, flag: str) -> list[tuple[str, str]]:
+    def read(path: Path, flag: str) -> Labelled:
         return columns(read_rows(path, flag), path, flag, flags.text_column, flags.label_column, flags.max_chars)
 
-    train_pairs = dedupe(read(flags.train_file, "--train_file"))
-    names = label_order(lab for _, lab in train_pairs)
+    labelled = read(flags.train_file, "--train_file")
+    train_pairs = dedupe(labelled.pairs)
+    keys = label_order(lab for _, lab in train_pairs)
+    names = [labelled.spellings[k] for k in keys]
     if len(names) == 1:
         raise UsageError(
             f"--train_file {flags.train_file}: every text has the label '{names[0]}'; "
             "a classifier needs at least two labels"
         )
-    train = encode(train_pairs, names, flags.train_file, "--train_file")
+    train = encode(train_pairs, keys, flags.train_file, "--train_file")
+
+    def held_out(path: Path, flag: str) -> Examples:
+        other = read(path, flag)
+        return encode(other.pairs, keys, path, flag, (other.spellings, names))
+
     if flags.validation_file is not None:
-        val = encode(
-            read(flags.validation_file, "--validation_file"), names, flags.validation_file, "--validation_file"
-        )
+        val = held_out(flags.validation_file, "--validation_file")
         source = f"{flags.train_file} / {flags.validation_file}"
     else:
         train, val = stratified_split(train, (0.9, 0.1), SPLIT_SEED)
         source = f"{flags.train_file}, deduplicated, 10% by label held out for validation (seed {SPLIT_SEED})"
-    test: Examples | None = None
+    test = None if flags.test_file is None else held_out(flags.test_file, "--test_file")
     if flags.test_file is not None:
-        test = encode(read(flags.test_file, "--test_file"), names, flags.test_file, "--test_file")
         source += f" / {flags.test_file}"
     if len(train) == 0 or len(val) == 0:
         raise UsageError(f"--train_file {flags.train_file}: too few distinct texts for a train and validation split")

@@ -6,6 +6,10 @@ names all derive from it. Update ``t`` of epoch ``e = t // U`` uses batches
 ``[(t % U) * A, (t % U + 1) * A)`` of that epoch's order (a pure function of seed and epoch),
 so a resumed run continues exactly where the checkpoint was taken.
 
+At an epoch's end the resumable checkpoint is written right after the validation, before
+``best/``, ``eval.json`` and the final report, so that a failing report never loses the
+epoch's training (``close_epoch``).
+
 Stopping: a signal (SIGINT, SIGTERM, SIGHUP) is acted on at the next safe point: after an
 update, between evaluation batches, between the parts of the final report. The run then saves
 a checkpoint at its current step (unless that step's checkpoint is already on disk) and ends
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import filecmp
+import json
 import math
 import os
 import sys
@@ -127,8 +132,7 @@ def save_model(run: Settings, model: nn.Module, name: str, dedupe_with: str | No
             for path in target.iterdir():
                 if path.is_file() and path.stat().st_nlink > 1:
                     path.unlink()
-        model.save_pretrained(str(target))  # type: ignore[operator]
-        run.tokenizer.save_pretrained(str(target))
+        M.save_folder(model, run.tokenizer, target)
         if dedupe_with is not None:
             link_identical(target, run.output_dir / dedupe_with)
     barrier(run.world)
@@ -221,7 +225,8 @@ def epoch_batches(run: Settings, state: State, epoch: int) -> list[list[int]]:
 
 
 def end_epoch(run: Settings, state: State, stop: StopRequest | None = None) -> dict[str, Any]:
-    """Validate at the end of an epoch (or of the run); keep the best model by accuracy."""
+    """Validate at the end of an epoch (or of the run) and record it; ``state.best`` follows the best
+    accuracy (``best/`` is written by ``report_epoch``, after the checkpoint)."""
     step = state.step
     result = {"epoch": round(step / run.updates_per_epoch, 4), "step": step}
     tokens = eval_tokens(run, state, "validation", run.splits.validation)
@@ -229,8 +234,29 @@ def end_epoch(run: Settings, state: State, stop: StopRequest | None = None) -> d
     state.history.append(result)
     if state.best is None or result["accuracy"] > state.best["accuracy"]:
         state.best = dict(result)
-        save_model(run, state.model, "best")
     return result
+
+
+def report_epoch(run: Settings, state: State, bar: tqdm[Any], result: dict[str, Any]) -> None:
+    """What a validation writes: ``best/`` when it is the best so far, then ``eval.json`` (which thus
+    names the best model only once ``best/`` holds it), and its line."""
+    if state.best is not None and state.best["step"] == result["step"]:
+        save_model(run, state.model, "best")
+    write_eval(run, state, None)
+    say(run, bar, f"epoch {result['epoch']:g} step {result['step']}: validation {_fmt(result)}")
+
+
+def best_is_missing(run: Settings, state: State) -> bool:
+    """Whether the resumed checkpoint's model is the best one but ``best/`` may not hold it (a run that
+    failed between its checkpoint and ``best/``: ``eval.json`` then names an older best, or none)."""
+    missing = False
+    if run.world.is_main and state.best is not None and state.best["step"] == state.step:
+        try:
+            saved = json.loads((run.output_dir / "eval.json").read_text()).get("best") or {}
+        except (OSError, ValueError, AttributeError):
+            saved = {}
+        missing = saved.get("step") != state.step or not (run.output_dir / "best" / "config.json").is_file()
+    return any_rank(missing, run.world, run.device)
 
 
 # ---------------------------------------------------------------- the loop
@@ -252,10 +278,20 @@ def epoch_end(run: Settings, step: int) -> bool:
     return step > 0 and (step % run.updates_per_epoch == 0 or step == total)
 
 
-def validate_epoch(run: Settings, state: State, bar: tqdm[Any], stop: StopRequest) -> None:
-    result = end_epoch(run, state, stop)
-    write_eval(run, state, None)
-    say(run, bar, f"epoch {result['epoch']:g} step {result['step']}: validation {_fmt(result)}")
+def close_epoch(run: Settings, state: State, bar: tqdm[Any], stop: StopRequest) -> None:
+    """The end of an epoch: validation, then the resumable checkpoint, then ``best/`` and ``eval.json``.
+
+    The checkpoint comes before every report, so that a failure in one (a full disk under
+    ``best/``, an unwritable file) never loses the epoch's training; a failed validation saves it
+    too (single process: under torchrun the other ranks may be inside the evaluation)."""
+    try:
+        result = end_epoch(run, state, stop)
+    except Exception:
+        if not run.world.distributed:
+            save(run, state)
+        raise
+    save(run, state)
+    report_epoch(run, state, bar, result)
 
 
 def run_updates(run: Settings, state: State, log: RunLog | None, bar: tqdm[Any], stop: StopRequest) -> None:
@@ -264,8 +300,10 @@ def run_updates(run: Settings, state: State, log: RunLog | None, bar: tqdm[Any],
     total = run.plan.schedule.total
     assert total is not None
     accum = a.gradient_accumulation_steps
+    if run.resume is not None and best_is_missing(run, state):
+        save_model(run, state.model, "best")  # the checkpoint was written, best/ was not
     if epoch_end(run, state.step) and not (state.history and state.history[-1]["step"] == state.step):
-        validate_epoch(run, state, bar, stop)  # a stop cut this validation short: do it now
+        close_epoch(run, state, bar, stop)  # a stop cut this validation short: do it now
     while state.step < total:
         stop_point(run, stop)
         epoch = state.step // upe
@@ -279,10 +317,9 @@ def run_updates(run: Settings, state: State, log: RunLog | None, bar: tqdm[Any],
             log.write(row)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}")
-        epoch_done = k == upe - 1 or state.step == total
-        if epoch_done:
-            validate_epoch(run, state, bar, stop)
-        if epoch_done or (a.save_steps and state.step % a.save_steps == 0):
+        if k == upe - 1 or state.step == total:
+            close_epoch(run, state, bar, stop)
+        elif a.save_steps and state.step % a.save_steps == 0:
             save(run, state)
 
 

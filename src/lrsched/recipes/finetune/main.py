@@ -39,7 +39,7 @@ from lrsched.recipes.common.checkpoint import is_disk_full, latest_checkpoint, l
 from lrsched.recipes.common.device import describe_device, device_memory, pick_device
 from lrsched.recipes.common.distributed import World, close_world, init_world
 from lrsched.recipes.common.faults import EXIT_NONFINITE, NonFiniteLoss
-from lrsched.recipes.common.rundir import check_run_dir, claim_run_dir
+from lrsched.recipes.common.rundir import check_run_dir, claim_run_dir, print_any_path
 from lrsched.recipes.common.runlog import write_json
 from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.finetune import batches as B
@@ -294,6 +294,7 @@ def fail(world: World, message: str, status: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run train.py; returns the exit status (see the module docstring)."""
     args = parse(argv)
+    print_any_path()
     with StopRequest(immediate=True) as stop:
         return _main(args, stop)
 

