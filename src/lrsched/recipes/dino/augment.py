@@ -95,14 +95,24 @@ class Geometry:
 
 
 def center_view(img: Any, size: int, channels: int) -> torch.Tensor:
-    """A whole image for evaluation: shorter side resized to ``size`` (bicubic), centre crop, ``(size, size, C)``."""
+    """A whole image for evaluation: shorter side resized to ``size`` (bicubic), centre crop, ``(size, size, C)``.
+
+    An image at most 16 times longer than wide is resized whole, then cropped. A longer one has
+    only its centre square resampled (``resize`` with a box), so memory stays about ``size x size``
+    at any aspect ratio; Pillow may then run its two passes in the other order, which moves some
+    pixels by a few levels against resizing the whole.
+    """
     from PIL import Image
 
     scale = size / min(img.width, img.height)
     w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
+    left, top = (w - size) // 2, (h - size) // 2
+    if w * h > 16 * size * size:
+        sx, sy = img.width / w, img.height / h
+        box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+        return _pixels(img.resize((size, size), Image.Resampling.BICUBIC, box=box), channels)
     if (w, h) != (img.width, img.height):
         img = img.resize((w, h), Image.Resampling.BICUBIC)
-    left, top = (w - size) // 2, (h - size) // 2
     if (w, h) != (size, size):
         img = img.crop((left, top, left + size, top + size))
     return _pixels(img, channels)

@@ -31,7 +31,7 @@ from lrsched.recipes.common.rundir import check_not_in_use, check_run_dir, claim
 from lrsched.recipes.common.runlog import RunLog, write_json
 from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.dino.curves import draw_curves
-from lrsched.recipes.dino.data import Dataset, data_changes, load_dataset, read_index_header, write_index
+from lrsched.recipes.dino.data import Dataset, data_changes, load_dataset, read_index, read_index_header, write_index
 from lrsched.recipes.dino.evaluation import baselines
 from lrsched.recipes.dino.flags import DEFAULTS, LR_WARMUP, PROG, PROGRAM_ID, build_parser, flag_strings, spelling
 from lrsched.recipes.dino.loop import LOG_COLUMNS, build_run, rank_fingerprints, train, write_metrics
@@ -137,19 +137,24 @@ def settle(argv: Sequence[str] | None) -> Settings:
     state, path = _read_resume(args, schedules)
     output = resolve_output(args, path)
     show_progress = sys.stderr.isatty() and os.environ.get("RANK", "0") == "0"
-    data = load_dataset(args.data_dir, progress=show_progress)
+    data = load_dataset(args.data_dir, progress=show_progress, follow_links=args.follow_links)
     if len(data.train) < args.batch_size * world_size():
         raise UsageError(
             f"--batch-size {args.batch_size}: more than the {len(data.train)} training images "
             f"allow across {world_size()} process(es)"
         )
     if state is not None:
-        _check_same_data(state, data, args)
+        _check_same_data(state, data, args, output)
     return Settings(args, preset, schedules, data, output, state, path)
 
 
-def _check_same_data(state: dict[str, Any], data: Dataset, args: argparse.Namespace) -> None:
-    """A resume trains on the data its checkpoint saw, unless --accept-data-change."""
+def _check_same_data(state: dict[str, Any], data: Dataset, args: argparse.Namespace, output: Path) -> None:
+    """A resume trains on the data its checkpoint saw, unless --accept-data-change; its index must parse.
+
+    The run's ``data_index.tsv`` (when there is one) is read whole and checked against its header
+    (``read_index``): one that does not parse is refused before anything is written.
+    """
+    read_index(output / DATA_INDEX)
     changes = data_changes(state["data"]["fingerprint"], data.fingerprint())  # check_resume saw "data"
     if changes and not args.accept_data_change:
         raise UsageError(
