@@ -39,7 +39,7 @@ PHASE5_OTHER = {
     **dict.fromkeys(("output_dir", "resume", "save_every", "keep_checkpoints", "device"), 1),
     **dict.fromkeys(("global_crops_scale", "local_crops_scale"), 2),
     **dict.fromkeys(("data_timeout",), 1),
-    **dict.fromkeys(("bf16", "accept_data_change", "follow_links"), 0),
+    **dict.fromkeys(("bf16", "accept_data_change", "follow_links", "no_knn"), 0),
 }
 RUN_SIZE: dict[str, dict[str, Any]] = {
     "train_file": dict(type=Path, metavar="FILE"),

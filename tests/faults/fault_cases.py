@@ -91,6 +91,7 @@ DINO_FLAGS = {
     "--knn-train-samples": "nonneg_int",
     "--knn-test-samples": "nonneg_int",
     "--knn-features": "knn_features",
+    "--no-knn": "switch",
     "--save-every": "nonneg_int",
     "--keep-checkpoints": "pos_int",
     "--bf16": "switch",

@@ -49,7 +49,7 @@ def _features(
 def knn_eval(run: State, net: DINONet | None, stop: StopRequest) -> float | None:
     """Weighted k-NN top-1 on the teacher's features (``net``, ``--knn-features``), or on raw pixels (``None``)."""
     s = run.settings
-    if s.data.knn_train is None or s.data.knn_test is None:
+    if s.args.no_knn or s.data.knn_train is None or s.data.knn_test is None:
         return None
     tr = knn.subset(len(s.data.knn_train), s.args.knn_train_samples)
     te = knn.subset(len(s.data.knn_test), s.args.knn_test_samples, seed=1)

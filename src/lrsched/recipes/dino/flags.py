@@ -218,6 +218,7 @@ def _eval_flags(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("evaluation (weighted k-NN, k=20, T=0.07, on teacher CLS features)")
     add = shared.add_flag
     add(e, "eval_every", type=shared.nonnegative_int, default=500, help="k-NN every N steps (0: only at the end)")
+    add(e, "no_knn", action="store_true", help="no k-NN at all: no baselines, no periodic or final evaluation")
     add(
         e,
         "knn_train_samples",

@@ -5,7 +5,7 @@ check everything -- the four schedules and the freeze, the preset, the data, the
 resume from, the output folder -- then build the run and train (``loop``), then report.
 
 Exit status: 0 finished or stopped on request (SIGINT/SIGTERM/SIGHUP, checkpoint saved), 1 disk full, 2 bad input,
-3 non-finite loss.
+3 non-finite loss, 4 the data path failed, 5 any other error (4 and 5: the state saved when it is whole).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.device import describe_device, pick_device
 from lrsched.recipes.common.distributed import World, close_world, every_rank, init_world
 from lrsched.recipes.common.faults import EXIT_NONFINITE, NonFiniteLoss
-from lrsched.recipes.common.rundir import check_not_in_use, check_run_dir, claim_run_dir
+from lrsched.recipes.common.rundir import check_not_in_use, check_run_dir, claim_run_dir, print_any_path
 from lrsched.recipes.common.runlog import RunLog, write_json
 from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.dino.curves import draw_curves
@@ -36,14 +37,29 @@ from lrsched.recipes.dino.evaluation import baselines
 from lrsched.recipes.dino.flags import DEFAULTS, LR_WARMUP, PROG, PROGRAM_ID, build_parser, flag_strings, spelling
 from lrsched.recipes.dino.loop import LOG_COLUMNS, build_run, rank_fingerprints, train, write_metrics
 from lrsched.recipes.dino.model import step_bytes_lower_bound
-from lrsched.recipes.dino.resume import check_resume, plan_json, save
+from lrsched.recipes.dino.resume import check_channels, check_resume, plan_json, save
 from lrsched.recipes.dino.state import Schedules, Settings, State, say
+from lrsched.recipes.dino.stream import DataFailure, one_line
 from lrsched.recipes.dino.vit import PRESETS, Preset
 from lrsched.schedules import Schedule
 
 EXIT_DISK_FULL = 1
 EXIT_USAGE = 2
-RUN_FILES = ("log.csv", "metrics.json", "plan.json", "args.json", "data_index.tsv", "checkpoints", "curves.png", "tb")
+EXIT_DATA = 4
+"""The data path failed (no batch before --data-timeout, images gone, a worker died); state saved."""
+EXIT_ERROR = 5
+"""Any other error after the model exists (MemoryError, a bug); state saved when whole, traceback in error.log."""
+RUN_FILES = (
+    "log.csv",
+    "metrics.json",
+    "plan.json",
+    "args.json",
+    "data_index.tsv",
+    "checkpoints",
+    "curves.png",
+    "tb",
+    "error.log",
+)
 """What a phase5 run leaves in its folder (cleared when a run that never saved restarts there)."""
 DATA_INDEX = "data_index.tsv"
 """The run's record of its data: the fingerprint, then one line per file (``label<TAB>path``)."""
@@ -144,11 +160,13 @@ def settle(argv: Sequence[str] | None) -> Settings:
             f"allow across {world_size()} process(es)"
         )
     if state is not None:
-        _check_same_data(state, data, args, output)
+        _check_same_data(state, data, args, output, path)
     return Settings(args, preset, schedules, data, output, state, path)
 
 
-def _check_same_data(state: dict[str, Any], data: Dataset, args: argparse.Namespace, output: Path) -> None:
+def _check_same_data(
+    state: dict[str, Any], data: Dataset, args: argparse.Namespace, output: Path, path: Path | None
+) -> None:
     """A resume trains on the data its checkpoint saw, unless --accept-data-change; its index must parse.
 
     The run's ``data_index.tsv`` (when there is one) is read whole and checked against its header
@@ -161,6 +179,7 @@ def _check_same_data(state: dict[str, Any], data: Dataset, args: argparse.Namesp
             f"--data-dir {args.data_dir or data.name}: not the data of the checkpoint ({'; '.join(changes)}); "
             "pass --accept-data-change to continue on the data as it is now"
         )
+    check_channels(state, data.channels, path or args.resume, str(args.data_dir or data.name))
 
 
 def check_ranks_see_the_same_data(data: Dataset, args: argparse.Namespace, world: World) -> None:
@@ -232,18 +251,24 @@ def memory_available(device: torch.device) -> int | None:
 def plan_lines(run: State) -> list[str]:
     """The plan as people read it: the LR plan with sources, then DINO's other schedules."""
     sch, total = run.settings.schedules, run.settings.schedules.lr.schedule.total
-    horizon = "held after warm-up (open-ended)" if total is None else f"cosine to step {total}"
     wd, m, tt = sch.weight_decay, sch.momentum, sch.teacher_temp
     lines = ["learning rate:", *sch.lr.lines()]
     if run.lr_sched.replanned is not None:
         lines.append(f"  note: --replan {run.lr_sched.replanned}")
     lines += [
-        f"weight decay:     {wd.base:g} -> {wd.final:g}, {horizon}",
-        f"teacher momentum: {m.base:g} -> {m.final:g}, {horizon}",
+        f"weight decay:     {_cosine_text(wd.base, wd.final, total)}",
+        f"teacher momentum: {_cosine_text(m.base, m.final, total)}",
         f"teacher temp:     {tt.start:g} -> {tt.base:g} over {tt.warmup} steps, then constant",
         f"last layer frozen for the first {sch.freeze_last_layer} steps",
     ]
     return lines
+
+
+def _cosine_text(start: float, end: float, total: int | None) -> str:
+    """How a cosine-scheduled value moves, in the plan's words (an open-ended run holds its start)."""
+    if total is None:
+        return f"{start:g}, held (open-ended: the cosine to {end:g} needs --max-steps)"
+    return f"{start:g} -> {end:g}, cosine to step {total}"
 
 
 def start_outputs(run: State) -> RunLog | None:
@@ -270,7 +295,9 @@ def _say_data(run: State) -> None:
     """Rank 0: what the run trains on and evaluates with."""
     data, a = run.settings.data, run.settings.args
     print(f"data: {data.name}, {len(data.train)} training images, {data.channels} channel(s), {a.workers} worker(s)")
-    if data.knn_train is None:
+    if a.no_knn:
+        print("note: k-NN evaluation skipped: --no-knn", flush=True)
+    elif data.knn_train is None:
         print(f"note: k-NN evaluation skipped: {data.knn_note}", flush=True)
 
 
@@ -285,17 +312,29 @@ def finish(run: State, log: RunLog | None, status: str) -> None:
         draw_curves(run.settings.output_dir, run.metrics)
     except ImportError as err:
         print(f"{PROG}: note: curves.png not drawn ({err})", file=sys.stderr)
+    _say_files(run.settings.output_dir)
+
+
+def _say_files(out: Path) -> None:
+    """The files the run left, with the newest checkpoint, in one line."""
+    names = [name for name in RUN_FILES if name != "checkpoints" and (out / name).exists()]
+    newest = ckpt.latest_checkpoint(out / "checkpoints")
+    if newest is not None:
+        names.append(f"checkpoints/{newest.name}")
+    print(f"{PROG}: wrote {out}: {', '.join(names)}", flush=True)
 
 
 # --- main ------------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the program; returns the exit status (0 done or stopped, 1 disk full, 2 bad input, 3 non-finite loss).
+    """Run the program; returns the exit status (0 done or stopped, 1 disk full, 2 bad input, 3 non-finite loss,
+    4 the data path failed, 5 any other error once the model exists).
 
     SIGINT, SIGTERM and SIGHUP never kill it: before the model exists it exits 0 having written
     nothing; after, it saves the latest state and exits 0.
     """
+    print_any_path()
     with StopRequest(immediate=True) as stop:
         try:
             with shared.usage_errors(PROG):
@@ -370,14 +409,44 @@ def _train_and_report(run: State, stop: StopRequest) -> int:
             log.close()
             write_metrics(run, str(err))
         return EXIT_NONFINITE
-    except (OSError, RuntimeError) as err:
-        if not ckpt.is_disk_full(err):
-            raise
-        newest = ckpt.latest_checkpoint(out / "checkpoints")
-        kept = f"the newest checkpoint {newest} is intact" if newest else "no checkpoint was written yet"
-        print(
-            f"{PROG}: error: no space left on the device; {kept}; free some space and --resume latest", file=sys.stderr
-        )
-        return EXIT_DISK_FULL
+    except DataFailure as err:
+        return _fail(run, log, f"the data path failed: {err}", EXIT_DATA)
+    except Exception as err:
+        if ckpt.is_disk_full(err):
+            newest = ckpt.latest_checkpoint(out / "checkpoints")
+            kept = f"the newest checkpoint {newest} is intact" if newest else "no checkpoint was written yet"
+            print(
+                f"{PROG}: error: no space left on the device; {kept}; free some space and --resume latest",
+                file=sys.stderr,
+            )
+            return EXIT_DISK_FULL
+        return _fail(run, log, f"{one_line(err)} (traceback in {_write_traceback(out)})", EXIT_ERROR)
     finish(run, log, status)
     return 0
+
+
+def _fail(run: State, log: RunLog | None, what: str, status: int) -> int:
+    """After a failure: save the state when it is whole (between steps), metrics, one line; ``status``."""
+    out = run.settings.output_dir
+    if run.mid_step or not run.world.is_main:
+        last = ckpt.latest_checkpoint(out / "checkpoints")
+        why = "was mid-step" if run.mid_step else "is rank 0's to save"
+        kept = f"the state in memory {why}, not saved; last checkpoint: {last or 'none'}"
+    else:
+        try:
+            kept = f"checkpoint {save(run, together=False)}"
+        except Exception as err:  # a failing disk: the failure that ended the run is still the one to report
+            kept = f"saving failed too ({one_line(err)})"
+    if log is not None:
+        log.close()
+        write_metrics(run, f"failed at step {run.t}: {what}")
+    print(f"{PROG}: error: {what}; stopped at step {run.t}; {kept}", file=sys.stderr, flush=True)
+    return status
+
+
+def _write_traceback(out: Path) -> Path:
+    """The traceback of the exception being handled, in ``<output>/error.log`` (the line says where)."""
+    path = out / "error.log"
+    with contextlib.suppress(OSError), path.open("a", encoding="utf-8", errors="replace") as f:
+        f.write(f"{datetime.now().isoformat(timespec='seconds')}\n{traceback.format_exc()}\n")
+    return path
