@@ -10,15 +10,8 @@ import torch
 
 from lrsched.errors import UsageError
 from lrsched.recipes.dino import data
-from lrsched.recipes.dino.data import (
-    Sampler,
-    data_changes,
-    list_folder,
-    open_folder,
-    read_index,
-    read_index_header,
-    write_index,
-)
+from lrsched.recipes.dino.data import Sampler, data_changes, open_folder
+from lrsched.recipes.dino.files import list_folder, read_index, read_index_header, write_index
 
 from .dino_helpers import make_image_folder
 
@@ -114,7 +107,7 @@ def test_a_file_that_breaks_after_the_start_is_a_usage_error_naming_it(tmp_path:
 def test_index_file_records_the_fingerprint_and_every_file(tmp_path: Path) -> None:
     make_image_folder(tmp_path / "imgs", 5, classes=2, sizes=(20, 30))
     ds = open_folder(tmp_path / "imgs")
-    write_index(ds, tmp_path / "data_index.tsv")
+    write_index(ds.fingerprint(), ds.listings, tmp_path / "data_index.tsv")
     lines = (tmp_path / "data_index.tsv").read_text().splitlines()
     assert read_index_header(tmp_path / "data_index.tsv") == ds.fingerprint()
     assert lines[1:] == [f"{i % 2}\tclass{i % 2}/img{i:07d}.jpg" for i in sorted(range(5), key=lambda i: (i % 2, i))]
@@ -201,7 +194,7 @@ def test_entries_that_cannot_be_read_are_skipped_with_one_counted_warning(
             raise PermissionError(13, "Permission denied", path)
         return real(path)
 
-    monkeypatch.setattr(data.os, "scandir", refusing)
+    monkeypatch.setattr(os, "scandir", refusing)
     listing = list_folder(tmp_path)
     assert _names(listing) == [
         "class0/img0000000.jpg",
@@ -217,7 +210,7 @@ def test_an_unlistable_data_folder_is_a_usage_error(tmp_path: Path, monkeypatch:
     def refusing(path: str) -> object:
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(data.os, "scandir", refusing)
+    monkeypatch.setattr(os, "scandir", refusing)
     with pytest.raises(UsageError, match=rf"--data-dir {tmp_path}: cannot list it \(Permission denied\)"):
         list_folder(tmp_path)
 
@@ -240,7 +233,7 @@ def _odd_folder(root: Path) -> Path:
 
 def test_the_index_holds_any_file_name_and_reads_back_whole(tmp_path: Path) -> None:
     ds = open_folder(_odd_folder(tmp_path / "imgs"))
-    write_index(ds, tmp_path / "data_index.tsv")
+    write_index(ds.fingerprint(), ds.listings, tmp_path / "data_index.tsv")
     raw = (tmp_path / "data_index.tsv").read_bytes()
     raw.decode("utf-8")  # the index is UTF-8 whatever the names are
     lines = raw.split(b"\n")
@@ -254,7 +247,7 @@ def test_the_index_holds_any_file_name_and_reads_back_whole(tmp_path: Path) -> N
 def test_an_index_with_a_split_or_changed_line_is_refused_in_one_line(tmp_path: Path) -> None:
     ds = open_folder(_odd_folder(tmp_path / "imgs"))
     path = tmp_path / "data_index.tsv"
-    write_index(ds, path)
+    write_index(ds.fingerprint(), ds.listings, path)
     good = path.read_text()
     header, body = good.split("\n", 1)
     old_format = (
@@ -284,6 +277,6 @@ def test_the_index_of_train_and_test_folders_reads_back(tmp_path: Path) -> None:
     make_image_folder(tmp_path / "d" / "train", 6, classes=2, sizes=(20, 30))
     make_image_folder(tmp_path / "d" / "val", 4, classes=2, sizes=(20, 30), seed=1)
     ds = open_folder(tmp_path / "d")
-    write_index(ds, tmp_path / "data_index.tsv")
+    write_index(ds.fingerprint(), ds.listings, tmp_path / "data_index.tsv")
     assert read_index(tmp_path / "data_index.tsv") == ds.fingerprint()
     assert (tmp_path / "data_index.tsv").read_text().splitlines()[-1] == "1\tval/class1/img0000003.jpg"

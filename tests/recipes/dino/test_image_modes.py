@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from lrsched.errors import UsageError
-from lrsched.recipes.dino import data
+from lrsched.recipes.dino import images
 from lrsched.recipes.dino.augment import _pixels, center_view
-from lrsched.recipes.dino.data import ImageTooLarge, open_folder, read_image, to_8bit
+from lrsched.recipes.dino.data import open_folder
+from lrsched.recipes.dino.images import ImageTooLarge, read_image, to_8bit
 
 
 def pixels(img: Any) -> list[Any]:
@@ -264,7 +265,7 @@ def test_center_view_of_an_ordinary_image_is_the_resized_whole_cropped() -> None
 
 
 def test_the_limits_are_the_documented_ones() -> None:
-    assert (data.MAX_PIXELS, data.MAX_ASPECT) == (100_000_000, 100)
+    assert (images.MAX_PIXELS, images.MAX_ASPECT) == (100_000_000, 100)
 
 
 def test_a_refusal_naming_an_odd_file_name_stays_one_line(tmp_path: Path) -> None:

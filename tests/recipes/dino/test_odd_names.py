@@ -11,7 +11,7 @@ import pytest
 from helpers import DINO_SMALL, read_rows
 
 from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint
-from lrsched.recipes.dino.data import read_index
+from lrsched.recipes.dino.files import read_index
 from lrsched.recipes.dino.flags import PROGRAM_ID
 from lrsched.recipes.dino.main import main
 

@@ -57,7 +57,9 @@ def test_bad_flag_from_the_command_line_is_one_line(tmp_path: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("phase5_big_run.py: error: --warmup-steps 10: must be less than --max-steps 10")
+    assert proc.stderr.strip().startswith(
+        "phase5_big_run.py: error: --warmup-steps 10: must be less than --max-steps 10"
+    )
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
 

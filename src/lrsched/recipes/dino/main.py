@@ -32,8 +32,9 @@ from lrsched.recipes.common.rundir import check_not_in_use, check_run_dir, claim
 from lrsched.recipes.common.runlog import RunLog, write_json
 from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.dino.curves import draw_curves
-from lrsched.recipes.dino.data import Dataset, data_changes, load_dataset, read_index, read_index_header, write_index
+from lrsched.recipes.dino.data import Dataset, data_changes, load_dataset
 from lrsched.recipes.dino.evaluation import baselines
+from lrsched.recipes.dino.files import read_index, read_index_header, write_index
 from lrsched.recipes.dino.flags import DEFAULTS, LR_WARMUP, PROG, PROGRAM_ID, build_parser, flag_strings, spelling
 from lrsched.recipes.dino.loop import LOG_COLUMNS, build_run, rank_fingerprints, train, write_metrics
 from lrsched.recipes.dino.model import step_bytes_lower_bound
@@ -284,7 +285,7 @@ def start_outputs(run: State) -> RunLog | None:
     write_json(out / "args.json", flag_strings(run.settings.args))
     data = run.settings.data
     if read_index_header(out / DATA_INDEX) != data.fingerprint():
-        write_index(data, out / DATA_INDEX)
+        write_index(data.fingerprint(), data.listings, out / DATA_INDEX)
     print(f"{PROG}: {describe_device(run.device)}, {run.world.size} process(es), output {out}")
     print("\n".join(plan_lines(run)), flush=True)
     _say_data(run)
