@@ -60,7 +60,7 @@ def provenance(info: dict[str, Any]) -> str:
 
 def write_text(path: Path, text: str) -> Path:
     """``text`` into ``path`` atomically (``lrsched``'s one atomic writer), creating its folder."""
-    from lrsched.recipes.common.atomic import atomic_write
+    from lrsched.atomic import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, encoding="utf-8") as handle:

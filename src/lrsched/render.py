@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lrsched.recipes.common.atomic import atomic_write
+from lrsched.atomic import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -28,8 +28,8 @@ from typing import IO, Any
 
 import torch
 
+from lrsched.atomic import atomic_write, fsync_dir
 from lrsched.errors import UsageError
-from lrsched.recipes.common.atomic import atomic_write, fsync_dir
 
 CHECKPOINT_FORMAT = 2
 """2: adds ``run_id`` and the SHA-256 trailer. Format 1 files are refused with a line saying so."""

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lrsched.atomic import atomic_write
 from lrsched.errors import UsageError
-from lrsched.recipes.common.atomic import atomic_write
 from lrsched.recipes.common.checkpoint import latest_checkpoint
 from lrsched.recipes.common.distributed import World
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lrsched.recipes.common.atomic import atomic_write
+from lrsched.atomic import atomic_write
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -1,4 +1,4 @@
-"""Atomic file writes: the one way run files, checkpoints and figures are written.
+"""Atomic file writes: the one way run files, checkpoints and figures are written (library and programs alike).
 
 ``atomic_write(path)`` opens a temporary file ``.<name>.<random>.tmp`` beside ``path``, and when
 the block ends without an error moves it over ``path`` (``os.replace``): a reader, a kill or a
