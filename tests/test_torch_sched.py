@@ -715,3 +715,66 @@ def test_repr_shows_the_schedule_and_the_step() -> None:
     assert repr(sched) == f"ScheduledLR({SCHED!r}, step=3)"
     assert repr(ScheduledValue(SCHED)) == f"ScheduledValue({SCHED!r}, step=0)"
     assert "field='momentum'" in repr(ScheduledField(opt, SCHED, "momentum"))
+
+
+# --- issue 22: ScheduledLR is the "lr" case of the one field scheduler ---
+
+
+def test_scheduled_lr_and_a_scheduled_lr_field_agree_at_every_step() -> None:
+    """The same closed form: ``ScheduledField(opt, s, "lr")`` sets what ``ScheduledLR(opt, s)`` sets, bit for bit."""
+    by_lr = make_optimizer(make_model(), SCHED.base, 3)
+    by_field = make_optimizer(make_model(), SCHED.base, 3)
+    sched, field = ScheduledLR(by_lr, SCHED), ScheduledField(by_field, SCHED, "lr")
+    for _ in range(SCHED.total + 3):
+        assert lrs(by_lr) == lrs(by_field)
+        by_lr.step()
+        sched.step()
+        field.step()
+
+
+def test_lr_and_field_resume_by_the_same_path_after_a_replan() -> None:
+    """One adopt/resume path: both refuse a foreign state in one sentence, and a replan to a new peak keeps
+    each group's multiplier in both, with the same values."""
+    for scheduler in (ScheduledLR(make_optimizer(make_model(), SCHED.base, 1), SCHED), ScheduledValue(SCHED)):
+        with pytest.raises(ForeignState, match=rf"^{type(scheduler).__name__}\.load_state_dict: not a "):
+            scheduler.load_state_dict({"last_epoch": 3})
+    lr_opt, field_opt = (make_optimizer(make_model(), SCHED.base, 3) for _ in range(2))
+    saved_lr, saved_field = ScheduledLR(lr_opt, SCHED), ScheduledField(field_opt, SCHED, "lr")
+    for _ in range(12):
+        lr_opt.step()
+        saved_lr.step()
+        saved_field.step()
+    lr_state, field_state = saved_lr.state_dict(), saved_field.state_dict()
+    higher = Schedule("cosine", base=0.2, final=0.001, warmup=5, total=60)
+    lr_opt, field_opt = (make_optimizer(make_model(), higher.base, 3) for _ in range(2))
+    sched, field = (
+        ScheduledLR(lr_opt, higher, on_mismatch="replan"),
+        ScheduledField(field_opt, higher, "lr", on_mismatch="replan"),
+    )
+    sched.load_state_dict(lr_state)
+    field.load_state_dict(field_state)
+    assert sched.replanned == field.replanned and sched.replanned is not None
+    for _ in range(10):
+        assert lrs(lr_opt) == pytest.approx(lrs(field_opt), rel=1e-12)
+        lr_opt.step()
+        sched.step()
+        field.step()
+    assert lrs(lr_opt) == pytest.approx([lrs(lr_opt)[0] * m for m in MULTS], rel=1e-12)
+
+
+def test_the_one_base_guard_refuses_in_the_same_words() -> None:
+    opt = make_optimizer(make_model(), SCHED.base, 1)
+    flat = Schedule("constant", base=0.0, final=0.0, warmup=0, total=10)
+    messages = set()
+    for build in (lambda: ScheduledLR(opt, flat), lambda: ScheduledField(opt, flat, "momentum")):
+        with pytest.raises(UsageError) as err:
+            build()
+        messages.add(str(err.value))
+    assert messages == {"schedule base=0.0: must be > 0 to scale param groups"}
+
+
+def test_the_saved_state_keeps_its_format() -> None:
+    opt = make_optimizer(make_model(), SCHED.base, 3)
+    assert set(ScheduledLR(opt, SCHED).state_dict()) == {"step", "schedule", "target", "base_lrs", "cuts"}
+    assert set(ScheduledField(opt, SCHED, "momentum").state_dict()) == {"step", "schedule", "target", "initial"}
+    assert set(ScheduledValue(SCHED).state_dict()) == {"step", "schedule", "target"}

@@ -7,6 +7,11 @@ is a value outside the optimizer (DINO's teacher momentum and temperature). All 
 the same state (``step``, the ``schedule`` followed, the ``target`` asked for) and resume by
 one rule, ``lrsched.schedules.adopt``: another schedule is refused (``ScheduleMismatch``)
 unless built with ``on_mismatch="replan"``, which then follows ``replan`` from the saved step.
+
+One field scheduler (``_FieldScheduler``, timm's one class for any group field) holds the
+``base > 0`` guard, the per-group closed form and the resume path; ``ScheduledLR`` is its
+``"lr"`` case (an ``LRScheduler``, plus cut factors, ``group_lr`` and the peak check) and
+``ScheduledField`` any other field.
 """
 
 from __future__ import annotations
@@ -97,8 +102,103 @@ def _warn_if_no_group_at_base(group_lrs: list[float | torch.Tensor], base: float
     )
 
 
-class ScheduledLR(LRScheduler):
-    """An ``LRScheduler`` following ``schedule`` in closed form, ``t = last_epoch``.
+def _require_positive_base(schedule: AnySchedule) -> None:
+    """The one guard of every param-group scheduler: values scale by ``schedule(t) / base``, so ``base > 0``."""
+    if not schedule.base > 0:
+        raise UsageError(f"schedule base={schedule.base}: must be > 0 to scale param groups")
+
+
+class _Followed:
+    """What every scheduler here holds and how it resumes: one path, ``_adopt``.
+
+    ``schedule`` is the schedule followed, ``target`` the one asked for at construction (they differ
+    after a replan), ``replanned`` the replan in words (``None`` when there was none).
+    """
+
+    schedule: AnySchedule
+    target: AnySchedule
+    on_mismatch: OnMismatch
+    replanned: str | None
+
+    def _follow(self, schedule: AnySchedule, on_mismatch: OnMismatch) -> None:
+        self.schedule = self.target = schedule
+        self.on_mismatch = on_mismatch
+        self.replanned = None
+
+    def _saved(self) -> dict[str, Any]:
+        """The state every scheduler here saves: the step and both schedules' descriptions."""
+        return {"step": self._step_now(), "schedule": describe(self.schedule), "target": describe(self.target)}
+
+    def _step_now(self) -> int:
+        raise NotImplementedError
+
+    def _adopt(self, state: dict[str, Any], groups: tuple[Optimizer, str] | None = None) -> int:
+        """Check ``state`` (foreign, or saved for other param groups: ``groups`` names the optimizer and the
+        key of the saved per-group list), adopt its schedule by ``lrsched.schedules.adopt`` and return its step.
+
+        Raises ``ForeignState``, ``UsageError`` or ``ScheduleMismatch``; nothing changes before all checks pass.
+        """
+        owner = type(self).__name__
+        _check_state(owner, state)
+        if groups is not None:
+            optimizer, key = groups
+            _check_groups(owner, optimizer, list(state.get(key, [])))
+        self.schedule = adopt(self.target, state, self.on_mismatch)
+        step = int(state["step"])
+        self.replanned = replan_note(self.schedule, step)
+        return step
+
+
+class _FieldScheduler(_Followed):
+    """One param-group field in closed form: ``group[field] = initial_i * schedule(t) / schedule.base * c_i``.
+
+    The one field scheduler, as timm's ``Scheduler(param_group_field=...)``: ``ScheduledLR`` is its
+    ``"lr"`` case (an ``LRScheduler``, with its extras), ``ScheduledField`` any other field. ``initial_i``
+    is each group's value at the schedule's base; ``c_i`` its cut factor (1 but for ``ScheduledLR``).
+    The saved per-group list of initial values is ``state[SAVED]``, re-expressed on resume against the
+    adopted schedule's base so each group keeps its multiplier through a replan.
+    """
+
+    SAVED = "initial"
+    optimizer: Optimizer
+    field: str
+    cuts: list[float]
+
+    def _start_field(self, optimizer: Optimizer, schedule: AnySchedule, field: str) -> None:
+        """The one guard (``base > 0``), then the optimizer and field to write and a cut factor of 1 per group."""
+        _require_positive_base(schedule)
+        self.optimizer, self.field = optimizer, field
+        self.cuts = [1.0] * len(optimizer.param_groups)
+
+    def _initials(self) -> list[Any]:
+        """Each group's value at the schedule's base (``initial_i``)."""
+        raise NotImplementedError
+
+    def _set_initials(self, values: list[float]) -> None:
+        raise NotImplementedError
+
+    def _values(self, t: int) -> list[Any]:
+        """``initial_i * schedule(t) / schedule.base * c_i`` for each group ``i``."""
+        scale = self.schedule(t) / self.schedule.base
+        return [initial * scale * cut for initial, cut in zip(self._initials(), self.cuts)]
+
+    def _write(self, values: list[Any]) -> None:
+        for group, value in zip(self.optimizer.param_groups, values):
+            group[self.field] = value
+
+    def _resume(self, state: dict[str, Any]) -> int:
+        """The one resume path of a field: adopt the schedule, take the saved initial values (rescaled)
+        and cuts, write the field at the saved step, and return that step."""
+        step = self._adopt(state, (self.optimizer, self.SAVED))
+        self._set_initials(_rescaled(list(state[self.SAVED]), state, self.schedule))
+        self.cuts = [float(c) for c in state.get("cuts", self.cuts)]
+        self._write(self._values(step))
+        return step
+
+
+class ScheduledLR(_FieldScheduler, LRScheduler):
+    """An ``LRScheduler`` following ``schedule`` in closed form, ``t = last_epoch``: the ``"lr"`` case of
+    the field scheduler (``ScheduledField`` is any other field).
 
     How a group's lr is computed, ``group_lr``, with ``c`` the group's cut factor (below):
 
@@ -138,6 +238,8 @@ class ScheduledLR(LRScheduler):
     param groups is refused there (``UsageError``).
     """
 
+    SAVED = "base_lrs"
+
     def __init__(
         self,
         optimizer: Optimizer,
@@ -147,15 +249,11 @@ class ScheduledLR(LRScheduler):
         group_lr: GroupLR = "relative",
         last_epoch: int = -1,
     ) -> None:
-        if not schedule.base > 0:
-            raise UsageError(f"schedule base={schedule.base}: must be > 0 to scale param groups")
+        self._start_field(optimizer, schedule, "lr")
         if group_lr not in ("relative", "lr_mult"):
             raise UsageError(f'group_lr={group_lr!r}: must be "relative" or "lr_mult"')
-        self.schedule = self.target = schedule
-        self.on_mismatch, self.group_lr = on_mismatch, group_lr
-        self.replanned: str | None = None
-        self.cuts = [1.0] * len(optimizer.param_groups)
-        """Each group's factor from cuts made outside (``ReduceLROnPlateau``): 1 until one happens."""
+        self._follow(schedule, on_mismatch)
+        self.group_lr = group_lr
         self._peak_pending = False
         self._warned_outside = False
         if group_lr == "lr_mult":
@@ -172,16 +270,21 @@ class ScheduledLR(LRScheduler):
         mode = "" if self.group_lr == "relative" else f", group_lr={self.group_lr!r}"
         return f"{type(self).__name__}({self.schedule!r}, step={self.last_epoch}{mode}{cuts})"
 
-    def _bases(self) -> list[float | torch.Tensor]:
+    def _initials(self) -> list[Any]:
         """Each group's lr at the schedule's base: ``initial_lr``, or ``base * lr_mult`` read now."""
         if self.group_lr == "relative":
             return list(self.base_lrs)
         return [self.schedule.base * group.get("lr_mult", 1.0) for group in self.optimizer.param_groups]
 
+    def _set_initials(self, values: list[float]) -> None:
+        self.base_lrs = [*values]
+
+    def _step_now(self) -> int:
+        return self.last_epoch
+
     def get_lr(self) -> list[float | torch.Tensor]:
         """``base_i * schedule(t) / schedule.base * c_i`` for each group ``i``."""
-        scale = self.schedule(self.last_epoch) / self.schedule.base
-        return [base * scale * cut for base, cut in zip(self._bases(), self.cuts)]
+        return self._values(self.last_epoch)
 
     def _get_closed_form_lr(self) -> list[float | torch.Tensor]:
         return self.get_lr()
@@ -214,31 +317,17 @@ class ScheduledLR(LRScheduler):
                 )
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.last_epoch,
-            "schedule": describe(self.schedule),
-            "target": describe(self.target),
-            "base_lrs": list(self.base_lrs),
-            "cuts": list(self.cuts),
-        }
+        return {**self._saved(), "base_lrs": list(self.base_lrs), "cuts": list(self.cuts)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resume from ``state_dict``; refuses a foreign state (``ForeignState``), another number of
         param groups (``UsageError``) or another schedule (``ScheduleMismatch``)."""
-        _check_state("ScheduledLR", state_dict)
-        _check_groups("ScheduledLR", self.optimizer, list(state_dict.get("base_lrs", [])))
-        self.schedule = adopt(self.target, state_dict, self.on_mismatch)
-        self.last_epoch = int(state_dict["step"])
-        self.replanned = replan_note(self.schedule, self.last_epoch)
-        self.base_lrs = [*_rescaled(list(state_dict["base_lrs"]), state_dict, self.schedule)]
-        self.cuts = [float(c) for c in state_dict.get("cuts", self.cuts)]
+        self.last_epoch = self._resume(state_dict)
         self._peak_pending = False
-        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
-            group["lr"] = lr
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
-class ScheduledValue:
+class ScheduledValue(_Followed):
     """A value that follows ``schedule`` in the step ``t``: ``value`` is ``schedule(t)``, ``step()`` adds one.
 
     For values outside the optimizer (DINO's teacher momentum and temperature), and the base of
@@ -248,9 +337,7 @@ class ScheduledValue:
     """
 
     def __init__(self, schedule: AnySchedule, *, on_mismatch: OnMismatch = "error") -> None:
-        self.schedule = self.target = schedule
-        self.on_mismatch = on_mismatch
-        self.replanned: str | None = None
+        self._follow(schedule, on_mismatch)
         self.t = 0
         """The step: optimizer updates done."""
 
@@ -268,26 +355,19 @@ class ScheduledValue:
     def _apply(self) -> None:
         """Put the value where it acts (``ScheduledField``: the param groups); here nothing to do."""
 
+    def _step_now(self) -> int:
+        return self.t
+
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.t, "schedule": describe(self.schedule), "target": describe(self.target)}
+        return self._saved()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        _check_state(type(self).__name__, state_dict)
-        self._check_saved(state_dict)
-        self.schedule = adopt(self.target, state_dict, self.on_mismatch)
-        self.t = int(state_dict["step"])
-        self.replanned = replan_note(self.schedule, self.t)
-        self._adopted(state_dict)
-        self._apply()
-
-    def _check_saved(self, state_dict: dict[str, Any]) -> None:
-        """Refuse what a subclass cannot restore (``ScheduledField``: another number of param groups)."""
-
-    def _adopted(self, state_dict: dict[str, Any]) -> None:
-        """Restore what a subclass saved beside the schedule."""
+        """Resume from ``state_dict``; refuses a foreign state (``ForeignState``) or another schedule
+        (``ScheduleMismatch``)."""
+        self.t = self._adopt(state_dict)
 
 
-class ScheduledField(ScheduledValue):
+class ScheduledField(_FieldScheduler, ScheduledValue):
     """The same closed form for any other param-group field (``weight_decay``, ``momentum``...).
 
     ``group[field] = group["initial_" + field] * schedule(t) / schedule.base``; a group whose
@@ -298,30 +378,31 @@ class ScheduledField(ScheduledValue):
     def __init__(
         self, optimizer: Optimizer, schedule: AnySchedule, field: str, *, on_mismatch: OnMismatch = "error"
     ) -> None:
-        if not schedule.base > 0:
-            raise UsageError(f"schedule base={schedule.base}: must be > 0 to scale param groups")
+        self._start_field(optimizer, schedule, field)
         for i, group in enumerate(optimizer.param_groups):
             if field not in group:
                 have = ", ".join(k for k in group if k != "params")
                 raise UsageError(f"ScheduledField: param group {i} has no field {field!r} (it has {have})")
-        super().__init__(schedule, on_mismatch=on_mismatch)
-        self.optimizer, self.field = optimizer, field
+        ScheduledValue.__init__(self, schedule, on_mismatch=on_mismatch)
         self.initial = [group.setdefault(f"initial_{field}", group[field]) for group in optimizer.param_groups]
         self._apply()
-
-    def _apply(self) -> None:
-        scale = self.value / self.schedule.base
-        for group, initial in zip(self.optimizer.param_groups, self.initial):
-            group[self.field] = initial * scale
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "initial": list(self.initial)}
-
-    def _check_saved(self, state_dict: dict[str, Any]) -> None:
-        _check_groups("ScheduledField", self.optimizer, list(state_dict.get("initial", [])))
 
     def __repr__(self) -> str:
         return f"ScheduledField({self.schedule!r}, field={self.field!r}, step={self.t})"
 
-    def _adopted(self, state_dict: dict[str, Any]) -> None:
-        self.initial = _rescaled(list(state_dict["initial"]), state_dict, self.schedule)
+    def _initials(self) -> list[Any]:
+        return self.initial
+
+    def _set_initials(self, values: list[float]) -> None:
+        self.initial = values
+
+    def _apply(self) -> None:
+        self._write(self._values(self.t))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self._saved(), "initial": list(self.initial)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume from ``state_dict``; refuses a foreign state (``ForeignState``), another number of
+        param groups (``UsageError``) or another schedule (``ScheduleMismatch``)."""
+        self.t = self._resume(state_dict)
