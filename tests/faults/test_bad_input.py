@@ -22,7 +22,7 @@ from fault_helpers import DINO, DINO_SMALL, TRAIN, TRAIN_SMALL, call_main, tree
 from helpers import PYTHON, REPO, child_env
 
 from lrsched.recipes.common.checkpoint import save_checkpoint
-from lrsched.recipes.common.rundir import claim_run_dir
+from lrsched.recipes.common.rundir import Folder, claim_run_dir
 
 SENTINEL = b"sentinel: must survive every refused command\n"
 
@@ -68,7 +68,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
     ckpt.write_bytes(bytes(data))
     torch.save({"format": 1, "program": "train.py", "step": 1}, d / "format1.pt")
-    with claim_run_dir(d / "otherrun", "train.py", run_files=("checkpoints",)) as rd:
+    with claim_run_dir(d / "otherrun", Folder("train.py", ("checkpoints",))) as rd:
         save_checkpoint({"step": 1}, d / "otherrun" / "checkpoints" / "step-00000001.pt", "train.py", run_id=rd.run_id)
     return d
 

@@ -26,7 +26,7 @@ from fault_helpers import (
 )
 from helpers import PYTHON, REPO, child_env, run_program, wait_for
 
-from lrsched.recipes.common.rundir import acquire_lock, release_lock
+from lrsched.recipes.common.runlock import acquire_lock, release_lock
 
 ARGS = ["--num_epochs", "1", "--max_train_samples", "16", "--per_device_train_batch_size", "2", *TRAIN_SMALL]
 """8 updates, validation at the end, a test of 8 tweets."""

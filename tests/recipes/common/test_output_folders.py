@@ -14,7 +14,9 @@ import pytest
 from helpers import DINO_ENTRY, DINO_SMALL, TRAIN_ENTRY, child_env, read_rows
 from PIL import Image
 
-from lrsched.recipes.common.rundir import RunDirError, check_run_dir, printable, write_probe
+from lrsched.recipes.common.folders import printable, write_probe
+from lrsched.recipes.common.rundir import Folder, check_run_dir
+from lrsched.recipes.common.runlock import RunDirError
 from lrsched.recipes.dino.main import main as phase5
 from lrsched.recipes.finetune.main import main as train
 
@@ -54,9 +56,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_an_existing_folder_that_takes_no_file_is_refused_by_the_check(folder: str) -> None:
     assert write_probe(Path(folder)) is not None
     with pytest.raises(RunDirError, match=rf"^--out {folder}: cannot write in {folder} \(.+\); choose another folder$"):
-        check_run_dir(Path(folder), "prog", output_flag="--out")
+        check_run_dir(Path(folder), Folder("prog", output_flag="--out"))
     with pytest.raises(RunDirError, match=rf"^--out {folder}/sub: cannot write in {folder} "):
-        check_run_dir(Path(folder) / "sub", "prog", output_flag="--out")
+        check_run_dir(Path(folder) / "sub", Folder("prog", output_flag="--out"))
 
 
 def test_the_write_probe_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -68,7 +70,7 @@ def test_a_read_only_folder_is_refused(tmp_path: Path) -> None:
     folder = tmp_path / "ro"
     folder.mkdir(mode=0o555)
     with pytest.raises(RunDirError, match="not writable"):
-        check_run_dir(folder, "prog", output_flag="--out")
+        check_run_dir(folder, Folder("prog", output_flag="--out"))
 
 
 @pytest.mark.skipif(not UNWRITABLE, reason="no /proc or /sys here")

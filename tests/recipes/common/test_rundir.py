@@ -13,18 +13,21 @@ from helpers import child_env
 
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.rundir import (
-    LOCK_FILE,
     RUN_FILE,
-    RunDirError,
-    acquire_lock,
+    Asked,
+    Decision,
+    Folder,
+    OnDisk,
+    RunInfo,
     check_run_dir,
     claim_run_dir,
+    decide,
     read_run,
-    release_lock,
 )
+from lrsched.recipes.common.runlock import LOCK_FILE, RunDirError, acquire_lock, release_lock
 
 FILES = ("log.csv", "checkpoints", "plan.json")
-OPTS = {"run_files": FILES, "output_flag": "--out", "resume_flag": "--resume", "overwrite_flag": "--overwrite"}
+PROG = Folder("prog", FILES, "--out", "--resume", "--overwrite")
 
 
 def tree(root: Path) -> dict[str, bytes | None]:
@@ -33,7 +36,7 @@ def tree(root: Path) -> dict[str, bytes | None]:
 
 def make_run(out: Path, steps: tuple[int, ...] = (2,), program: str = "prog") -> str:
     """A run in ``out`` with checkpoints at ``steps``; returns its id."""
-    with claim_run_dir(out, program, **OPTS) as rd:
+    with claim_run_dir(out, Folder(program, FILES, "--out", "--resume", "--overwrite")) as rd:
         (out / "log.csv").write_text("step\n0\n1\n")
         for step in steps:
             ckpt.save_checkpoint({"step": step}, ckpt.step_path(out / "checkpoints", step), program, run_id=rd.run_id)
@@ -42,7 +45,7 @@ def make_run(out: Path, steps: tuple[int, ...] = (2,), program: str = "prog") ->
 
 def test_a_new_run_writes_its_id_and_holds_the_lock(tmp_path: Path) -> None:
     out = tmp_path / "a" / "b"
-    with claim_run_dir(out, "prog", **OPTS) as rd:
+    with claim_run_dir(out, PROG) as rd:
         info = json.loads((out / RUN_FILE).read_text())
         assert info["id"] == rd.run_id and info["program"] == "prog" and rd.new
         assert (out / LOCK_FILE).read_text().split()[0] == str(os.getpid())
@@ -56,13 +59,13 @@ def test_a_second_process_is_refused_at_once_naming_the_holder(tmp_path: Path) -
     out = tmp_path / "run"
     code = (
         "import sys; from pathlib import Path\n"
-        "from lrsched.recipes.common.rundir import claim_run_dir, RunDirError\n"
+        "from lrsched.recipes.common.rundir import claim_run_dir, Folder, RunDirError\n"
         "try:\n"
-        "    with claim_run_dir(Path(sys.argv[1]), 'prog'): pass\n"
+        "    with claim_run_dir(Path(sys.argv[1]), Folder('prog')): pass\n"
         "except RunDirError as e:\n"
         "    print(e); sys.exit(2)\n"
     )
-    with claim_run_dir(out, "prog", **OPTS):
+    with claim_run_dir(out, PROG):
         before = tree(out)
         proc = subprocess.run(
             [sys.executable, "-c", code, str(out)], capture_output=True, text=True, env=child_env(), timeout=60
@@ -81,12 +84,12 @@ def test_resuming_another_runs_checkpoint_into_a_run_folder_is_refused_naming_bo
     path = ckpt.step_path(a / "checkpoints", 2)
     state = ckpt.load_checkpoint(path, "prog")
     before = tree(b)
-    with pytest.raises(RunDirError) as err, claim_run_dir(b, "prog", state, resume_path=path, **OPTS):
+    with pytest.raises(RunDirError) as err, claim_run_dir(b, PROG, state, resume_path=path):
         pass
     line = str(err.value)
     assert "\n" not in line and id_a in line and id_b in line and str(b) in line and str(path) in line
     assert tree(b) == before
-    with claim_run_dir(b, "prog", state, resume_path=path, overwrite=True, **OPTS) as rd:  # explicit replace
+    with claim_run_dir(b, PROG, state, resume_path=path, overwrite=True) as rd:  # explicit replace
         assert rd.run_id == id_a and not (b / "log.csv").exists()
 
 
@@ -94,11 +97,11 @@ def test_resuming_into_a_new_folder_continues_the_same_run(tmp_path: Path) -> No
     a = tmp_path / "a"
     id_a = make_run(a)
     path = ckpt.step_path(a / "checkpoints", 2)
-    with claim_run_dir(tmp_path / "c", "prog", ckpt.load_checkpoint(path, "prog"), resume_path=path, **OPTS) as rd:
+    with claim_run_dir(tmp_path / "c", PROG, ckpt.load_checkpoint(path, "prog"), resume_path=path) as rd:
         assert rd.run_id == id_a
     info = read_run(tmp_path / "c")
     assert info is not None and info.resumed_from == str(path)
-    with claim_run_dir(a, "prog", ckpt.load_checkpoint(path, "prog"), resume_path=path, **OPTS) as rd:
+    with claim_run_dir(a, PROG, ckpt.load_checkpoint(path, "prog"), resume_path=path) as rd:
         assert rd.run_id == id_a and not rd.new
 
 
@@ -106,13 +109,13 @@ def test_a_fresh_start_over_a_run_with_checkpoints_is_refused(tmp_path: Path) ->
     out = tmp_path / "run"
     run_id = make_run(out)
     with pytest.raises(RunDirError, match=f"holds run {run_id} .* pass --resume latest to continue it"):
-        check_run_dir(out, "prog", **OPTS)
+        check_run_dir(out, PROG)
 
 
 def test_a_run_that_never_saved_restarts_cleanly(tmp_path: Path) -> None:
     out = tmp_path / "run"
     old = make_run(out, steps=())
-    with claim_run_dir(out, "prog", **OPTS) as rd:
+    with claim_run_dir(out, PROG) as rd:
         assert rd.run_id != old and rd.cleared and not (out / "log.csv").exists()
 
 
@@ -121,9 +124,9 @@ def test_files_of_an_older_run_without_run_json_are_refused_unless_overwritten(t
     out.mkdir()
     (out / "log.csv").write_text("old\n")
     with pytest.raises(RunDirError, match=r"holds files of a run without run.json \(log.csv"):
-        check_run_dir(out, "prog", **OPTS)
+        check_run_dir(out, PROG)
     (out / "notes.txt").write_text("mine\n")
-    with claim_run_dir(out, "prog", overwrite=True, **OPTS):
+    with claim_run_dir(out, PROG, overwrite=True):
         pass
     assert sorted(p.name for p in out.iterdir()) == sorted([LOCK_FILE, "notes.txt", RUN_FILE])
 
@@ -132,7 +135,7 @@ def test_a_run_of_another_program_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "run"
     make_run(out, program="other")
     with pytest.raises(RunDirError, match="not a prog run"):
-        check_run_dir(out, "prog", overwrite=True, **OPTS)
+        check_run_dir(out, PROG, overwrite=True)
 
 
 def test_unusable_paths_are_one_line_and_create_nothing(tmp_path: Path) -> None:
@@ -146,7 +149,7 @@ def test_unusable_paths_are_one_line_and_create_nothing(tmp_path: Path) -> None:
         (tmp_path / "file", "exists and is not a directory"),
     ]
     for path, message in cases:
-        with pytest.raises(RunDirError, match=message), claim_run_dir(path, "prog", **OPTS):
+        with pytest.raises(RunDirError, match=message), claim_run_dir(path, PROG):
             pass
     assert tree(tmp_path) == before
 
@@ -154,10 +157,10 @@ def test_unusable_paths_are_one_line_and_create_nothing(tmp_path: Path) -> None:
 def test_a_live_runs_folder_is_reported_in_use_before_anything_about_its_contents(tmp_path: Path) -> None:
     out = tmp_path / "live"
     make_run(out)
-    with claim_run_dir(out, "prog", ckpt.load_checkpoint(ckpt.step_path(out / "checkpoints", 2), "prog"), **OPTS):
+    with claim_run_dir(out, PROG, ckpt.load_checkpoint(ckpt.step_path(out / "checkpoints", 2), "prog")):
         for resume in (None, {"run_id": "someone-else"}):
             with pytest.raises(RunDirError, match=rf"in use by another process \(pid {os.getpid()}\)"):
-                check_run_dir(out, "prog", resume, **OPTS)
+                check_run_dir(out, PROG, resume)
 
 
 def test_a_forked_child_does_not_keep_the_lock_after_the_parent_releases_it(tmp_path: Path) -> None:
@@ -165,7 +168,7 @@ def test_a_forked_child_does_not_keep_the_lock_after_the_parent_releases_it(tmp_
     import os
     import signal as sig
 
-    from lrsched.recipes.common.rundir import check_not_in_use
+    from lrsched.recipes.common.runlock import check_not_in_use
 
     fd = acquire_lock(tmp_path, "phase5_big_run")
     ready, started = os.pipe()
@@ -185,3 +188,46 @@ def test_a_forked_child_does_not_keep_the_lock_after_the_parent_releases_it(tmp_
         os.waitpid(child, 0)
         os.close(ready)
         os.close(started)
+
+
+# --- the decision as a table: a pure function of the folder and the request -----------------------
+
+X = RunInfo("x", "prog", "2026-01-01T00:00:00+00:00")
+NOTHING, EARLY_CRASH, RUN_X = OnDisk(None, (), False), OnDisk(X, ("log.csv",), False), OnDisk(X, ("log.csv",), True)
+OLDER = OnDisk(None, ("log.csv",), True)
+OTHER_PROGRAM = OnDisk(RunInfo("y", "other", "2026-01-01T00:00:00+00:00"), (), True)
+OF_X, OF_Z = {"run_id": "x"}, {"run_id": "z"}
+
+
+@pytest.mark.parametrize(
+    ("disk", "asked", "expected"),
+    [
+        (NOTHING, Asked(), Decision(None, clear=False, existing=None)),
+        (EARLY_CRASH, Asked(), Decision(None, clear=True, existing=X)),
+        (
+            RUN_X,
+            Asked(),
+            "holds run x (prog, created 2026-01-01T00:00:00+00:00) with checkpoints; pass --resume latest",
+        ),
+        (RUN_X, Asked(overwrite=True), Decision(None, clear=True, existing=X)),
+        (OLDER, Asked(), "holds files of a run without run.json (log.csv; an older lrsched?)"),
+        (OLDER, Asked(overwrite=True), Decision(None, clear=True, existing=None)),
+        (OTHER_PROGRAM, Asked(), "holds a run y (other, created 2026-01-01T00:00:00+00:00), not a prog run"),
+        (OTHER_PROGRAM, Asked(OF_X, overwrite=True), "not a prog run"),
+        (NOTHING, Asked(OF_Z), Decision("z", clear=False, existing=None)),
+        (RUN_X, Asked(OF_X), Decision("x", clear=False, existing=X)),
+        (RUN_X, Asked(OF_Z), "a checkpoint of run z, but --out F holds another, run x"),
+        (RUN_X, Asked(OF_Z, overwrite=True), Decision("z", clear=True, existing=X)),
+        (RUN_X, Asked({"run_id": None}, own_checkpoint=True), Decision("x", clear=False, existing=X)),
+        (OLDER, Asked({"run_id": None}, own_checkpoint=True), Decision(None, clear=False, existing=None)),
+        (OLDER, Asked(OF_Z), "a checkpoint of run z, but --out F holds files of another run (log.csv)"),
+        (OLDER, Asked(OF_Z, overwrite=True), Decision("z", clear=True, existing=None)),
+    ],
+)
+def test_what_a_command_may_do_with_a_folder(disk: OnDisk, asked: Asked, expected: Decision | str) -> None:
+    if isinstance(expected, str):
+        with pytest.raises(RunDirError) as err:
+            decide("--out F", disk, PROG, asked)
+        assert expected in str(err.value) and len(str(err.value).splitlines()) == 1
+    else:
+        assert decide("--out F", disk, PROG, asked) == expected

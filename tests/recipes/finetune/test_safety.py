@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from lrsched.recipes.common import checkpoint as ckpt
-from lrsched.recipes.common.rundir import RUN_FILE, acquire_lock, claim_run_dir, release_lock
+from lrsched.recipes.common.rundir import RUN_FILE, Folder, claim_run_dir
+from lrsched.recipes.common.runlock import acquire_lock, release_lock
 from lrsched.recipes.common.runlog import read_log
 from lrsched.recipes.finetune import loop
 from lrsched.recipes.finetune import model as M
@@ -110,7 +111,7 @@ def test_another_runs_checkpoint_into_a_run_folder_is_refused_naming_both(
     run_a: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     b = tmp_path / "b"
-    with claim_run_dir(b, PROGRAM_ID, run_files=RUN_FILES):
+    with claim_run_dir(b, Folder(PROGRAM_ID, RUN_FILES)):
         (b / "log.csv").write_text("step,epoch,lr,loss\n0,1,0.0,1.0\n")
     before = tree(b)
     mid = run_a / "checkpoints" / "step-00000002.pt"
@@ -140,7 +141,7 @@ def test_a_run_that_died_before_its_first_checkpoint_is_no_dead_end(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "early"
-    with claim_run_dir(out, PROGRAM_ID, run_files=RUN_FILES):  # what a kill before the first checkpoint leaves
+    with claim_run_dir(out, Folder(PROGRAM_ID, RUN_FILES)):  # what a kill before the first checkpoint leaves
         (out / "plan.json").write_text("{}")
         (out / "log.csv").write_text("step,epoch,lr,loss\n0,1,0.0,1.0\n")
     old = run_id(out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lrsched.recipes.common.rundir import printable
+from lrsched.recipes.common.folders import printable
 from lrsched.recipes.common.runlog import read_log_thinned
 
 

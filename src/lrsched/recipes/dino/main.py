@@ -28,7 +28,9 @@ from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.device import describe_device, pick_device
 from lrsched.recipes.common.distributed import World, close_world, every_rank, init_world
 from lrsched.recipes.common.faults import EXIT_NONFINITE, NonFiniteLoss
-from lrsched.recipes.common.rundir import check_not_in_use, check_run_dir, claim_run_dir, print_any_path
+from lrsched.recipes.common.folders import print_any_path
+from lrsched.recipes.common.rundir import Folder, check_run_dir, claim_run_dir
+from lrsched.recipes.common.runlock import check_not_in_use
 from lrsched.recipes.common.runlog import RunLog, write_json
 from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.dino.curves import draw_curves
@@ -62,6 +64,8 @@ RUN_FILES = (
     "error.log",
 )
 """What a phase5 run leaves in its folder (cleared when a run that never saved restarts there)."""
+FOLDER = Folder(PROGRAM_ID, RUN_FILES, output_flag="--output-dir", resume_flag="--resume")
+"""What phase5 tells ``rundir`` about its output folders."""
 DATA_INDEX = "data_index.tsv"
 """The run's record of its data: the fingerprint, then one line per file (``label<TAB>path``)."""
 
@@ -361,16 +365,11 @@ def _device(settings: Settings) -> torch.device:
         raise UsageError(f"--device {settings.args.device}: {err}") from None
 
 
-def run_dir_options(settings: Settings) -> dict[str, Any]:
-    """What phase5 tells ``check_run_dir`` and ``claim_run_dir`` about its folder."""
-    return {"resume_path": settings.resume_path, "run_files": RUN_FILES, "output_flag": "--output-dir"}
-
-
 def run_program(settings: Settings, world: World, device: torch.device, stop: StopRequest) -> int:
     """Claim the folder, build the run, write the plan, train and report; the exit status."""
     out = settings.output_dir
     with shared.usage_errors(PROG):
-        check_run_dir(out, PROGRAM_ID, settings.resume, world=world, **run_dir_options(settings))
+        check_run_dir(out, FOLDER, settings.resume, resume_path=settings.resume_path, world=world)
         check_ranks_see_the_same_data(settings.data, settings.args, world)
     try:
         run = build_run(settings, world, device)
@@ -381,7 +380,7 @@ def run_program(settings: Settings, world: World, device: torch.device, stop: St
     with contextlib.ExitStack() as stack:
         try:
             claimed = stack.enter_context(
-                claim_run_dir(out, PROGRAM_ID, settings.resume, world=world, **run_dir_options(settings))
+                claim_run_dir(out, FOLDER, settings.resume, resume_path=settings.resume_path, world=world)
             )
         except UsageError as err:
             print(f"{PROG}: error: {err}", file=sys.stderr)

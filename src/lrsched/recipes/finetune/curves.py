@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lrsched import render
-from lrsched.recipes.common.rundir import printable
+from lrsched.recipes.common.folders import printable
 from lrsched.recipes.common.runlog import read_log
 
 SMOOTH = 0.9

@@ -39,7 +39,8 @@ from lrsched.recipes.common.checkpoint import is_disk_full, latest_checkpoint, l
 from lrsched.recipes.common.device import describe_device, device_memory, pick_device
 from lrsched.recipes.common.distributed import World, close_world, init_world
 from lrsched.recipes.common.faults import EXIT_NONFINITE, NonFiniteLoss
-from lrsched.recipes.common.rundir import check_run_dir, claim_run_dir, print_any_path
+from lrsched.recipes.common.folders import print_any_path
+from lrsched.recipes.common.rundir import Folder, check_run_dir, claim_run_dir
 from lrsched.recipes.common.runlog import write_json
 from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.finetune import batches as B
@@ -54,6 +55,8 @@ from lrsched.strategy import Plan, updates_per_epoch
 EXIT_USAGE, EXIT_FAILED = 2, 1
 RUN_FILES = ("plan.json", "args.json", "log.csv", "eval.json", "curves.png", "checkpoints", "best", "last", "tb")
 RESUME_FLAG, OUTPUT_FLAG, OVERWRITE_FLAG = "--resume_from_checkpoint", "--output_dir", "--overwrite_output_dir"
+FOLDER = Folder(PROGRAM_ID, RUN_FILES, OUTPUT_FLAG, RESUME_FLAG, OVERWRITE_FLAG)
+"""What train.py tells ``rundir`` about its output folders."""
 
 
 # ---------------------------------------------------------------- validation
@@ -123,18 +126,6 @@ def check_resume(state: dict[str, Any], plan: Plan, identity: dict[str, Any], fl
             "resume with the flags it was started with",
             err.changes,
         ) from None
-
-
-def run_dir_options(args: argparse.Namespace, resume_path: Path | None) -> dict[str, Any]:
-    """The arguments train.py gives ``check_run_dir`` and ``claim_run_dir``."""
-    return {
-        "resume_path": resume_path,
-        "run_files": RUN_FILES,
-        "overwrite": args.overwrite_output_dir,
-        "output_flag": OUTPUT_FLAG,
-        "resume_flag": RESUME_FLAG,
-        "overwrite_flag": OVERWRITE_FLAG,
-    }
 
 
 def _gb(n: float) -> str:
@@ -217,7 +208,7 @@ def prepare(args: argparse.Namespace, world: World, device: torch.device) -> Set
     flag = RESUME_FLAG
     resume_path = resolve_resume(args.resume_from_checkpoint, output_dir, flag)
     state = None if resume_path is None else load_checkpoint(resume_path, PROGRAM_ID, flag)
-    check_run_dir(output_dir, PROGRAM_ID, state, world=world, **run_dir_options(args, resume_path))
+    check_run_dir(output_dir, FOLDER, state, resume_path=resume_path, overwrite=args.overwrite_output_dir, world=world)
     torch.manual_seed(args.seed)  # the new classification head
     model = M.load_model(model_dir, splits.label_names)
     identity = run_identity(args, splits, world, model)
@@ -321,7 +312,12 @@ def _main(args: argparse.Namespace, stop: StopRequest) -> int:
         try:
             rundir = stack.enter_context(
                 claim_run_dir(
-                    run.output_dir, PROGRAM_ID, run.resume, world=world, **run_dir_options(args, run.resume_path)
+                    run.output_dir,
+                    FOLDER,
+                    run.resume,
+                    resume_path=run.resume_path,
+                    overwrite=args.overwrite_output_dir,
+                    world=world,
                 )
             )
         except UsageError as err:
