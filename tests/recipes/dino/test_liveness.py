@@ -18,9 +18,9 @@ import pytest
 from helpers import DINO_ENTRY, PYTHON, child_env, read_rows, wait_for
 
 from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint
+from lrsched.recipes.common.exits import EXIT_DATA, EXIT_ERROR
 from lrsched.recipes.common.faults import FAIL_AT, STALL_AT
 from lrsched.recipes.dino.flags import PROGRAM_ID
-from lrsched.recipes.dino.main import EXIT_DATA, EXIT_ERROR
 
 from .dino_helpers import make_image_folder
 

@@ -1,7 +1,7 @@
 """A non-finite loss, and the test hooks that provoke faults: one definition for both programs.
 
 ``NonFiniteLoss`` is raised by a training loop before the update of a step whose loss (or
-gradient norm) is NaN or infinite; the program then exits with ``EXIT_NONFINITE``, the last good
+gradient norm) is NaN or infinite; the program then exits with ``exits.EXIT_NONFINITE``, the last good
 checkpoint untouched.
 
 The fault tests steer a run through two environment variables, each read the same way
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import os
 
-EXIT_NONFINITE = 3
-"""The exit status of a run stopped by a non-finite loss or gradient."""
 INJECT_NAN = "LRSCHED_INJECT_NAN_AT_STEP"
 """Test hook: the loss of this step is made NaN (fault tests of the non-finite-loss stop)."""
 STOP_AT = "LRSCHED_STOP_AT_STEP"

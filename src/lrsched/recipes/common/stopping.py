@@ -22,6 +22,10 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+import torch
+
+from lrsched.recipes.common.distributed import World, any_rank
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -92,3 +96,9 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+def stop_together(stop: StopRequest, world: World, device: torch.device) -> None:
+    """A point every rank passes: ``Stopped`` on all of them when any rank got a signal (a collective)."""
+    if any_rank(stop.requested is not None, world, device):
+        raise Stopped(stop.requested or "a signal to another rank")

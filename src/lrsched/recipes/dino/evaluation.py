@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from lrsched.recipes.common.device import autocast
-from lrsched.recipes.common.distributed import any_rank, barrier
-from lrsched.recipes.common.stopping import Stopped, StopRequest
+from lrsched.recipes.common.distributed import barrier
+from lrsched.recipes.common.stopping import StopRequest, stop_together
 from lrsched.recipes.dino import knn
 from lrsched.recipes.dino.augment import as_float
 from lrsched.recipes.dino.data import Source
@@ -24,7 +24,7 @@ def _features(
     """Features of images ``ids`` (the teacher's ``--knn-features``, or raw pixels when ``net`` is None) and labels.
 
     In one process a stop request raises ``Stopped`` between batches or while waiting for one; under torchrun rank 0
-    finishes (the other ranks wait for it) and every rank stops after (``stop_point``).
+    finishes (the other ranks wait for it) and every rank stops after (``stop_together``).
     """
     s = run.settings
     size = s.preset.global_size if net is not None else min(s.preset.global_size, RAW_PIXELS_SIDE)
@@ -65,12 +65,6 @@ def knn_eval(run: State, net: DINONet | None, stop: StopRequest) -> float | None
     return knn.knn_top1(train_f, train_y, test_f, test_y)
 
 
-def stop_point(run: State, stop: StopRequest) -> None:
-    """A point every rank passes: ``Stopped`` on all of them when any rank got a signal."""
-    if any_rank(stop.requested is not None, run.world, run.device):
-        raise Stopped(stop.requested or "a signal to another rank")
-
-
 def evaluate(run: State, stop: StopRequest) -> None:
     """k-NN of the teacher at step ``t`` on rank 0 (recorded in the metrics); others wait."""
     if run.world.is_main:
@@ -87,7 +81,7 @@ def evaluate(run: State, stop: StopRequest) -> None:
                 f"raw pixels {run.metrics.get('knn_top1_raw_pixels', 0):.4f})",
             )
     barrier(run.world)
-    stop_point(run, stop)
+    stop_together(stop, run.world, run.device)
 
 
 def baselines(run: State, stop: StopRequest) -> None:
@@ -101,4 +95,4 @@ def baselines(run: State, stop: StopRequest) -> None:
         if raw is not None and init is not None:
             say(run, f"k-NN top-1 before training: raw pixels {raw:.4f}, network at init {init:.4f}")
     barrier(run.world)
-    stop_point(run, stop)
+    stop_together(stop, run.world, run.device)

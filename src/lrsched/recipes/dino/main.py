@@ -4,8 +4,7 @@ Order of work, so that bad input never leaves a trace: parse the flags (``flags`
 check everything -- the four schedules and the freeze, the preset, the data, the checkpoint to
 resume from, the output folder -- then build the run and train (``loop``), then report.
 
-Exit status: 0 finished or stopped on request (SIGINT/SIGTERM/SIGHUP, checkpoint saved), 1 disk full, 2 bad input,
-3 non-finite loss, 4 the data path failed, 5 any other error (4 and 5: the state saved when it is whole).
+Exit statuses: ``recipes/common/exits.py`` (the table: docs/design.md, "Exit statuses").
 """
 
 from __future__ import annotations
@@ -27,7 +26,8 @@ from lrsched.errors import UsageError
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.device import describe_device, pick_device
 from lrsched.recipes.common.distributed import World, close_world, every_rank, init_world
-from lrsched.recipes.common.faults import EXIT_NONFINITE, NonFiniteLoss
+from lrsched.recipes.common.exits import EXIT_DATA, EXIT_ERROR, EXIT_FAILED, EXIT_NONFINITE, EXIT_USAGE
+from lrsched.recipes.common.faults import NonFiniteLoss
 from lrsched.recipes.common.folders import print_any_path
 from lrsched.recipes.common.rundir import Folder, check_run_dir, claim_run_dir
 from lrsched.recipes.common.runlock import check_not_in_use
@@ -46,12 +46,6 @@ from lrsched.recipes.dino.stream import DataFailure, one_line
 from lrsched.recipes.dino.vit import PRESETS, Preset
 from lrsched.schedules import Schedule
 
-EXIT_DISK_FULL = 1
-EXIT_USAGE = 2
-EXIT_DATA = 4
-"""The data path failed (no batch before --data-timeout, images gone, a worker died); state saved."""
-EXIT_ERROR = 5
-"""Any other error after the model exists (MemoryError, a bug); state saved when whole, traceback in error.log."""
 RUN_FILES = (
     "log.csv",
     "metrics.json",
@@ -419,7 +413,7 @@ def _train_and_report(run: State, stop: StopRequest) -> int:
                 f"{PROG}: error: no space left on the device; {kept}; free some space and --resume latest",
                 file=sys.stderr,
             )
-            return EXIT_DISK_FULL
+            return EXIT_FAILED
         return _fail(run, log, f"{one_line(err)} (traceback in {_write_traceback(out)})", EXIT_ERROR)
     finish(run, log, status)
     return 0

@@ -49,7 +49,7 @@ from lrsched.recipes.common.device import autocast
 from lrsched.recipes.common.distributed import World, any_rank, barrier, every_rank, mean_across
 from lrsched.recipes.common.faults import INJECT_NAN, NonFiniteLoss, hook_step
 from lrsched.recipes.common.runlog import RunLog
-from lrsched.recipes.common.stopping import Stopped, StopRequest
+from lrsched.recipes.common.stopping import Stopped, StopRequest, stop_together
 from lrsched.recipes.finetune import batches as B
 from lrsched.recipes.finetune import model as M
 from lrsched.recipes.finetune.evaluation import eval_tokens, evaluate, rank_summary, write_eval
@@ -262,17 +262,6 @@ def best_is_missing(run: Settings, state: State) -> bool:
 # ---------------------------------------------------------------- the loop
 
 
-def stop_requested(stop: StopRequest, world: World, device: torch.device) -> bool:
-    """Whether any rank got a signal (all ranks agree, so they stop at the same step)."""
-    return any_rank(stop.requested is not None, world, device)
-
-
-def stop_point(run: Settings, stop: StopRequest) -> None:
-    """A point every rank passes: raise ``Stopped`` on all of them if any rank got a signal."""
-    if stop_requested(stop, run.world, run.device):
-        raise Stopped(stop.requested or "a signal to another rank")
-
-
 def epoch_end(run: Settings, step: int) -> bool:
     total = run.plan.schedule.total
     return step > 0 and (step % run.updates_per_epoch == 0 or step == total)
@@ -305,7 +294,7 @@ def run_updates(run: Settings, state: State, log: RunLog | None, bar: tqdm[Any],
     if epoch_end(run, state.step) and not (state.history and state.history[-1]["step"] == state.step):
         close_epoch(run, state, bar, stop)  # a stop cut this validation short: do it now
     while state.step < total:
-        stop_point(run, stop)
+        stop_together(stop, run.world, run.device)
         epoch = state.step // upe
         batches = epoch_batches(run, state, epoch)
         k = state.step - epoch * upe
@@ -340,9 +329,9 @@ def _fmt(result: dict[str, Any]) -> str:
 def finish(run: Settings, state: State, stop: StopRequest) -> dict[str, Any] | None:
     """Save the last model, test the best one, write eval.json and curves.png (a stop between parts
     leaves the step's checkpoint; resuming it redoes the report)."""
-    stop_point(run, stop)
+    stop_together(stop, run.world, run.device)
     save_model(run, state.model, "last", dedupe_with="best")
-    stop_point(run, stop)
+    stop_together(stop, run.world, run.device)
     ranks = rank_summary(run, state)
     test: dict[str, Any] | None = None
     if run.splits.test is not None:
@@ -350,7 +339,7 @@ def finish(run: Settings, state: State, stop: StopRequest) -> dict[str, Any] | N
         assert state.best is not None
         test = {"model": f"best (epoch {state.best['epoch']:g}, step {state.best['step']})"}
         test.update(evaluate(run, best, run.splits.test, stop, eval_tokens(run, state, "test", run.splits.test)))
-    stop_point(run, stop)
+    stop_together(stop, run.world, run.device)
     write_eval(run, state, test, ranks)
     if run.world.is_main:
         from lrsched.recipes.finetune.curves import draw_curves
@@ -384,7 +373,7 @@ def train(run: Settings, stop: StopRequest) -> None:
     total = run.plan.schedule.total
     bar = tqdm(total=total, initial=state.step, disable=not main or run.args.disable_tqdm, unit="update")
     try:
-        stop_point(run, stop)
+        stop_together(stop, run.world, run.device)
         run_updates(run, state, log, bar, stop)
         bar.close()
         if log is not None:

@@ -13,10 +13,7 @@ Order of work, so that bad input never leaves a trace:
 Signals (SIGINT, SIGTERM, SIGHUP): before the model exists the program exits at once, having
 written nothing; afterwards, anywhere, it saves the latest state as a checkpoint and exits 0.
 
-Exit status: 0 done (or stopped by a signal, after saving a checkpoint), 2 bad input,
-3 a non-finite training loss or gradient (the run stops before that update; the last good
-checkpoint stays as it was), 1 a full disk (one line; the last checkpoint is intact) or
-anything unexpected (with a traceback).
+Exit statuses: ``recipes/common/exits.py`` (the table: docs/design.md, "Exit statuses").
 """
 
 from __future__ import annotations
@@ -38,7 +35,8 @@ from lrsched.flags import check_peak, finetune_plan
 from lrsched.recipes.common.checkpoint import is_disk_full, latest_checkpoint, load_checkpoint, resolve_resume
 from lrsched.recipes.common.device import describe_device, device_memory, pick_device
 from lrsched.recipes.common.distributed import World, close_world, init_world
-from lrsched.recipes.common.faults import EXIT_NONFINITE, NonFiniteLoss
+from lrsched.recipes.common.exits import EXIT_FAILED, EXIT_NONFINITE, EXIT_USAGE
+from lrsched.recipes.common.faults import NonFiniteLoss
 from lrsched.recipes.common.folders import print_any_path
 from lrsched.recipes.common.rundir import Folder, check_run_dir, claim_run_dir
 from lrsched.recipes.common.runlog import write_json
@@ -52,7 +50,6 @@ from lrsched.recipes.finetune.state import Settings
 from lrsched.schedules import adopt, differences
 from lrsched.strategy import Plan, updates_per_epoch
 
-EXIT_USAGE, EXIT_FAILED = 2, 1
 RUN_FILES = ("plan.json", "args.json", "log.csv", "eval.json", "curves.png", "checkpoints", "best", "last", "tb")
 RESUME_FLAG, OUTPUT_FLAG, OVERWRITE_FLAG = "--resume_from_checkpoint", "--output_dir", "--overwrite_output_dir"
 FOLDER = Folder(PROGRAM_ID, RUN_FILES, OUTPUT_FLAG, RESUME_FLAG, OVERWRITE_FLAG)
