@@ -60,10 +60,10 @@ def test_show_one_epoch(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "show", "--num_epochs", "1", "--steps_per_epoch", "200")
     assert (code, err) == (0, "")
     assert out.splitlines()[0] == "plan for train.py"
-    assert "constant" in plan_line(out, "shape") and "auto: 1 epochs" in plan_line(out, "shape")
+    assert "constant" in plan_line(out, "shape") and "auto: 1 epoch -> constant" in plan_line(out, "shape")
     assert "3e-05" in plan_line(out, "peak") and "(auto" in plan_line(out, "peak")
     assert "10 steps" in plan_line(out, "warmup") and "5% of 200" in plan_line(out, "warmup")
-    assert "200 steps" in plan_line(out, "total") and "1 epochs x 200 updates" in plan_line(out, "total")
+    assert "200 steps" in plan_line(out, "total") and "1 epoch x 200 updates" in plan_line(out, "total")
     assert "(default)" in plan_line(out, "min_lr")
     assert key_values(out) == pytest.approx({0: 0.0, 9: 2.7e-5, 10: 3e-5, 105: 3e-5, 199: 3e-5, 200: 3e-5})
     assert "┤" in out and "W=10" in out and "T=200" in out
@@ -97,7 +97,10 @@ def test_show_strategy_rows(
     assert plan_line(out, "shape").split()[1] == shape
     assert plan_line(out, "peak").split()[1] == peak
     assert plan_line(out, "warmup").split()[1] == warmup.split()[0]
-    assert plan_line(out, "cycles").split()[1] == cycles
+    if cycles == "n/a":  # a shape without cycles prints no cycles line
+        assert not any(line.split()[:1] == ["cycles"] for line in out.splitlines())
+    else:
+        assert plan_line(out, "cycles").split()[1] == cycles
 
 
 def test_show_linear_key_steps_follow_formula(capsys: pytest.CaptureFixture[str]) -> None:
@@ -555,4 +558,75 @@ def test_show_notes_that_scale_lr_changes_nothing_at_one_epoch(capsys: pytest.Ca
     argv = ("show", "--num_epochs", "1", "--steps_per_epoch", "100", "--scale_lr_for_short_training")
     code, out, _ = run(capsys, *argv)
     assert code == 0
-    assert "note: --scale_lr_for_short_training changes nothing at 1 epochs: it scales only an explicit" in out
+    assert "note: --scale_lr_for_short_training changes nothing at 1 epoch: it scales only an explicit" in out
+
+
+# --- issue 22: the texts a newcomer stumbled on ---------------------------------------------------
+
+
+def test_counts_of_one_are_singular(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "show", "--num_epochs", "1", "--steps_per_epoch", "1", "--warmup_steps", "0")
+    assert code == 0
+    assert plan_line(out, "total").split() == ["total", "1", "step", "(1", "epoch", "x", "1", "update)"]
+    assert plan_line(out, "shape").endswith("(auto: 1 epoch -> constant)")
+    assert plan_line(out, "warmup").split()[1:3] == ["0", "steps"]
+    _, out, _ = run(capsys, "show", "--max-steps", "2", "--warmup-steps", "1", "--every", "1")
+    assert "lr every 1 step:" in out and "1 steps" not in out
+    _, out, err = run(capsys, "show", "--num_epochs", "1", "--steps_per_epoch", "1")
+    assert "gives 1 warm-up step, must be fewer than the 1 total step;" in err
+
+
+def test_a_plan_without_cycles_prints_no_cycles_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """ "cycles n/a (auto: 3 epochs -> 1)" named a source for a value the plan does not have."""
+    _, out, _ = run(capsys, "show", "--num_epochs", "3", "--steps_per_epoch", "100")
+    assert "cycles" not in out
+    data = show_json(capsys, "--num_epochs", "3", "--steps_per_epoch", "100")
+    assert data["plan"]["cycles"] is None
+    assert data["plan"]["sources"]["cycles"] == "n/a: only cosine_restarts has cycles"
+    _, out, _ = run(capsys, "show", "--num_epochs", "3", "--steps_per_epoch", "100", "--lr_strategy", "cosine_restarts")
+    assert plan_line(out, "cycles").split()[1:] == ["1", "(auto:", "3", "epochs", "->", "1)"]
+
+
+@pytest.mark.parametrize(
+    "argv, label",
+    [
+        (["--num_epochs", "1", "--steps_per_epoch", "200"], "mid-run, peak held"),
+        (
+            ["--num_epochs", "10", "--steps_per_epoch", "100", "--cosine_restarts"],
+            "restart: cycle 2 starts at the peak",
+        ),
+        (["--num_epochs", "3", "--steps_per_epoch", "100", "--lr_strategy", "cosine_restarts"], "mid-decay"),
+        (["--num_epochs", "3", "--steps_per_epoch", "100", "--lr_strategy", "linear"], "mid-decay"),
+    ],
+)
+def test_the_middle_key_step_is_labelled_by_what_it_is(
+    capsys: pytest.CaptureFixture[str], argv: list[str], label: str
+) -> None:
+    _, out, _ = run(capsys, "show", *argv)
+    middle = [line for line in out.splitlines() if line.startswith("  step ")][3]
+    assert middle.split(maxsplit=4)[4].strip() == label
+
+
+def test_the_restart_peak_is_at_the_peak() -> None:
+    schedule = Schedule("cosine_restarts", base=5e-5, final=0.0, warmup=100, total=1000, cycles=2.0)
+    assert schedule(550) == 5e-5 and cli.middle_label(schedule, 550) == "restart: cycle 2 starts at the peak"
+    assert cli.middle_label(schedule, 325) == "mid-decay of cycle 1"
+
+
+def test_an_open_ended_plan_says_it_holds_the_peak(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "show", "--lr", "5e-4")
+    assert plan_line(out, "shape").strip() == "shape   constant         (open-ended: cosine needs --max-steps)"
+    data = show_json(capsys, "--lr", "5e-4")
+    assert (data["plan"]["shape"], data["plan"]["total_steps"]) == ("cosine", None)  # the shape asked for
+    _, out, _ = run(capsys, "show", "--decay-ratio", "0.2")
+    assert "constant         (open-ended: wsd needs --max-steps)" in plan_line(out, "shape")
+    _, out, _ = run(capsys, "show", "--max-steps", "100", "--warmup-steps", "10")
+    assert plan_line(out, "shape").split()[1] == "cosine"
+
+
+def test_phase5_help_states_only_its_own_defaults() -> None:
+    text = _phase5_parser().format_help()
+    assert "train.py" not in text
+    squeezed = " ".join(text.split())
+    assert "floor at the end of the decay (default 1e-6)" in squeezed
+    assert "linear warm-up steps from 0 to the peak (default 2500)" in squeezed

@@ -373,3 +373,41 @@ def test_phase5_refuses_a_bad_warmup_ratio_in_one_line(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+# --- issue 22: each program's help, and args.json in JSON types ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "program, names, mine, other",
+    [("phase5", PRETRAIN_FLAGS, "(default 1e-6)", "train.py"), ("train", FINETUNE_FLAGS, "(default 0)", "phase5")],
+)
+def test_each_program_s_help_states_its_own_defaults(
+    program: str, names: tuple[str, ...], mine: str, other: str
+) -> None:
+    parser = ArgumentParser(prog=program)
+    add_schedule_flags(parser, names, program=program)
+    text = " ".join(parser.format_help().split())
+    assert f"floor at the end of the decay {mine}" in text and other not in text
+    both = " ".join(parser_for(names).format_help().split())
+    assert "phase5 default 1e-6; train.py default 0" in both  # lrsched itself serves both programs
+
+
+def test_args_json_holds_json_types_and_resolved_defaults() -> None:
+    import json
+    from pathlib import Path
+
+    from lrsched.flags import FINETUNE_DEFAULTS, args_json
+
+    parser = parser_for(FINETUNE_FLAGS)
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--output_dir", type=Path)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(["--num_epochs", "1", "--bf16", "--output_dir", "runs/x", "--warmup_ratio", "0.05"])
+    record = args_json(args, FINETUNE_DEFAULTS)
+    assert json.loads(json.dumps(record)) == record
+    assert (record["bf16"], record["seed"], record["num_epochs"]) == (True, 1, 1)
+    assert (record["lr_strategy"], record["warmup_ratio"], record["output_dir"]) == ("auto", 0.05, "runs/x")
+    assert record["learning_rate"] is None and record["cosine_restarts"] is False
+    assert args_json(parser.parse_args([]), FINETUNE_DEFAULTS)["num_epochs"] == 3
+    assert args_json(parser.parse_args(["--num_epochs", "2.5"]))["num_epochs"] == 2.5

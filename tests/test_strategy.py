@@ -35,9 +35,9 @@ def test_auto_row(epochs: str) -> None:
     assert plan.source("shape").startswith("auto") and shape in plan.source("shape")
     assert plan.source("peak").startswith("auto") and f"{peak:g}" in plan.source("peak")
     assert plan.source("warmup").startswith("auto") and str(total) in plan.source("warmup")
-    assert plan.source("cycles").startswith("auto")
+    assert plan.source("cycles") == "n/a: only cosine_restarts has cycles"  # not the row's unused cycles
     assert plan.source("min_lr") == "default"
-    assert plan.source("total") == f"{epochs} epochs x 100 updates"
+    assert plan.source("total") == f"{epochs} {'epoch' if epochs == '1' else 'epochs'} x 100 updates"
     assert plan.notes == ()
     # the same row with cosine_restarts gets the row's cycles
     restarts = resolve_finetune(epochs=Fraction(epochs), steps_per_epoch=100, strategy="cosine_restarts")
@@ -218,7 +218,7 @@ def test_a_run_too_short_for_the_automatic_warmup_says_the_ratio_was_automatic()
     with pytest.raises(UsageError) as err:
         resolve_finetune(epochs=Fraction(1), steps_per_epoch=1)
     assert str(err.value) == (
-        "--warmup_ratio (auto 5%): gives 1 warm-up steps, must be fewer than the 1 total steps;"
+        "--warmup_ratio (auto 5%): gives 1 warm-up step, must be fewer than the 1 total step;"
         " pass --warmup_steps 0 or train longer"
     )
     assert resolve_finetune(epochs=Fraction(1), steps_per_epoch=1, warmup_steps=0).schedule.warmup == 0
@@ -418,7 +418,7 @@ def test_phase5_warmup_not_below_max_steps_suggests_the_ratio() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "note"),
     [
-        (dict(epochs=Fraction(1)), "at 1 epochs: it scales only an explicit --learning_rate (the peak is auto's 3e-0"),
+        (dict(epochs=Fraction(1)), "at 1 epoch: it scales only an explicit --learning_rate (the peak is auto's 3e-0"),
         (dict(epochs=Fraction("0.5")), "auto's warm-up at E <= 1 is 5% with it or without"),
         (dict(epochs=Fraction(2), warmup_steps=3), "the warm-up comes from --warmup_steps"),
         (dict(epochs=Fraction(1), warmup_ratio=Fraction("0.2")), "the warm-up comes from --warmup_ratio"),
@@ -439,3 +439,41 @@ def test_scale_lr_that_changes_something_gets_no_note(kwargs: dict) -> None:
     plan = resolve_finetune(steps_per_epoch=100, scale_lr_for_short_training=True, **kwargs)
     assert plan.schedule != resolve_finetune(steps_per_epoch=100, **kwargs).schedule
     assert not any("--scale_lr_for_short_training" in n for n in plan.notes)
+
+
+# --- issue 22: counts, epoch sizes, what the plan prints ---------------------------------------
+
+
+def test_count_is_singular_only_for_exactly_one() -> None:
+    from lrsched.strategy import count
+
+    assert [count(1, "step"), count(0, "step"), count(2, "step")] == ["1 step", "0 steps", "2 steps"]
+    assert [count("1", "epoch"), count("1.5", "epoch"), count("0.5", "epoch")] == [
+        "1 epoch",
+        "1.5 epochs",
+        "0.5 epochs",
+    ]
+    assert count(3, "batch", "batches") == "3 batches"
+
+
+def test_epoch_size_per_process_and_its_refusal() -> None:
+    from lrsched.strategy import epoch_size
+
+    assert epoch_size(40, 4, 2, processes=2) == (5, 3)  # 20 each, 5 batches, ceil(5 / 2)
+    assert epoch_size(1280, 16, 2) == (80, 40)
+    with pytest.raises(UsageError) as err:
+        epoch_size(4, 4, 5)
+    assert str(err.value) == (
+        "--gradient_accumulation_steps 5: larger than the 1 batch of an epoch (4 examples, batch 4, 1 process)"
+    )
+
+
+def test_the_printed_plan_has_cycles_only_for_restarts_and_says_when_it_holds() -> None:
+    linear = resolve_finetune(epochs=Fraction(3), steps_per_epoch=100)
+    assert [line.split()[0] for line in linear.lines()] == ["shape", "peak", "min_lr", "warmup", "total"]
+    restarts = resolve_finetune(epochs=Fraction(3), steps_per_epoch=100, strategy="cosine_restarts")
+    assert restarts.lines()[-1].split()[:2] == ["cycles", "1"]
+    held = resolve_pretrain()
+    assert held.shape == "cosine" and held.to_json()["shape"] == "cosine"
+    assert held.shape_text == "constant (open-ended: cosine needs --max-steps)"
+    assert resolve_pretrain(max_steps=10_000).shape_text == "cosine"

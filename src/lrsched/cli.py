@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import IO, NoReturn, overload
 
@@ -23,7 +25,7 @@ from lrsched import flags, render
 from lrsched.errors import UsageError
 from lrsched.programs import PHASE5, PHASE5_OTHER, RUN_SIZE, TRAIN, TRAIN_OTHER, given, resolve
 from lrsched.schedules import Schedule
-from lrsched.strategy import STRATEGIES, Plan
+from lrsched.strategy import STRATEGIES, Plan, count
 
 PROG = "lrsched"
 OPEN_PREVIEW = 1000
@@ -170,8 +172,26 @@ def horizon(plan: Plan, steps: int | None) -> int:
     return total
 
 
+def middle_label(schedule: Schedule, step: int) -> str:
+    """What the LR does at ``step``, the middle of ``W..T``: decays, is held, or restarts at the peak.
+
+    ``constant`` holds the peak there; ``cosine_restarts`` with ``c`` cycles is in cycle
+    ``floor(c p) + 1`` (``p = (t - W) / (T - W)``), and at a whole ``c p`` a new cycle starts at the peak.
+    """
+    if schedule.shape == "constant":
+        return "mid-run, peak held"
+    if schedule.shape != "cosine_restarts" or schedule.total is None:
+        return "mid-decay"
+    done = Fraction(step - schedule.warmup) * Fraction(schedule.cycles) / (schedule.total - schedule.warmup)
+    cycle = math.floor(done) + 1
+    if done == math.floor(done) and done > 0:
+        return f"restart: cycle {cycle} starts at the peak"
+    return "mid-decay" if schedule.cycles <= 1 else f"mid-decay of cycle {cycle}"
+
+
 def key_steps(schedule: Schedule) -> list[tuple[int, str]]:
-    """The steps worth reading: 0, W-1, W, mid-decay (wsd: the decay's start), T-1, T (those that exist, merged)."""
+    """The steps worth reading: 0, W-1, W, the middle of W..T (labelled by ``middle_label``; wsd: the decay's
+    start and middle), T-1, T (those that exist, merged)."""
     w, total = schedule.warmup, schedule.total
     picks = [(0, "start")]
     if w > 0:
@@ -183,7 +203,8 @@ def key_steps(schedule: Schedule) -> list[tuple[int, str]]:
         picks += [(start, "decay starts (T-D)"), (start + schedule.decay // 2, "mid-decay")]
         picks += [(total - 1, "T-1"), (total, "end (T), held after")]
     else:
-        picks += [(w + (total - w) // 2, "mid-decay"), (total - 1, "T-1"), (total, "end (T), held after")]
+        middle = w + (total - w) // 2
+        picks += [(middle, middle_label(schedule, middle)), (total - 1, "T-1"), (total, "end (T), held after")]
     merged: dict[int, list[str]] = {}
     for step, label in picks:
         merged.setdefault(step, []).append(label)
@@ -227,7 +248,7 @@ def show_text(program: str, plan: Plan, last: int, every: int | None = None) -> 
     yield from [f"  step {step:>9}  lr {schedule(step):<11.4g} {label}" for step, label in key_steps(schedule)]
     if every is not None:
         yield ""
-        yield f"lr every {every} steps:"
+        yield f"lr every {count(every, 'step')}:"
         yield from (f"  step {t:>9}  lr {schedule(t):.6g}" for t in listed_steps(last, every))
     end = f"T={last}" if schedule.total is not None else f"{last} (open-ended)"
     yield ""
@@ -286,7 +307,7 @@ def check_output(path: Path) -> None:
 def _label(name: str, plan: Plan) -> str:
     if name == "auto":
         return f"auto ({plan.shape})"
-    return f"{name} ({plan.cycles:g} cycles)" if plan.cycles is not None else name
+    return f"{name} ({count(f'{plan.cycles:g}', 'cycle')})" if plan.cycles is not None else name
 
 
 def compare_plans(ns: argparse.Namespace, names: Sequence[str]) -> dict[str, Plan]:
@@ -303,8 +324,8 @@ def compare_plans(ns: argparse.Namespace, names: Sequence[str]) -> dict[str, Pla
 
 def _title(program: str, plan: Plan) -> str:
     s = plan.schedule
-    end = f"{s.total} steps" if s.total is not None else "open-ended (preview)"
-    return f"{program}: {s.shape}, peak {s.base:g}, min_lr {s.final:g}, warm-up {s.warmup}, {end}"
+    end = count(s.total, "step") if s.total is not None else "open-ended (preview)"
+    return f"{program}: {plan.shape_text}, peak {s.base:g}, min_lr {s.final:g}, warm-up {s.warmup}, {end}"
 
 
 def cmd_plot(ns: argparse.Namespace) -> int:
@@ -315,7 +336,7 @@ def cmd_plot(ns: argparse.Namespace) -> int:
             plans = compare_plans(ns, ns.compare)
             first = next(iter(plans.values()))
             s = first.schedule
-            title = f"{TRAIN} strategies: peak {s.base:g}, warm-up {s.warmup}, {s.total} steps"
+            title = f"{TRAIN} strategies: peak {s.base:g}, warm-up {s.warmup}, {count(s.total or 0, 'step')}"
         else:
             program, first = resolve(ns)
             plans, title = {first.shape: first}, _title(program, first)

@@ -13,7 +13,7 @@ import difflib
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from fractions import Fraction
 from typing import Any, NoReturn
@@ -217,20 +217,55 @@ def add_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: st
     parser.add_argument(*spellings(name), dest=name, **kwargs)
 
 
-def add_schedule_flags(parser: argparse.ArgumentParser, names: Sequence[str], title: str = "schedule") -> None:
-    """Add the named schedule flags (from ``FLAGS``) once each."""
+PROGRAM_HELP: dict[str, dict[str, str]] = {
+    "phase5": {
+        "warmup_steps": "linear warm-up steps from 0 to the peak (default 2500)",
+        "min_lr": "floor at the end of the decay (default 1e-6)",
+        "max_steps": "total optimizer updates (default none: open-ended, the LR held after warm-up)",
+        "decay_ratio": "select wsd: hold the peak, then decay over the last ceil(R x --max-steps) steps, "
+        "R in (0, 1] (default with --decay-type: 0.2)",
+        "decay_type": "select wsd with this form of the final decay (default cosine)",
+        "warmup_ratio": "warm-up as a fraction of --max-steps, in [0, 1): ceil(R x T), exact for the decimal "
+        "typed; needs --max-steps, not with --warmup-steps",
+        "lr_ref_batch": "DINO's rule: --lr is for a global batch of N; the peak is lr x batch-size x processes / N "
+        "(default: --lr is the peak, as typed)",
+    },
+    "train": {
+        "warmup_steps": "linear warm-up steps from 0 to the peak (default: from --warmup_ratio or the auto row)",
+        "min_lr": "floor at the end of the decay (default 0)",
+        "max_steps": "total optimizer updates (default: epochs x updates per epoch)",
+        "decay_ratio": "wsd: decay over the last ceil(R x total) steps, R in (0, 1] (default 0.2)",
+        "decay_type": "wsd: form of the final decay (default cosine)",
+        "warmup_ratio": "warm-up as a fraction of total steps, in [0, 1): ceil(R x total), exact for the decimal "
+        "typed (default: the auto row's)",
+    },
+}
+"""Help that differs by program: ``FLAGS``' help speaks of both (``lrsched`` serves both), each program's
+``--help`` states only its own defaults."""
+
+
+def add_schedule_flags(
+    parser: argparse.ArgumentParser, names: Sequence[str], title: str = "schedule", program: str | None = None
+) -> None:
+    """Add the named schedule flags (from ``FLAGS``) once each; ``program`` (``"phase5"`` or ``"train"``)
+    takes that program's help from ``PROGRAM_HELP``."""
     group = parser.add_argument_group(title)
+    own = PROGRAM_HELP[program] if program is not None else {}
     for name in names:
-        add_flag(group, name, **FLAGS[name])
+        add_flag(group, name, **{**FLAGS[name], **({"help": own[name]} if name in own else {})})
+
+
+FINETUNE_DEFAULTS: dict[str, Any] = {"num_epochs": Fraction(3), "lr_strategy": "auto"}
+"""train.py's defaults for schedule flags left unset (the others resolve in its plan, with a source)."""
 
 
 def finetune_plan(args: argparse.Namespace, steps_per_epoch: int | None) -> Plan:
     """train.py's plan from its parsed flags and the run size (updates per epoch)."""
     return resolve_finetune(
-        epochs=args.num_epochs if args.num_epochs is not None else Fraction(3),
+        epochs=args.num_epochs if args.num_epochs is not None else FINETUNE_DEFAULTS["num_epochs"],
         steps_per_epoch=steps_per_epoch,
         max_steps=args.max_steps,
-        strategy=args.lr_strategy or "auto",
+        strategy=args.lr_strategy or FINETUNE_DEFAULTS["lr_strategy"],
         learning_rate=args.learning_rate,
         scale_lr_for_short_training=args.scale_lr_for_short_training,
         cosine_restarts=args.cosine_restarts,
@@ -280,3 +315,27 @@ def batch_scaled(plan: Plan, reference: int, batch: int, processes: int) -> Plan
     how = f"{plan.source('peak')} x {batch * processes}/{reference} (global batch / --lr-ref-batch)"
     sources = tuple((k, how if k == "peak" else v) for k, v in plan.sources)
     return dataclasses.replace(plan, schedule=dataclasses.replace(plan.schedule, base=peak), sources=sources)
+
+
+def json_value(value: Any) -> Any:
+    """A parsed flag value as JSON holds it: switches stay booleans, numbers numbers (an exact decimal
+    ``Fraction`` an int when whole, else a float), paths strings, lists lists."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Fraction):
+        return int(value) if value.denominator == 1 else float(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    return str(value)
+
+
+def args_json(args: argparse.Namespace, defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The parsed flags as a run's ``args.json`` should hold them: JSON types (``true``, ``1``, not
+    ``"True"``, ``"1"``), and a flag left unset as the default it resolved to (``defaults``, e.g.
+    ``FINETUNE_DEFAULTS``: ``lr_strategy`` ``"auto"``, not ``null``); ``null`` only where nothing was
+    given and the default is not one value (it comes from the plan, which ``plan.json`` holds)."""
+    defaults = defaults or {}
+    values = {k: defaults[k] if v is None and k in defaults else v for k, v in vars(args).items()}
+    return {k: json_value(v) for k, v in sorted(values.items())}

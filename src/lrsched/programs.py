@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Iterable, Sequence
+import importlib
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from lrsched import flags
 from lrsched.errors import UsageError
-from lrsched.strategy import Plan, updates_per_epoch
+from lrsched.strategy import Plan, count, epoch_size
 
 TRAIN = "train.py"
 PHASE5 = "phase5_big_run.py"
@@ -147,37 +148,41 @@ def _steps_per_epoch(ns: argparse.Namespace) -> tuple[int | None, list[str]]:
     return _data_steps_per_epoch(ns)
 
 
+ExampleCounter = Callable[[argparse.Namespace], int]
+"""A program's training examples, counted from its parsed data flags (``RUN_SIZE``) as the program reads them."""
+_COUNTERS: dict[str, ExampleCounter] = {}
+COUNTER_MODULES = {TRAIN: "lrsched.recipes.finetune.sizing"}
+"""The module that registers each program's ``ExampleCounter`` when imported. The library names it and
+imports it only when a plan is sized from data, as an entry point would: the library's import graph
+holds no recipe (docs/design.md section 9, tests/test_layers.py)."""
+
+
+def register_example_counter(program: str, counter: ExampleCounter) -> None:
+    """Called by a program's recipe: how ``lrsched show`` counts that program's training examples."""
+    _COUNTERS[program] = counter
+
+
+def example_counter(program: str) -> ExampleCounter:
+    """The registered counter of ``program``, importing its ``COUNTER_MODULES`` entry the first time."""
+    if program not in _COUNTERS:
+        importlib.import_module(COUNTER_MODULES[program])
+    return _COUNTERS[program]
+
+
 def _data_steps_per_epoch(ns: argparse.Namespace) -> tuple[int, list[str]]:
     """train.py's ``ceil(B / A)`` for one process, ``B = ceil(examples / batch)``, from its data flags."""
-    from lrsched.recipes.finetune import batches as B  # sizes batches without torch
-    from lrsched.recipes.finetune import data  # reads the data without torch
-
-    def flag(name: str) -> object:
-        value = getattr(ns, name)
-        return TRAIN_DEFAULTS.get(name) if value is None else value
-
-    data_flags = data.DataFlags(
-        train_file=ns.train_file,
-        validation_file=ns.validation_file,
-        test_file=None,
-        text_column=str(flag("text_column")),
-        label_column=str(flag("label_column")),
-        max_train_samples=ns.max_train_samples,
-        max_eval_samples=None,
-        max_test_samples=None,
-        seed=0,
-    )
-    n = len(data.load_splits(data_flags).train)
-    batch, accum = int(str(flag("per_device_train_batch_size"))), int(str(flag("gradient_accumulation_steps")))
-    batches = B.batches_per_epoch(n, batch)
-    if accum > batches:
-        raise UsageError(
-            f"--gradient_accumulation_steps {accum}: larger than the {batches} batches of an epoch "
-            f"({n} examples, batch {batch}, 1 process)"
-        )
-    upe = updates_per_epoch(batches, accum)
+    n = example_counter(TRAIN)(ns)
+    batch = int(str(train_flag(ns, "per_device_train_batch_size")))
+    accum = int(str(train_flag(ns, "gradient_accumulation_steps")))
+    _, upe = epoch_size(n, batch, accum)
     note = (
-        f"sized as train.py sizes it: {n} training examples, batch {batch}, accumulation {accum}, 1 process "
-        f"-> {upe} updates per epoch (under torchrun pass --steps_per_epoch)"
+        f"sized as train.py sizes it: {count(n, 'training example')}, batch {batch}, accumulation {accum}, "
+        f"1 process -> {count(upe, 'update')} per epoch (under torchrun pass --steps_per_epoch)"
     )
     return upe, [note]
+
+
+def train_flag(ns: argparse.Namespace, name: str) -> object:
+    """A ``RUN_SIZE`` flag as train.py reads it: the typed value, else train.py's default (``TRAIN_DEFAULTS``)."""
+    value = getattr(ns, name)
+    return TRAIN_DEFAULTS.get(name) if value is None else value

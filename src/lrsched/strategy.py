@@ -81,32 +81,88 @@ class Plan:
             "notes": list(self.notes),
         }
 
+    def shown_shape(self) -> tuple[str, str]:
+        """What the LR does and why: the shape and its source, or for an open-ended plan ``constant``.
+
+        An open-ended plan holds the peak after its warm-up whatever shape was asked for; ``shape``
+        (and ``to_json``'s ``"shape"``) stays the shape asked for, the one a ``--max-steps`` would give.
+        """
+        if self.schedule.total is None and self.shape != "constant":
+            return "constant", f"open-ended: {self.shape} needs --max-steps"
+        return self.shape, dict(self.sources).get("shape", "")
+
+    @property
+    def shape_text(self) -> str:
+        """``shown_shape`` in one phrase: ``linear``, or ``constant (open-ended: cosine needs --max-steps)``."""
+        shape, why = self.shown_shape()
+        return shape if shape == self.shape else f"{shape} ({why})"
+
     def lines(self) -> list[str]:
-        """The plan as people read it: one value per line, each with its source."""
+        """The plan as people read it: one value per line, each with its source.
+
+        A plan without cycles (any shape but ``cosine_restarts``) has no cycles line; an open-ended
+        plan's shape line says that it holds the peak (``shown_shape``).
+        """
+        sources = dict(self.sources)
+        rows = [("shape", *self.shown_shape())]
+        rows += [(key, value, sources.get(key, "")) for key, value in self._values().items()]
+        out = [f"  {key:<7} {value:<16} ({source})" for key, value, source in rows]
+        return out + [f"  note: {note}" for note in self.notes]
+
+    def _values(self) -> dict[str, str]:
+        """Every printed value but the shape, as text."""
         s = self.schedule
         values = {
-            "shape": s.shape,
             "peak": f"{s.base:g}",
             "min_lr": f"{s.final:g}",
-            "warmup": f"{s.warmup} steps",
-            "total": "open-ended" if s.total is None else f"{s.total} steps",
-            "cycles": "n/a" if self.cycles is None else f"{self.cycles:g}",
+            "warmup": count(s.warmup, "step"),
+            "total": "open-ended" if s.total is None else count(s.total, "step"),
         }
+        if self.cycles is not None:
+            values["cycles"] = f"{self.cycles:g}"
         if s.shape == "wsd":
             values["decay"] = self._decay_text()
-        out = [f"  {key:<7} {value:<16} ({dict(self.sources).get(key, '')})" for key, value in values.items()]
-        return out + [f"  note: {note}" for note in self.notes]
+        return values
 
     def _decay_text(self) -> str:
         s = self.schedule
         if s.total is None or s.decay is None:
             return "at --max-steps"
-        return f"{s.decay} steps"
+        return count(s.decay, "step")
+
+
+def count(n: float | Fraction | str, noun: str, plural: str | None = None) -> str:
+    """A count with its noun, singular only for exactly one: ``1 step``, ``2 steps``, ``1.5 epochs``.
+
+    ``n`` may be a number or its text as printed (``"2.5"``); ``noun`` is the singular (``"warm-up step"``),
+    ``plural`` the plural when it is not ``noun + "s"`` (``"batches"``).
+    """
+    return f"{n} {noun}" if str(n) == "1" else f"{n} {plural or noun + 's'}"
 
 
 def updates_per_epoch(batches: int, accumulation: int) -> int:
     """``ceil(B / A)``: a last partial accumulation still makes an update."""
     return -(-batches // accumulation)
+
+
+def batches_per_epoch(examples: int, batch: int, processes: int = 1) -> int:
+    """``B``, the batches of an epoch on each process: ``ceil(ceil(examples / processes) / batch)``."""
+    share = -(-examples // processes)
+    return -(-share // batch)
+
+
+def epoch_size(examples: int, batch: int, accumulation: int, processes: int = 1) -> tuple[int, int]:
+    """``(B, ceil(B / A))``: each process's batches and optimizer updates per epoch (docs/design.md section 2).
+
+    Raises ``UsageError`` when ``--gradient_accumulation_steps`` exceeds the batches of an epoch.
+    """
+    batches = batches_per_epoch(examples, batch, processes)
+    if accumulation > batches:
+        raise UsageError(
+            f"--gradient_accumulation_steps {accumulation}: larger than the {count(batches, 'batch', 'batches')} "
+            f"of an epoch ({count(examples, 'example')}, batch {batch}, {count(processes, 'process', 'processes')})"
+        )
+    return batches, updates_per_epoch(batches, accumulation)
 
 
 def _pct(ratio: Fraction) -> str:
@@ -143,7 +199,7 @@ def resolve_finetune(
     if epochs <= 0:
         raise UsageError(f"--num_epochs {_fmt_num(epochs)}: must be > 0")
     row = row_for(epochs)
-    e = _fmt_num(epochs)
+    e = count(_fmt_num(epochs), "epoch")  # "1 epoch", "2.5 epochs"
     sources: dict[str, str] = {}
     notes: list[str] = []
 
@@ -155,14 +211,14 @@ def resolve_finetune(
     if cosine_restarts:
         shape, sources["shape"] = "cosine_restarts", "--cosine_restarts (legacy flag)"
     elif strategy == "auto":
-        shape, sources["shape"] = row.shape, f"auto: {e} epochs -> {row.shape}"
+        shape, sources["shape"] = row.shape, f"auto: {e} -> {row.shape}"
     else:
         shape, sources["shape"] = strategy, f"--lr_strategy {strategy}"
 
     short = epochs < 4
     factor = row.lr / ROWS[-1].lr  # the full-length row's peak, 5e-5
     if learning_rate is None:
-        peak, sources["peak"] = row.lr, f"auto: {e} epochs -> {row.lr:g}"
+        peak, sources["peak"] = row.lr, f"auto: {e} -> {row.lr:g}"
     elif scale_lr_for_short_training and short:
         peak = learning_rate * factor
         sources["peak"] = f"--learning_rate {learning_rate:g} x{factor:g}, --scale_lr_for_short_training"
@@ -177,7 +233,7 @@ def resolve_finetune(
         if steps_per_epoch < 1:
             raise UsageError(f"--steps_per_epoch {steps_per_epoch}: must be >= 1 (no batches to train on?)")
         total = math.ceil(epochs * steps_per_epoch)
-        sources["total"] = f"{e} epochs x {steps_per_epoch} updates"
+        sources["total"] = f"{e} x {count(steps_per_epoch, 'update')}"
     else:
         raise UsageError("--steps_per_epoch: required (or --max_steps) to size the run")
     if total < 1:
@@ -200,7 +256,9 @@ def resolve_finetune(
         else:
             flag, hint = f"--warmup_ratio ({how} {_pct(ratio)})", "; pass --warmup_steps 0 or train longer"
     if warmup >= total:
-        raise UsageError(f"{flag}: gives {warmup} warm-up steps, must be fewer than the {total} total steps{hint}")
+        raise UsageError(
+            f"{flag}: gives {count(warmup, 'warm-up step')}, must be fewer than the {count(total, 'total step')}{hint}"
+        )
 
     if warmup_steps is not None and warmup_ratio is not None:
         notes.append(f"--warmup_ratio {_fmt_num(warmup_ratio)} changes nothing: --warmup_steps {warmup_steps} is used")
@@ -232,7 +290,7 @@ def _scale_note(
     """
     flag = "--scale_lr_for_short_training changes nothing"
     if not short:
-        return [f"{flag} at {e} epochs (only below 4)"]
+        return [f"{flag} at {e} (only below 4)"]
     if learning_rate is not None:
         return []
     auto_warmup = warmup_steps is None and warmup_ratio is None
@@ -243,16 +301,19 @@ def _scale_note(
         warm_why = f"auto's warm-up at {row.label} is {_pct(row.warmup_ratio)} with it or without"
     else:
         warm_why = "the warm-up comes from " + ("--warmup_steps" if warmup_steps is not None else "--warmup_ratio")
-    return [f"{flag} at {e} epochs: {lr_why}, and {warm_why}"]
+    return [f"{flag} at {e}: {lr_why}, and {warm_why}"]
 
 
 def _cycles(
     shape: Shape, num_cycles: float | None, row: Row, e: str, sources: dict[str, str], notes: list[str]
 ) -> float:
     """``--num_cycles``, else the row's; 1 (unused) for any shape but ``cosine_restarts``, with a note if typed."""
+    if num_cycles is None and shape != "cosine_restarts":
+        sources["cycles"] = "n/a: only cosine_restarts has cycles"
+        return 1.0
     if num_cycles is None:
-        sources["cycles"] = f"auto: {e} epochs -> {row.cycles:g}"
-        return row.cycles if shape == "cosine_restarts" else 1.0
+        sources["cycles"] = f"auto: {e} -> {row.cycles:g}"
+        return row.cycles
     sources["cycles"] = f"--num_cycles {num_cycles:g}"
     if shape == "cosine_restarts":
         return num_cycles
@@ -289,7 +350,9 @@ def _wsd_decay(
         return None, form
     d = decay_steps(r, total)
     if d > total - warmup:
-        raise UsageError(f"{how}: gives {d} decay steps, more than the {total - warmup} steps after the warm-up")
+        raise UsageError(
+            f"{how}: gives {count(d, 'decay step')}, more than the {count(total - warmup, 'step')} after the warm-up"
+        )
     sources["decay"] = f"{how}: {_pct(r)} of {total}, {form} from step {total - d}"
     return d, form
 
@@ -346,7 +409,7 @@ def resolve_pretrain(
             raise UsageError(
                 f"--warmup-steps {warmup}{'' if warmup_steps is not None else ' (default)'}: must be less than "
                 f"--max-steps {max_steps}; or give the warm-up as a fraction of it, --warmup-ratio R "
-                f"(e.g. 0.1: {math.ceil(Fraction(1, 10) * max_steps)} steps)"
+                f"(e.g. 0.1: {count(math.ceil(Fraction(1, 10) * max_steps), 'step')})"
             )
     sources["cycles"] = "n/a"
     shape: Shape = "wsd" if wsd else "cosine"
@@ -370,7 +433,7 @@ def _ratio_warmup(ratio: Fraction, warmup_steps: int | None, max_steps: int | No
         )
     warmup = math.ceil(ratio * max_steps)
     if warmup >= max_steps:
-        raise UsageError(f"{flag}: gives {warmup} warm-up steps, must be fewer than --max-steps {max_steps}")
+        raise UsageError(f"{flag}: gives {count(warmup, 'warm-up step')}, must be fewer than --max-steps {max_steps}")
     return warmup
 
 

@@ -61,7 +61,7 @@ def build_parser() -> shared.ArgumentParser:
         description="DINO self-supervised ViT pretraining: linear warm-up + cosine decay, "
         "or warm-up + constant for open-ended runs (no --max-steps).",
     )
-    shared.add_schedule_flags(p, shared.PRETRAIN_FLAGS, title="learning-rate schedule")
+    shared.add_schedule_flags(p, shared.PRETRAIN_FLAGS, title="learning-rate schedule", program="phase5")
     for add_group in (_dino_flags, _optimisation_flags, _model_flags, _data_flags, _eval_flags, _run_flags):
         add_group(p)
     return p
