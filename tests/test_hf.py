@@ -185,7 +185,7 @@ def test_the_plan_is_printed_once_with_the_run_size(tmp_path: Path, capsys: pyte
     train(["--num_train_epochs", "1", "--per_device_train_batch_size", "4"], tmp_path, 8)
     out = capsys.readouterr().out
     assert out.count("plan for HF Trainer") == 1
-    assert "auto: 1 epochs -> constant" in out
+    assert "auto: 1 epoch -> constant" in out
     assert "note: --learning_rate is HF's default 5e-05: taken as not given (the peak is auto's)" in out
     assert "run: 2 updates per epoch = ceil(2 batches / 1 accumulation), the batches of each of 1 process" in out
 

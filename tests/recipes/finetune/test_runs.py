@@ -175,7 +175,7 @@ def test_two_torchrun_processes_count_updates_and_agree(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=child_env(), check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     plan, rows, ev = outputs(out)
-    assert plan["total_steps"] == 3 and "1 epochs x 3 updates" in plan["sources"]["total"]
+    assert plan["total_steps"] == 3 and "1 epoch x 3 updates" in plan["sources"]["total"]
     assert_log_follows_plan(out)
     assert [r["step"] for r in rows] == ["0", "1", "2"]
     ranks = ev["ranks"]

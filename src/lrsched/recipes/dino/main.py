@@ -280,7 +280,7 @@ def start_outputs(run: State) -> RunLog | None:
         if moved is not None:
             print(f"{PROG}: checkpoints after step {run.t} (an abandoned future) moved to {moved}")
     write_json(out / "plan.json", plan_json(run))
-    write_json(out / "args.json", flag_strings(run.settings.args))
+    write_json(out / "args.json", shared.args_json(run.settings.args))
     data = run.settings.data
     if read_index_header(out / DATA_INDEX) != data.fingerprint():
         write_index(data.fingerprint(), data.listings, out / DATA_INDEX)

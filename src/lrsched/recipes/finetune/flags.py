@@ -119,7 +119,7 @@ def _output_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> ArgumentParser:
     """The full train.py parser."""
     parser = ArgumentParser(prog=PROG, description=DESCRIPTION)
-    add_schedule_flags(parser, FINETUNE_FLAGS, title="learning-rate strategy (see lrsched show)")
+    add_schedule_flags(parser, FINETUNE_FLAGS, title="learning-rate strategy (see lrsched show)", program="train")
     _data_flags(parser)
     _loop_flags(parser)
     _output_flags(parser)

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from lrsched.errors import ScheduleError, ScheduleMismatch, UsageError
-from lrsched.flags import check_peak, finetune_plan
+from lrsched.flags import FINETUNE_DEFAULTS, args_json, check_peak, finetune_plan
 from lrsched.recipes.common.checkpoint import is_disk_full, latest_checkpoint, load_checkpoint, resolve_resume
 from lrsched.recipes.common.device import describe_device, device_memory, pick_device
 from lrsched.recipes.common.distributed import World, close_world, init_world
@@ -266,7 +266,7 @@ def start_output(run: Settings) -> None:
         if old_best.is_dir() and not (out / "best").exists():
             shutil.copytree(old_best, out / "best")
     write_json(out / "plan.json", run.plan.to_json())
-    write_json(out / "args.json", {k: (str(v) if v is not None else None) for k, v in vars(run.args).items()})
+    write_json(out / "args.json", args_json(run.args, FINETUNE_DEFAULTS))
 
 
 # ---------------------------------------------------------------- entry
