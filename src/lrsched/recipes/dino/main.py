@@ -37,7 +37,7 @@ from lrsched.recipes.dino.curves import draw_curves
 from lrsched.recipes.dino.data import Dataset, data_changes, load_dataset
 from lrsched.recipes.dino.evaluation import baselines
 from lrsched.recipes.dino.files import read_index, read_index_header, write_index
-from lrsched.recipes.dino.flags import DEFAULTS, LR_WARMUP, PROG, PROGRAM_ID, build_parser, flag_strings, spelling
+from lrsched.recipes.dino.flags import DEFAULTS, LR_WARMUP, PROG, PROGRAM_ID, build_parser, spelling
 from lrsched.recipes.dino.loop import LOG_COLUMNS, build_run, rank_fingerprints, train, write_metrics
 from lrsched.recipes.dino.model import step_bytes_lower_bound
 from lrsched.recipes.dino.resume import check_channels, check_resume, plan_json, save
