@@ -254,7 +254,7 @@ def report(summary: dict[str, Any], cfg: dict[str, Any], manifest: dict[str, Any
     cpu_ratio = {w: [f"{s['cpu_ratio_over_ours'][b][w]:.2f}" for b in BASES] for w in ws}
     cpu = [[w, *(spread(s["cpu_ms_per_image"][side][w]) for side in SIDES), *cpu_ratio[w]] for w in ws]
     host = [[w, f"{s['cpu_ratio_official_over_ours_crops'][w]:.2f}"] for w in ws]
-    quiet = "quiet machine" if max(extra["load"]) <= QUIET_LOAD else "NOT a quiet machine (--allow-load)"
+    quiet = "nothing else running" if extra["load_at_start"] <= QUIET_LOAD else "NOT a quiet machine (--allow-load)"
     venv = ", ".join(f"{k} {v}" for k, v in extra["official"].items())
     return (
         "# DINO data path: images/s of lrsched's stream against DINO's own pipeline\n\n"
@@ -267,7 +267,7 @@ def report(summary: dict[str, Any], cfg: dict[str, Any], manifest: dict[str, Any
         f"Each run a fresh subprocess: {cfg['warmup']} warm-up batches of {cfg['batch']}, then {cfg['batches']} timed; "
         f"{cfg['rounds']} rounds, in each one run per side and W (order rotating); images read again before each run; "
         f"main processes on {cfg['threads']} torch thread. Medians over rounds, IQR in brackets.\n\n"
-        + markdown_table(["workers", *(f"{side}: images/s" for side in SIDES)], speed, "rrrr")
+        + markdown_table(["workers", *(f"{side}: images/s" for side in SIDES)], speed, "r" * (1 + len(SIDES)))
         + "\nOurs over each baseline: ratio of the medians, and median (IQR) of the per-round ratios.\n\n"
         + markdown_table(["workers", *(f"ours / {b}{x}" for b in BASES for x in ("", ", per round"))], ratio, "r" * 5)
         + "\nCPU ms per timed image (the side's process and its workers, from /proc; less disturbed by other jobs).\n\n"
@@ -279,8 +279,8 @@ def report(summary: dict[str, Any], cfg: dict[str, Any], manifest: dict[str, Any
         f"file size median {kb['median']:.1f} KB (IQR {kb['q1']:.1f} - {kb['q3']:.1f}, min {kb['min']:.1f}, max "
         f"{kb['max']:.1f}), {kb['share_50_to_100']:.1%} within 50-100 KB.\n\nCommands of one run (W=2):\n\n"
         + "".join(f"- {side}: `{' '.join(c)}`\n" for side, c in extra["commands"].items())
-        + f"\n{info['cpu_model']}, {info['usable_cores']} cores, {quiet} (1-min load before each run "
-        f"{extra['load'][0]}-{extra['load'][1]}, at the start {extra['load_at_start']}); "
+        + f"\n{info['cpu_model']}, {info['usable_cores']} cores, {quiet} (1-minute load at the start "
+        f"{extra['load_at_start']}; before each run, the benchmark's own load, {extra['load'][0]}-{extra['load'][1]}); "
         f"ours: torch {info['packages']['torch']}, Pillow {info['packages']['pillow']}; official venv: {venv}; commit "
         f"{info['git_commit']}. Bench: `{info['command']}`, {extra['wall_seconds']:.0f} s.\n"
     )

@@ -31,6 +31,7 @@ CATEGORIES = {
     "test_nonfinite": "non-finite loss",
     "test_signals": "SIGTERM / SIGINT in an open-ended run",
     "test_train_safety": "train.py: signals anywhere, one process per folder, a 50 MB line",
+    "test_data_path": "phase5: the data path fails (images gone, a stall, a signal in a stall, an error)",
 }
 
 INTRO = """# Reliability: crashes, hostile input and bad flags lose nothing
@@ -74,6 +75,13 @@ What is proved, on real programs, real checkpoints on disk and real signals:
   folder is refused at once naming the holder's pid while the first finishes; torchrun ranks on a
   locked folder are refused together; a JSONL line of 50 MB trains in bounded memory. Kill chains
   are sized to their points (`sized_total`), and a run that ends by itself ends the chain.
+- **the data path fails** (`test_data_path.py`, issue 20): phase5 on a folder of JPEGs with one
+  data worker. The folder deleted mid-run: exit 4 within 30 s, one line ("the data went away"), the
+  checkpoint of the last logged step on disk. A stalled data path (hook `LRSCHED_STALL_DATA_AT_STEP`)
+  with `--data-timeout 2`: exit 4 with the checkpoint of that step; with no deadline, SIGTERM during
+  the stall saves and exits 0 within 30 s. An unexpected error (hook `LRSCHED_FAIL_AT_STEP`, a
+  MemoryError): exit 5, one line, the traceback in `error.log`, the checkpoint resumes. Images that
+  break mid-run are skipped, counted in `metrics.json` and named.
 - **signals** (`test_signals.py`): SIGTERM or SIGINT at random moments (some during a checkpoint
   write) of an open-ended `phase5_big_run.py` run: exit status 0, a loadable checkpoint at the last
   logged step; each resume continues the open-ended LR with every step logged once. Moments: 1 (fast)

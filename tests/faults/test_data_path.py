@@ -22,7 +22,7 @@ from lrsched.recipes.common.exits import EXIT_DATA, EXIT_ERROR
 from lrsched.recipes.common.faults import FAIL_AT, STALL_AT
 from lrsched.recipes.dino.flags import PROGRAM_ID
 
-from .dino_helpers import make_image_folder
+from recipes.dino.dino_helpers import make_image_folder
 
 FOLDER_RUN = [
     *("--preset", "micro", "--batch-size", "8", "--local-crops", "1", "--global-size", "32", "--local-size", "16"),
