@@ -14,8 +14,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import BENCH_DIR, REPO_ROOT, machine_info, markdown_table, provenance, quantiles, spread
-from _common import write_json, write_text
+from _common import (
+    BENCH_DIR,
+    REPO_ROOT,
+    machine_info,
+    markdown_table,
+    provenance,
+    quantiles,
+    spread,
+    write_json,
+    write_text,
+)
 
 QUIET_LOAD = 0.5
 PRESETS = {"micro": 64, "tiny": 64}
