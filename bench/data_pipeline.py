@@ -288,7 +288,7 @@ def report(summary: dict[str, Any], cfg: dict[str, Any], manifest: dict[str, Any
 
 E2E_FLAGS = [
     *("--preset", "micro", "--batch-size", "32", "--max-steps", "60", "--warmup-steps", "10"),
-    *("--eval-every", "0", "--save-every", "0", "--knn-train-samples", "100", "--knn-test-samples", "50"),
+    *("--eval-every", "0", "--save-every", "0", "--no-knn"),
 ]
 """The end-to-end run: phase5_big_run.py on the benchmark's JPEG folder, as a CPU user runs it."""
 
