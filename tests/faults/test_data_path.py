@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 from helpers import DINO_ENTRY, PYTHON, child_env, read_rows, wait_for
+from recipes.dino.dino_helpers import make_image_folder
 
 from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint
 from lrsched.recipes.common.exits import EXIT_DATA, EXIT_ERROR
 from lrsched.recipes.common.faults import FAIL_AT, STALL_AT
 from lrsched.recipes.dino.flags import PROGRAM_ID
-
-from recipes.dino.dino_helpers import make_image_folder
 
 FOLDER_RUN = [
     *("--preset", "micro", "--batch-size", "8", "--local-crops", "1", "--global-size", "32", "--local-size", "16"),
