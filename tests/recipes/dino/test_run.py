@@ -56,7 +56,7 @@ def test_every_logged_value_is_the_plans(tmp_path: Path, capsys: pytest.CaptureF
     for key in ("knn_top1", "knn_top1_at_init", "knn_top1_raw_pixels"):
         assert 0.1 <= metrics[key] <= 1.0
     assert (out / "curves.png").stat().st_size > 10_000
-    assert json.loads((out / "args.json").read_text())["max_steps"] == "12"
+    assert json.loads((out / "args.json").read_text())["max_steps"] == 12  # JSON types, not strings
     state = load_checkpoint(latest_checkpoint(out / "checkpoints") or Path("missing"), PROGRAM_ID)
     assert state["step"] == 12 and set(state["flags"]) >= {"lr", "preset", "seed"}
 

@@ -46,7 +46,7 @@ def test_seed_command_trains_with_the_plans_lrs(tmp_path: Path, command: str, sh
         assert 0 <= result["accuracy"] <= 1 and 0 <= result["macro_f1"] <= 1
     assert ev["best"]["accuracy"] == max(h["accuracy"] for h in ev["validation"])
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((out / "args.json").read_text())["max_steps"] == "4"
+    assert json.loads((out / "args.json").read_text())["max_steps"] == 4  # JSON types, not strings
     config = json.loads((out / "best" / "config.json").read_text())
     assert list(config["id2label"].values()) == ["negative", "neutral", "positive"]
     last = load_checkpoint(out / "checkpoints" / "step-00000004.pt", "train.py")
@@ -59,7 +59,7 @@ def test_bf16_run(tmp_path: Path) -> None:
     assert run_train([*argv, *TINY, "--max_eval_samples", "4", "--max_steps", "2", "--output_dir", str(out)]) == 0
     assert_log_follows_plan(out)
     _, rows, _ = outputs(out)
-    assert json.loads((out / "args.json").read_text())["bf16"] == "True"
+    assert json.loads((out / "args.json").read_text())["bf16"] is True
     assert all(0 < float(r["loss"]) < 10 for r in rows)
 
 
