@@ -220,3 +220,15 @@ def test_an_unfinished_stream_does_not_block_interpreter_exit(folder: Path) -> N
     code = SCRIPT.format(src=str(SRC), folder=str(folder))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0 and "took 16" in done.stdout, done.stderr
+
+
+def test_a_worker_thread_error_is_one_line_and_a_dropped_hand_off_is_silent(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from lrsched.recipes.dino.stream import _worker_excepthook
+
+    _worker_excepthook(ConnectionResetError, ConnectionResetError(104, "Connection reset by peer"), None)
+    assert capsys.readouterr().err == ""  # the main process stopped waiting mid-transfer: expected
+    _worker_excepthook(ValueError, ValueError("bad\nvalue"), None)
+    err = capsys.readouterr().err
+    assert err == f"warning: data worker {os.getpid()}: ValueError: value\n"

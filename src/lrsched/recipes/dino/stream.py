@@ -64,12 +64,21 @@ def default_workers() -> int:
 
 def _init_worker(worker_id: int) -> None:
     """A worker leaves the terminal's process group (Ctrl-C and a closed terminal reach only the main
-    process, which decides when to stop); SIGTERM keeps its default, so its parent can always end it."""
+    process, which decides when to stop); SIGTERM keeps its default, so its parent can always end it.
+    An error in one of its helper threads is one line (``_worker_excepthook``)."""
     if hasattr(os, "setpgid"):
         os.setpgid(0, 0)
     for sig in (signal.SIGINT, getattr(signal, "SIGHUP", None)):
         if sig is not None:
             signal.signal(sig, signal.SIG_IGN)
+    sys.excepthook = _worker_excepthook
+
+
+def _worker_excepthook(kind: type[BaseException], err: BaseException, tb: TracebackType | None) -> None:
+    """A stop or a deadline can end the main process's wait while a worker hands it a batch; the worker's
+    sending thread then finds the connection gone: expected, so silent. Anything else: one line."""
+    if not isinstance(err, (ConnectionError, EOFError)):
+        print(f"warning: data worker {os.getpid()}: {one_line(err)}", file=sys.stderr, flush=True)
 
 
 # --- one image, read or replaced ------------------------------------------------------------
