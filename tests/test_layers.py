@@ -2,13 +2,15 @@
 
 The library (the modules directly in ``src/lrsched/``) imports nothing under ``lrsched.recipes``;
 ``recipes/common`` imports no recipe; ``recipes/dino`` and ``recipes/finetune`` never import each
-other; and no import cycle exists. Read from the source with ``ast``, so nothing is executed, and
-every ``import`` counts, including those inside functions (a lazy import is still an arrow).
+other; the pure modules import only the standard library and each other; and no import cycle exists.
+Read from the source with ``ast``, so nothing is executed, and every ``import`` counts, including
+those inside functions (a lazy import is still an arrow).
 """
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,6 +91,30 @@ def test_recipes_common_imports_no_recipe() -> None:
 @pytest.mark.parametrize("recipe, other", [("dino", "finetune"), ("finetune", "dino")])
 def test_the_recipes_never_import_each_other(recipe: str, other: str) -> None:
     assert arrows(f"recipes.{recipe}", (f"recipes.{other}",)) == {}
+
+
+PURE = ("lrsched", "lrsched.errors", "lrsched.schedules", "lrsched.adoption", "lrsched.strategy", "lrsched.flags")
+"""The pure modules (stdlib only, no torch): the math, how a checkpoint describes it and adopts it, the
+policy, the flags; ``test_schedules.py`` also imports them and checks that torch was not loaded."""
+
+
+def outside(module: str) -> set[str]:
+    """The top-level names of the non-lrsched modules that ``module`` imports (lazy imports included)."""
+    path = SRC / Path(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found - {PACKAGE}
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_the_pure_modules_import_only_the_standard_library_and_each_other(module: str) -> None:
+    assert outside(module) - sys.stdlib_module_names == set()
+    assert GRAPH[module] - set(PURE) == set()
 
 
 def find_cycle(edges: dict[str, set[str]]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Tests for lrsched.schedules: boundary values, independent oracles, properties, round-trips."""
+"""Tests for lrsched.schedules and lrsched.adoption: boundary values, independent oracles, properties,
+round-trips, and the one adoption rule."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from lrsched.adoption import adopt, describe, differences, from_description
 from lrsched.errors import ScheduleError, ScheduleMismatch
 from lrsched.schedules import (
     DECAY_TYPES,
@@ -21,10 +23,6 @@ from lrsched.schedules import (
     AnySchedule,
     Replanned,
     Schedule,
-    adopt,
-    describe,
-    differences,
-    from_description,
     replan,
 )
 
@@ -623,7 +621,8 @@ def test_pure_math_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, lrsched.schedules, lrsched.strategy, lrsched.flags; print('torch' in sys.modules)"
+    pure = "lrsched.schedules, lrsched.adoption, lrsched.strategy, lrsched.flags"
+    code = f"import sys, {pure}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -1,6 +1,7 @@
 """lrsched: learning-rate strategies for PyTorch runs of any length.
 
-Pure math in ``lrsched.schedules``; the run-length policy in ``lrsched.strategy``;
+Pure math in ``lrsched.schedules``; how a checkpoint describes and adopts it in
+``lrsched.adoption``; the run-length policy in ``lrsched.strategy``;
 the shared flags in ``lrsched.flags``; the torch adapter in ``lrsched.torch_sched``.
 """
 

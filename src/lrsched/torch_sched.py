@@ -5,7 +5,7 @@ All are closed form in the step ``t``: each param group's value is
 ``wd_mult``, layer-wise decay) survive, and resuming needs only ``t``. ``ScheduledValue``
 is a value outside the optimizer (DINO's teacher momentum and temperature). All three save
 the same state (``step``, the ``schedule`` followed, the ``target`` asked for) and resume by
-one rule, ``lrsched.schedules.adopt``: another schedule is refused (``ScheduleMismatch``)
+one rule, ``lrsched.adoption.adopt``: another schedule is refused (``ScheduleMismatch``)
 unless built with ``on_mismatch="replan"``, which then follows ``replan`` from the saved step.
 
 One field scheduler (``_FieldScheduler``, timm's one class for any group field) holds the
@@ -24,9 +24,10 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from lrsched.adoption import OnMismatch, adopt, describe, from_description, replan_note
 from lrsched.errors import ScheduleMismatch as ScheduleMismatch  # re-exported: raised by load_state_dict
 from lrsched.errors import UsageError
-from lrsched.schedules import AnySchedule, OnMismatch, adopt, describe, from_description, replan_note
+from lrsched.schedules import AnySchedule
 
 GroupLR = Literal["relative", "lr_mult"]
 
@@ -134,7 +135,7 @@ class _Followed:
 
     def _adopt(self, state: dict[str, Any], groups: tuple[Optimizer, str] | None = None) -> int:
         """Check ``state`` (foreign, or saved for other param groups: ``groups`` names the optimizer and the
-        key of the saved per-group list), adopt its schedule by ``lrsched.schedules.adopt`` and return its step.
+        key of the saved per-group list), adopt its schedule by ``lrsched.adoption.adopt`` and return its step.
 
         Raises ``ForeignState``, ``UsageError`` or ``ScheduleMismatch``; nothing changes before all checks pass.
         """

@@ -11,10 +11,10 @@ import pytest
 import torch
 from helpers import DINO_SMALL, FASHION, needs_data, read_rows
 
+from lrsched.adoption import from_description
 from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint
 from lrsched.recipes.dino.flags import PROGRAM_ID
 from lrsched.recipes.dino.main import main
-from lrsched.schedules import from_description
 
 pytestmark = needs_data
 

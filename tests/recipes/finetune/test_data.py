@@ -12,6 +12,7 @@ from lrsched.errors import UsageError
 from lrsched.recipes.finetune import batches as B
 from lrsched.recipes.finetune import data as D
 from lrsched.recipes.finetune import metrics
+from lrsched.strategy import batches_per_epoch
 
 
 def flags(**kw: object) -> D.DataFlags:
@@ -130,7 +131,7 @@ def test_bad_jsonl_line(tmp_path: Path) -> None:
 def test_batch_order_is_a_function_of_seed_and_epoch(n: int, batch: int, world: int) -> None:
     shards = [B.rank_batches(n, batch, 3, 5, rank, world) for rank in range(world)]
     assert shards == [B.rank_batches(n, batch, 3, 5, rank, world) for rank in range(world)]
-    assert all(len(s) == B.batches_per_epoch(n, batch, world) for s in shards)
+    assert all(len(s) == batches_per_epoch(n, batch, world) for s in shards)
     seen = [i for s in shards for b in s for i in b]
     assert set(seen) == set(range(n)) and len(seen) == world * -(-n // world)
     assert B.rank_batches(n, batch, 3, 6) != B.rank_batches(n, batch, 3, 5)
@@ -163,7 +164,7 @@ def test_length_grouped_batches_keep_the_order_contract(n: int, batch: int, worl
     lengths = _lengths(n)
     shards = [B.rank_batches(n, batch, 3, 5, rank, world, lengths) for rank in range(world)]
     assert shards == [B.rank_batches(n, batch, 3, 5, rank, world, list(lengths)) for rank in range(world)]
-    assert all(len(s) == B.batches_per_epoch(n, batch, world) for s in shards)
+    assert all(len(s) == batches_per_epoch(n, batch, world) for s in shards)
     seen = [i for s in shards for b in s for i in b]
     assert set(seen) == set(range(n)) and len(seen) == world * -(-n // world)
     order = B.length_grouped_order(lengths, batch * world, 3, 5)

@@ -7,13 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lrsched.adoption import adopt, describe, from_description
 from lrsched.errors import ScheduleError, ScheduleMismatch, UsageError
 from lrsched.flags import usage_errors
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.distributed import barrier
 from lrsched.recipes.dino.flags import PROG, PROGRAM_ID, flag_strings, spelling
 from lrsched.recipes.dino.state import Schedules, Settings, State
-from lrsched.schedules import AnySchedule, Schedule, adopt, describe, from_description
+from lrsched.schedules import AnySchedule, Schedule
 
 FIXED_ON_RESUME = (
     "preset",

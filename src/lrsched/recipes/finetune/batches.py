@@ -7,8 +7,8 @@
   mega-batches, the batches then shuffled), so little of each step multiplies padding.
 - ``TokenCache`` tokenizes a split once; batches are padded from its ids.
 
-torch is imported inside the functions: ``lrsched show`` sizes runs with ``batches_per_epoch``
-and must not load torch.
+An epoch's per-rank batch count is ``lrsched.strategy.batches_per_epoch`` (``rank_batches`` returns
+that many). torch is imported inside the functions, so importing this module does not load it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ fewer when the epoch has under 4 x 50 batches, so that there are at least 4 mega
 
 
 def _generator(seed: int, epoch: int) -> Any:
-    import torch  # here, not at the top: ``lrsched show`` sizes runs with this module, without torch
+    import torch  # here, not at the top: importing this module does not load torch
 
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
@@ -90,12 +90,6 @@ def rank_batches(
     order += order[: share * world - n]
     mine = order[rank::world]
     return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
-
-
-def batches_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
-    """``B``, the per-rank batch count of an epoch."""
-    share = -(-n // world)
-    return -(-share // batch_size)
 
 
 def eval_shard(
