@@ -42,15 +42,16 @@ def prepare_ours(seed: int, updates: int, out: Path) -> Any:
     import torch
 
     from lrsched.recipes.common.distributed import World
+    from lrsched.recipes.common.skeleton import checked
     from lrsched.recipes.finetune.flags import parse
-    from lrsched.recipes.finetune.main import prepare
+    from lrsched.recipes.finetune.main import TrainPy
 
     flags = (
         f"--max_train_samples {JOB['train']} --max_eval_samples 32 --per_device_train_batch_size {JOB['batch']} "
         f"--max_seq_length {JOB['max_length']} --learning_rate {JOB['lr']} --weight_decay {JOB['weight_decay']} "
         f"--num_epochs 3 --max_steps {updates} --seed {seed} --device cpu --output_dir {out}"
     )
-    return prepare(parse(flags.split()), World(), torch.device("cpu"))
+    return checked(TrainPy(), parse(flags.split()), World(), torch.device("cpu"))
 
 
 def time_ours(seed: int, updates: int, out: Path) -> tuple[list[float], list[int], str]:
@@ -58,15 +59,15 @@ def time_ours(seed: int, updates: int, out: Path) -> tuple[list[float], list[int
     from lrsched.recipes.finetune import loop
 
     run = prepare_ours(seed, updates, out)
-    state = loop.build_state(run)
+    per_epoch = run.settings.updates_per_epoch
     ends, lengths = [], []
     for _ in range(updates):
-        epoch = state.step // run.updates_per_epoch
-        batch = loop.epoch_batches(run, state, epoch)[state.step - epoch * run.updates_per_epoch]
-        lengths.append(state.tokens.padded_length(batch))
-        loop.update(run, state, [batch])
+        epoch = run.t // per_epoch
+        batch = loop.epoch_batches(run, epoch)[run.t - epoch * per_epoch]
+        lengths.append(run.tokens.padded_length(batch))
+        loop.update(run, [batch])
         ends.append(time.perf_counter())
-    return ends, lengths, describe(state.optimizer)
+    return ends, lengths, describe(run.optimizer)
 
 
 def time_trainer(grouped: bool, seed: int, updates: int, out: Path) -> tuple[list[float], list[int], str]:
@@ -76,7 +77,7 @@ def time_trainer(grouped: bool, seed: int, updates: int, out: Path) -> tuple[lis
 
     from lrsched.recipes.finetune import model as M
 
-    run = prepare_ours(seed, updates, out)
+    run = prepare_ours(seed, updates, out).settings
     train = run.splits.train
     enc = run.tokenizer(train.texts, truncation=True, max_length=JOB["max_length"])
     dataset = [{**{k: v[i] for k, v in enc.items()}, "labels": train.labels[i]} for i in range(len(train))]

@@ -426,21 +426,17 @@ def test_typed_flags_that_change_nothing_get_notes(capsys: pytest.CaptureFixture
 
 
 def test_a_pasted_train_py_command_line_is_sized_as_train_py_sizes_it(capsys: pytest.CaptureFixture[str]) -> None:
-    from lrsched.recipes.finetune import data
+    from lrsched.recipes.common.distributed import World
     from lrsched.recipes.finetune.flags import parse
-    from lrsched.recipes.finetune.main import size_run
+    from lrsched.recipes.finetune.validate import settle
 
     typed = "--num_epochs 3 --max_train_samples 1280 --max_eval_samples 512 --bf16 --gradient_accumulation_steps 2"
     typed += " --output_dir runs/x --seed 3 --per_device_train_batch_size 16 --disable_tqdm"
     code, out, err = run(capsys, "show", *typed.split())
     assert (code, err) == (0, "")
-    program = parse(typed.split())
-    splits = data.load_splits(
-        data.DataFlags(None, None, None, "text", "label", program.max_train_samples, None, None, program.seed)
-    )
-    world = type("World", (), {"size": 1})()
-    _, upe = size_run(program, len(splits.train), world)  # type: ignore[arg-type]
-    assert plan_line(out, "total").split()[1] == str(3 * upe)
+    settled = settle(parse(typed.split()), World())  # what train.py itself resolves from the same line
+    assert settled.plan.schedule.total == 3 * settled.updates_per_epoch
+    assert plan_line(out, "total").split()[1] == str(settled.plan.schedule.total)
     assert "1280 training examples, batch 16, accumulation 2, 1 process" in out
     assert (
         "not used for train.py's LR plan: --max_eval_samples 512, --seed 3, --output_dir runs/x, --bf16, --disable_tqdm"

@@ -88,9 +88,8 @@ def test_open_ended_stop_then_replan_decays_without_a_jump(tmp_path: Path, capsy
     capsys.readouterr()
     # a new horizon without --replan: exit 2, the differences listed, nothing changed
     before = (out / "log.csv").read_bytes()
-    with pytest.raises(SystemExit) as err:
-        run(out, "--warmup-steps", "3", "--lr", "1e-3", "--min-lr", "1e-5", "--max-steps", "14", "--resume", "latest")
-    assert err.value.code == 2
+    changed = ("--warmup-steps", "3", "--lr", "1e-3", "--min-lr", "1e-5", "--max-steps", "14", "--resume", "latest")
+    assert run(out, *changed) == 2
     msg = capsys.readouterr().err.strip()
     assert len(msg.splitlines()) == 1 and "lr.total: None -> 14" in msg and "--replan" in msg
     assert (out / "log.csv").read_bytes() == before
@@ -137,9 +136,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(
 ) -> None:
     out = tmp_path / "never"
     args = argv if "latest" in argv else [*argv, "--output-dir", str(out)]
-    with pytest.raises(SystemExit) as err:
-        main(args)
-    assert err.value.code == 2
+    assert main(args) == 2
     msg = capsys.readouterr().err.strip()
     assert len(msg.splitlines()) == 1 and needle in msg and msg.startswith("phase5_big_run.py: error:")
     assert not out.exists()
@@ -151,9 +148,8 @@ def test_foreign_or_truncated_checkpoint_is_refused(tmp_path: Path, capsys: pyte
     foreign = tmp_path / "foreign.pt"
     torch.save({"format": 1, "program": "train.py"}, foreign)
     for path, needle in ((bad, "not a loadable checkpoint"), (foreign, "a checkpoint of 'train.py'")):
-        with pytest.raises(SystemExit) as err:
-            main([*DINO_SMALL, "--resume", str(path), "--output-dir", str(tmp_path / "out")])
-        assert err.value.code == 2 and needle in capsys.readouterr().err
+        assert main([*DINO_SMALL, "--resume", str(path), "--output-dir", str(tmp_path / "out")]) == 2
+        assert needle in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -161,9 +157,8 @@ def test_an_existing_run_is_never_overwritten(tmp_path: Path, capsys: pytest.Cap
     out = tmp_path / "run"
     out.mkdir()
     (out / "log.csv").write_text("precious\n")
-    with pytest.raises(SystemExit) as err:
-        run(out, "--max-steps", "3", "--warmup-steps", "1")
-    assert err.value.code == 2 and "holds files of a run without run.json (log.csv" in capsys.readouterr().err
+    assert run(out, "--max-steps", "3", "--warmup-steps", "1") == 2
+    assert "holds files of a run without run.json (log.csv" in capsys.readouterr().err
     assert (out / "log.csv").read_text() == "precious\n"
 
 
@@ -254,9 +249,7 @@ def test_a_changed_folder_is_refused_on_resume_unless_accepted(
     make_image_folder(images, 31, classes=2, sizes=(40, 60))  # one image more
     log_before = (out / "log.csv").read_text()
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_status:
-        run(out, *flags, "--resume", "latest")
-    assert exit_status.value.code == 2
+    assert run(out, *flags, "--resume", "latest") == 2
     err = capsys.readouterr().err.strip()
     assert err == (
         f"phase5_big_run.py: error: --data-dir {images}: not the data of the checkpoint (files 30 -> 31); "
@@ -297,9 +290,7 @@ def test_a_resume_keeps_what_defines_the_run_and_records_what_it_changes(
     assert run_stopped_at(2, out, *flags) == 0
     capsys.readouterr()
     for changed in (["--batch-size", "8"], ["--seed", "1"], ["--local-crops", "3"], ["--koleo-weight", "0.1"]):
-        with pytest.raises(SystemExit) as exit_status:
-            run(out, *flags, "--resume", "latest", *changed)
-        assert exit_status.value.code == 2
+        assert run(out, *flags, "--resume", "latest", *changed) == 2
         err = capsys.readouterr().err.strip()
         assert f"these flags cannot change on resume: {changed[0]} " in err and len(err.splitlines()) == 1
     assert run(out, *flags, "--resume", "latest", "--eval-every", "3", "--workers", "1") == 0
@@ -314,9 +305,7 @@ def test_replan_to_a_new_peak_rewarms_says_so_and_refuses_a_jump_in_one_line(
     assert run_stopped_at(4, out, "--lr", "1e-3", "--warmup-steps", "2", "--workers", "0") == 0
     capsys.readouterr()
     new = ["--lr", "2e-3", "--max-steps", "12", "--replan", "--resume", "latest", "--workers", "0"]
-    with pytest.raises(SystemExit) as exit_status:
-        run(out, *new, "--warmup-steps", "0")
-    assert exit_status.value.code == 2
+    assert run(out, *new, "--warmup-steps", "0") == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("phase5_big_run.py: error: --replan at step 4: lr: --warmup-steps 0: re-warming from 0.001")
     assert len(err.splitlines()) == 1
@@ -339,16 +328,13 @@ def test_a_folder_belongs_to_one_run_and_another_runs_checkpoint_changes_nothing
     before = _files(tmp_path / "b")
     capsys.readouterr()
     other = tmp_path / "a" / "checkpoints" / "step-00000002.pt"
-    with pytest.raises(SystemExit) as exit_status:
-        run(tmp_path / "b", *flags, "--resume", str(other))
-    assert exit_status.value.code == 2
+    assert run(tmp_path / "b", *flags, "--resume", str(other)) == 2
     err = capsys.readouterr().err.strip()
     run_a = json.loads((tmp_path / "a" / "run.json").read_text())["id"]
     run_b = json.loads((tmp_path / "b" / "run.json").read_text())["id"]
     assert f"a checkpoint of run {run_a}" in err and f"holds another, run {run_b}" in err
     assert len(err.splitlines()) == 1 and _files(tmp_path / "b") == before
-    with pytest.raises(SystemExit):  # a fresh start into a run with checkpoints: refused too
-        run(tmp_path / "b", *flags)
+    assert run(tmp_path / "b", *flags) == 2  # a fresh start into a run with checkpoints: refused too
     assert "pass --resume latest to continue it" in capsys.readouterr().err and _files(tmp_path / "b") == before
 
 
@@ -361,8 +347,7 @@ def test_a_run_that_died_before_its_first_checkpoint_is_no_dead_end(
     assert run(out, *flags) == 3  # stopped before any checkpoint
     monkeypatch.delenv("LRSCHED_INJECT_NAN_AT_STEP")
     capsys.readouterr()
-    with pytest.raises(SystemExit):
-        run(out, *flags, "--resume", "latest")
+    assert run(out, *flags, "--resume", "latest") == 2
     assert "stopped before its first checkpoint; start it again without --resume" in capsys.readouterr().err
     assert run(out, *flags) == 0  # a fresh start in the same folder
     assert len(read_rows(out / "log.csv")) == 4

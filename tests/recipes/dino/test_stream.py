@@ -12,14 +12,13 @@ import pytest
 import torch
 from helpers import SRC
 
-from lrsched.recipes.common.faults import STALL_AT
+from lrsched.recipes.common.faults import STALL_AT, DataFailure
 from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.dino.augment import Geometry, Photometric
 from lrsched.recipes.dino.data import Dataset, Sampler, Source, mix, open_folder
 from lrsched.recipes.dino.stream import (
     SHUTDOWN_GRACE,
     Batch,
-    DataFailure,
     Stream,
     default_workers,
     eval_batches,

@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from lrsched.recipes.common.distributed import World
+from lrsched.recipes.common.skeleton import checked
 from lrsched.recipes.finetune.flags import parse
-from lrsched.recipes.finetune.main import plan_text, prepare
+from lrsched.recipes.finetune.main import TrainPy, plan_text
 
 SHRINK = ["--max_train_samples", "200", "--max_eval_samples", "16"]
 UPDATES = 7  # ceil(200 / 32)
@@ -40,11 +41,11 @@ def test_seed_command_resolves_the_design_plan(
 ) -> None:
     out = tmp_path / "run"
     args = parse([*command.split(), *SHRINK, "--output_dir", str(out)])
-    run = prepare(args, World(), torch.device("cpu"))
+    run = checked(TrainPy(), args, World(), torch.device("cpu"))
     epochs = int(command.split()[1])
     total = epochs * UPDATES
-    plan = run.plan.to_json()
-    assert run.updates_per_epoch == UPDATES
+    plan = run.settings.plan.to_json()
+    assert run.settings.updates_per_epoch == UPDATES
     assert (plan["shape"], plan["base_lr"], plan["total_steps"]) == (shape, pytest.approx(peak), total)
     assert plan["warmup_steps"] == math.ceil(ratio * total)
     assert plan["cycles"] == cycles and plan["min_lr"] == 0
@@ -57,7 +58,7 @@ def test_seed_command_resolves_the_design_plan(
 
 def test_max_steps_overrides_the_total_but_not_the_row(tmp_path: Path) -> None:
     args = parse(["--num_epochs", "10", *SHRINK, "--max_steps", "30", "--output_dir", str(tmp_path / "r")])
-    plan = prepare(args, World(), torch.device("cpu")).plan.to_json()
+    plan = checked(TrainPy(), args, World(), torch.device("cpu")).settings.plan.to_json()
     assert (plan["shape"], plan["total_steps"], plan["warmup_steps"]) == ("cosine", 30, 3)
     assert plan["sources"]["total"] == "--max_steps 30"
 
@@ -65,5 +66,5 @@ def test_max_steps_overrides_the_total_but_not_the_row(tmp_path: Path) -> None:
 def test_accumulation_counts_updates_not_batches(tmp_path: Path) -> None:
     # 200 examples / batch 20 = 10 batches; A = 3 -> ceil(10 / 3) = 4 updates per epoch
     argv = ["--num_epochs", "2.5", *SHRINK, "--per_device_train_batch_size", "20", "--gradient_accumulation_steps", "3"]
-    run = prepare(parse([*argv, "--output_dir", str(tmp_path / "r")]), World(), torch.device("cpu"))
-    assert (run.batches, run.updates_per_epoch, run.plan.schedule.total) == (10, 4, 10)
+    run = checked(TrainPy(), parse([*argv, "--output_dir", str(tmp_path / "r")]), World(), torch.device("cpu"))
+    assert (run.settings.batches, run.settings.updates_per_epoch, run.settings.plan.schedule.total) == (10, 4, 10)

@@ -204,7 +204,7 @@ def test_sigterm_saves_a_checkpoint_exits_0_and_latest_finishes_the_run(tmp_path
     stdout, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr[-2000:]
     stopped = [p.name for p in (out / "checkpoints").iterdir()]
-    assert len(stopped) == 1 and "stopped at step" in stderr + stdout
+    assert len(stopped) == 1 and "stopped by SIGTERM at step" in stderr + stdout
     step = int(stopped[0][5:13])
     assert 1 <= step < 8 and len(read_log(log)) == step
     assert run_train([*argv, "--resume_from_checkpoint", "latest"]) == 0

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from lrsched.recipes.common import checkpoint as ckpt
+from lrsched.recipes.common.exits import EXIT_ERROR
 from lrsched.recipes.common.rundir import RUN_FILE, Folder, claim_run_dir
 from lrsched.recipes.common.runlock import acquire_lock, release_lock
 from lrsched.recipes.common.runlog import read_log
@@ -168,7 +169,7 @@ def test_sigint_while_the_model_loads_exits_0_and_writes_nothing(
 
 def test_sighup_in_the_loop_saves_and_exits_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "hup"
-    signal_when(monkeypatch, loop, "update", signal.SIGHUP, lambda run, state, group: state.step == 1)
+    signal_when(monkeypatch, loop, "update", signal.SIGHUP, lambda run, group: run.t == 1)
     assert run_train(argv(out)) == 0
     assert steps(out) == [2] and [r["step"] for r in read_log(out / "log.csv")] == ["0", "1"]
     monkeypatch.undo()
@@ -180,10 +181,10 @@ def test_a_stop_under_save_strategy_no_exits_0_without_a_checkpoint_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "nosave"
-    signal_when(monkeypatch, loop, "update", signal.SIGTERM, lambda run, state, group: state.step == 1)
+    signal_when(monkeypatch, loop, "update", signal.SIGTERM, lambda run, group: run.t == 1)
     assert run_train(argv(out, "--save_strategy", "no")) == 0
     assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
-    assert "stopped at step 2 (SIGTERM); --save_strategy no: no checkpoint to continue from" in capsys.readouterr().out
+    assert "stopped by SIGTERM at step 2; --save_strategy no: no checkpoint to continue from" in capsys.readouterr().out
 
 
 def test_sigterm_at_an_epoch_end_writes_that_checkpoint_once_and_validation_cut_short_is_redone(
@@ -191,9 +192,9 @@ def test_sigterm_at_an_epoch_end_writes_that_checkpoint_once_and_validation_cut_
 ) -> None:
     out = tmp_path / "epoch"
     saves = count_saves(monkeypatch)
-    signal_when(monkeypatch, loop, "end_epoch", signal.SIGTERM, lambda run, state, *a: state.step == 2, after=True)
+    signal_when(monkeypatch, loop, "end_epoch", signal.SIGTERM, lambda run, *a: run.t == 2, after=True)
     assert run_train(argv(out)) == 0
-    assert saves == Counter({"step-00000002.pt": 1}) and "stopped at step 2 (SIGTERM)" in capsys.readouterr().out
+    assert saves == Counter({"step-00000002.pt": 1}) and "stopped by SIGTERM at step 2" in capsys.readouterr().out
     history = ckpt.load_checkpoint(out / "checkpoints" / "step-00000002.pt", PROGRAM_ID)["history"]
     assert [h["step"] for h in history] == [2]
     monkeypatch.undo()
@@ -217,12 +218,12 @@ def test_sigterm_during_the_final_test_keeps_the_last_checkpoint_and_resume_fini
     tests: list[bool] = []
 
     def is_test(run: Any, model: Any, data: Any, *a: Any) -> bool:
-        tests.append(data is run.splits.test)
+        tests.append(data is run.settings.splits.test)
         return tests[-1]
 
     signal_when(monkeypatch, loop, "evaluate", signal.SIGTERM, is_test)
     assert run_train(argv(out)) == 0
-    assert "stopped at step 4 (SIGTERM)" in capsys.readouterr().out
+    assert "stopped by SIGTERM at step 4" in capsys.readouterr().out
     assert saves == Counter({"step-00000002.pt": 1, "step-00000004.pt": 1})
     assert json.loads((out / "eval.json").read_text())["test"] is None
     monkeypatch.undo()
@@ -314,7 +315,7 @@ def test_resuming_from_an_earlier_checkpoint_sets_the_abandoned_future_aside(
     out = tmp_path / "copy"
     shutil.copytree(run_a, out, ignore=shutil.ignore_patterns("best", "last", "tb"))
     shutil.copytree(run_a / "best", out / "best")
-    signal_when(monkeypatch, loop, "update", signal.SIGTERM, lambda run, state, group: state.step == 2)
+    signal_when(monkeypatch, loop, "update", signal.SIGTERM, lambda run, group: run.t == 2)
     assert run_train(argv(out, "--resume_from_checkpoint", str(out / "checkpoints" / "step-00000002.pt"))) == 0
     assert steps(out) == [2, 3]  # the resumed run's own: 2, and 3 where it stopped
     aside = out / "checkpoints" / "abandoned-after-step-00000002"
@@ -340,13 +341,15 @@ def fail_on(monkeypatch: pytest.MonkeyPatch, name: str, when: Callable[..., bool
 
 
 def test_a_failing_best_model_save_keeps_the_epochs_checkpoint_and_resume_writes_best(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "report"
     broken = OSError(errno.EIO, os.strerror(errno.EIO), str(out / "best"))
     fail_on(monkeypatch, "save_model", lambda run, model, name, *a: name == "best", broken)
-    with pytest.raises(OSError, match="Input/output error"):
-        run_train(argv(out))
+    assert run_train(argv(out)) == EXIT_ERROR  # one line, the traceback in error.log
+    line = one_error_line(capsys)
+    assert "Input/output error" in line and f"traceback in {out / 'error.log'}" in line
+    assert "Traceback" in (out / "error.log").read_text()
     assert steps(out) == [2]  # the epoch's training is on disk although best/ failed
     saved = ckpt.load_checkpoint(out / "checkpoints" / "step-00000002.pt", PROGRAM_ID)
     assert [h["step"] for h in saved["history"]] == [2] and saved["best"]["step"] == 2
@@ -363,11 +366,13 @@ def test_a_failing_best_model_save_keeps_the_epochs_checkpoint_and_resume_writes
     assert_log_follows_plan(out)
 
 
-def test_a_failing_validation_keeps_the_epochs_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_validation_keeps_the_epochs_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "validation"
     fail_on(monkeypatch, "evaluate", lambda *a: True, RuntimeError("evaluation broke"))
-    with pytest.raises(RuntimeError, match="evaluation broke"):
-        run_train(argv(out))
+    assert run_train(argv(out)) == EXIT_ERROR
+    assert "RuntimeError: evaluation broke" in one_error_line(capsys)
     assert steps(out) == [2]
     assert ckpt.load_checkpoint(out / "checkpoints" / "step-00000002.pt", PROGRAM_ID)["history"] == []
     monkeypatch.undo()

@@ -16,6 +16,7 @@ The fault tests steer a run through two environment variables, each read the sam
 from __future__ import annotations
 
 import os
+import re
 
 INJECT_NAN = "LRSCHED_INJECT_NAN_AT_STEP"
 """Test hook: the loss of this step is made NaN (fault tests of the non-finite-loss stop)."""
@@ -35,3 +36,18 @@ def hook_step(name: str) -> int | None:
     """The step the test hook ``name`` names, or None when it is unset or not an integer."""
     value = os.environ.get(name, "")
     return int(value) if value.strip().lstrip("-").isdigit() else None
+
+
+class DataFailure(RuntimeError):
+    """The data path failed: no batch before the deadline, the images went away, or a worker died or raised."""
+
+
+def one_line(err: BaseException, with_type: bool = True) -> str:
+    """An exception in one line: ``Type: message`` (or the message alone). A worker's error arrives with
+    the worker's traceback in its message, whose last line is ``module.Type: message``."""
+    name = type(err).__name__
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = re.sub(rf"^[\w.]*\b{name}: ", "", lines[-1]) if lines else ""
+    if not with_type:
+        return text or name
+    return f"{name}: {text}" if text else name

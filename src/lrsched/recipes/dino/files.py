@@ -21,6 +21,8 @@ from typing import Any
 from lrsched.atomic import atomic_write
 from lrsched.errors import UsageError
 
+DATA_INDEX = "data_index.tsv"
+"""The run's record of its data: the fingerprint, then one line per file (``label<TAB>path``)."""
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 

@@ -1,12 +1,13 @@
 """phase5_big_run.py's command line: lrsched's schedule flags plus DINO's schedules, model, data, run.
 
 Every flag has both spellings (``--weight-decay`` and ``--weight_decay``). ``DEFAULTS`` is the one
-table of DINO's schedule defaults; ``main.resolve_schedules`` is the one function that applies it.
+table of DINO's schedule defaults; ``validate.resolve_schedules`` is the one function that applies it.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from lrsched import flags as shared
@@ -52,6 +53,11 @@ def flag_strings(args: argparse.Namespace) -> dict[str, str]:
 
 _probability = shared.Checked(shared.number, 0, 1)
 _unit_interval = shared.Checked(shared.number, 0, 1, low_open=True, high_closed=True)
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The flags (argparse's own errors exit 2)."""
+    return build_parser().parse_args(argv)
 
 
 def build_parser() -> shared.ArgumentParser:

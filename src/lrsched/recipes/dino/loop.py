@@ -19,10 +19,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from lrsched.adoption import OnMismatch
 from lrsched.recipes.common.device import autocast, describe_device
 from lrsched.recipes.common.distributed import World, every_rank
-from lrsched.recipes.common.faults import FAIL_AT, INJECT_NAN, STOP_AT, NonFiniteLoss, hook_step
-from lrsched.recipes.common.runlog import RunLog, write_json
+from lrsched.recipes.common.faults import FAIL_AT, INJECT_NAN, STOP_AT, DataFailure, NonFiniteLoss, hook_step
+from lrsched.recipes.common.runlog import write_json
 from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.dino.augment import Crops, Geometry, Photometric
 from lrsched.recipes.dino.data import Sampler, mix
@@ -31,8 +32,7 @@ from lrsched.recipes.dino.loss import DINOLoss, koleo
 from lrsched.recipes.dino.model import build_networks, ema_update, param_groups, reference_group
 from lrsched.recipes.dino.resume import restore, save
 from lrsched.recipes.dino.state import TIMING_WINDOW, Settings, State, say
-from lrsched.recipes.dino.stream import Batch, DataFailure, train_loader
-from lrsched.schedules import OnMismatch
+from lrsched.recipes.dino.stream import Batch, train_loader
 from lrsched.torch_sched import ScheduledField, ScheduledLR, ScheduledValue
 
 MIN_BAD_IMAGES = 100
@@ -207,11 +207,11 @@ def train_step(run: State, batches: Iterator[Batch], stop: StopRequest) -> tuple
     return row, bool(stats[3] > 0) or hook_step(STOP_AT) == run.t
 
 
-def train(run: State, log: RunLog | None, stop: StopRequest) -> str:
+def train(run: State, stop: StopRequest) -> str:
     """Steps until ``--max-steps`` (or for ever), with evaluation and checkpoints; returns how it ended.
 
     A signal during a step stops the run after it (the flag travels with the step's all-reduce);
-    during an evaluation it raises ``Stopped`` (``main`` saves and exits 0).
+    during an evaluation it raises ``Stopped`` (the skeleton saves and exits 0).
     """
     from tqdm import tqdm
 
@@ -238,8 +238,8 @@ def train(run: State, log: RunLog | None, stop: StopRequest) -> str:
     try:
         while total is None or run.t < total:
             row, stop_now = train_step(run, batches, stop)
-            if log is not None:
-                log.write(row)
+            if run.log is not None:
+                run.log.write(row)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.3g}", img_s=f"{row['images_per_s']:.0f}")
             if stop_now:

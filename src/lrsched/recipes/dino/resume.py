@@ -9,7 +9,6 @@ from typing import Any
 
 from lrsched.adoption import adopt, describe, from_description
 from lrsched.errors import ScheduleError, ScheduleMismatch, UsageError
-from lrsched.flags import usage_errors
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.distributed import barrier
 from lrsched.recipes.dino.flags import PROG, PROGRAM_ID, flag_strings, spelling
@@ -120,13 +119,8 @@ def _channels(n: int) -> str:
 
 
 def restore(run: State, state: dict[str, Any]) -> None:
-    """Load weights, optimizer, schedulers (replanning on --replan), centre, RNG and metrics.
-
-    A checkpoint of another channel count is refused first, one line and exit status 2
-    (``usage_errors``), before anything is loaded or written (the folder is claimed after)."""
-    s = run.settings
-    with usage_errors(PROG):
-        check_channels(state, s.data.channels, s.resume_path or "", s.args.data_dir or s.data.name)
+    """Load weights, optimizer, schedulers (replanning on --replan), centre, RNG and metrics
+    (``validate.settle`` has checked the checkpoint against the flags and the data)."""
     t0 = int(state["step"])
     run.student.load_state_dict(state["student"])
     run.teacher.load_state_dict(state["teacher"])

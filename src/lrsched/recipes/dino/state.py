@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from lrsched.recipes.common.distributed import World
+from lrsched.recipes.common.runlog import RunLog
 from lrsched.recipes.dino.augment import Geometry, Photometric
 from lrsched.recipes.dino.data import Dataset, Sampler
 from lrsched.recipes.dino.head import DINONet
@@ -54,7 +55,7 @@ class Schedules:
         }
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
     """Parsed flags resolved and checked: the model size, the schedules, data, resume point."""
 
@@ -65,6 +66,11 @@ class Settings:
     output_dir: Path
     resume: dict[str, Any] | None
     resume_path: Path | None
+
+    @property
+    def overwrite(self) -> bool:
+        """phase5 has no flag that replaces a run in its folder."""
+        return False
 
 
 # --- the state of a run ----------------------------------------------------------------------
@@ -100,6 +106,8 @@ class State:
     lr_hash: str = ""
     """``h(t+1) = sha256(h(t) || lr(t))`` over the steps this process ran: equal on every rank."""
     replanned_at: int | None = None
+    log: RunLog | None = None
+    """Rank 0's log.csv, open from the start of training."""
     mid_step: bool = False
     """True while a step changes the state (loss centre, weights, schedulers): not a state to save."""
 

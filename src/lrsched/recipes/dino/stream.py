@@ -24,7 +24,6 @@ data went away (``Batch.lost``).
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
 import threading
@@ -39,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lrsched.errors import UsageError
-from lrsched.recipes.common.faults import STALL_AT, hook_step
+from lrsched.recipes.common.faults import STALL_AT, DataFailure, hook_step, one_line
 from lrsched.recipes.common.stopping import StopRequest
 from lrsched.recipes.dino.augment import Geometry, Photometric, center_view
 from lrsched.recipes.dino.data import Sampler, Source, mix
@@ -50,10 +49,6 @@ MAX_IN_A_ROW = 100
 T = TypeVar("T")
 SHUTDOWN_GRACE = 10.0
 """Seconds the workers get to leave when a stream closes; then they are killed."""
-
-
-class DataFailure(RuntimeError):
-    """The data path failed: no batch before the deadline, the images went away, or a worker died or raised."""
 
 
 def default_workers() -> int:
@@ -360,14 +355,3 @@ def deadline(seconds: float, message: Callable[[], str]) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def one_line(err: BaseException, with_type: bool = True) -> str:
-    """An exception in one line: ``Type: message`` (or the message alone). A worker's error arrives with
-    the worker's traceback in its message, whose last line is ``module.Type: message``."""
-    name = type(err).__name__
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    text = re.sub(rf"^[\w.]*\b{name}: ", "", lines[-1]) if lines else ""
-    if not with_type:
-        return text or name
-    return f"{name}: {text}" if text else name

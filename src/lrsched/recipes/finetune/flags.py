@@ -33,6 +33,7 @@ DESCRIPTION = (
     "(default: 3-class tweet sentiment) with the run-length LR strategy of lrsched. "
     "The resolved plan is printed before training; see docs/train.md."
 )
+RESUME_FLAG, OUTPUT_FLAG, OVERWRITE_FLAG = "--resume_from_checkpoint", "--output_dir", "--overwrite_output_dir"
 
 
 def seed_value(text: str) -> int:

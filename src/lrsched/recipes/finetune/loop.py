@@ -24,7 +24,6 @@ import filecmp
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ from lrsched.recipes.common.device import autocast
 from lrsched.recipes.common.distributed import World, any_rank, barrier, every_rank, mean_across
 from lrsched.recipes.common.faults import INJECT_NAN, NonFiniteLoss, hook_step
 from lrsched.recipes.common.runlog import RunLog
-from lrsched.recipes.common.stopping import Stopped, StopRequest, stop_together
+from lrsched.recipes.common.stopping import StopRequest, stop_together
 from lrsched.recipes.finetune import batches as B
 from lrsched.recipes.finetune import model as M
 from lrsched.recipes.finetune.evaluation import eval_tokens, evaluate, rank_summary, write_eval
@@ -58,34 +57,38 @@ from lrsched.recipes.finetune.state import Settings, State
 from lrsched.torch_sched import ScheduledLR
 
 COLUMNS = ("step", "epoch", "lr", "loss", "grad_norm", "seconds")
+FINISHED = "finished"
+"""How a run that reached the end of its plan ended (``train``'s answer)."""
 
 
 # ---------------------------------------------------------------- setup and checkpoints
 
 
-def build_state(run: Settings) -> State:
+def build_state(
+    settings: Settings, world: World, device: torch.device, model: nn.Module, identity: dict[str, Any]
+) -> State:
     """Model on the device, AdamW, ScheduledLR; restored from the checkpoint when resuming."""
-    model = run.model.to(run.device)
-    optimizer = M.adamw(model, run.plan.schedule.base, run.args.weight_decay)
-    scheduler = ScheduledLR(optimizer, run.plan.schedule)
-    tokens = B.TokenCache(run.tokenizer, run.splits.train.texts, run.args.max_seq_length)
-    state = State(model, model, optimizer, scheduler, tokens)
-    if run.resume is not None:
-        ck = run.resume
+    model = model.to(device)
+    optimizer = M.adamw(model, settings.plan.schedule.base, settings.args.weight_decay)
+    scheduler = ScheduledLR(optimizer, settings.plan.schedule)
+    tokens = B.TokenCache(settings.tokenizer, settings.splits.train.texts, settings.args.max_seq_length)
+    run = State(settings, world, device, model, model, optimizer, scheduler, identity, tokens)
+    if settings.resume is not None:
+        ck = settings.resume
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
-        state.history, state.best = list(ck["history"]), ck["best"]
-        set_rng_state(ck["rng"][run.world.rank])
-        assert run.resume_path is not None
-        if run.resume_path.resolve().parent == (run.output_dir / "checkpoints").resolve():
-            state.saved_step = state.step
+        run.history, run.best = list(ck["history"]), ck["best"]
+        set_rng_state(ck["rng"][world.rank])
+        assert settings.resume_path is not None
+        if settings.resume_path.resolve().parent == (settings.output_dir / "checkpoints").resolve():
+            run.saved_step = run.t
     else:
-        torch.manual_seed(run.args.seed * 1000 + run.world.rank)  # dropout streams, one per rank
-    if run.world.distributed:
-        state.net = DistributedDataParallel(model)
+        torch.manual_seed(settings.args.seed * 1000 + world.rank)  # dropout streams, one per rank
+    if world.distributed:
+        run.net = DistributedDataParallel(model)
     model.train()
-    return state
+    return run
 
 
 def all_rng_states(world: World) -> list[dict[str, Any]]:
@@ -93,48 +96,52 @@ def all_rng_states(world: World) -> list[dict[str, Any]]:
     return every_rank(rng_state(), world)
 
 
-def save(run: Settings, state: State) -> None:
-    """A resumable checkpoint at the current step (rank 0 writes; every rank gives its RNG).
+def save(run: State, together: bool = True) -> Path | None:
+    """A resumable checkpoint at the current step (rank 0 writes; every rank gives its RNG): its path,
+    or None with ``--save_strategy no``, or after a failure under torchrun (``together=False``: the
+    other ranks' RNG states cannot be gathered).
 
-    Not again when this step's checkpoint is already on disk (an epoch end, then a stop), and
-    never with ``--save_strategy no``."""
-    if state.saved_step == state.step or run.args.save_strategy == "no":
-        return
+    Not written again when this step's checkpoint is already on disk (an epoch end, then a stop)."""
+    path = step_path(run.settings.output_dir / "checkpoints", run.t)
+    if run.settings.args.save_strategy == "no" or (run.world.distributed and not together):
+        return None
+    if run.saved_step == run.t:
+        return path
     rngs = all_rng_states(run.world)
     if run.world.is_main:
         payload = {
-            "step": state.step,
-            "model": state.model.state_dict(),
-            "optimizer": state.optimizer.state_dict(),
-            "scheduler": state.scheduler.state_dict(),
+            "step": run.t,
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
             "rng": rngs,
-            "history": state.history,
-            "best": state.best,
+            "history": run.history,
+            "best": run.best,
             "identity": run.identity,
-            "plan": run.plan.to_json(),
+            "plan": run.settings.plan.to_json(),
         }
-        directory = run.output_dir / "checkpoints"
-        save_checkpoint(payload, step_path(directory, state.step), PROGRAM_ID, run_id=run.run_id)
-        prune_checkpoints(directory, run.args.save_total_limit)
-    state.saved_step = state.step
+        save_checkpoint(payload, path, PROGRAM_ID, run_id=run.run_id)
+        prune_checkpoints(path.parent, run.settings.args.save_total_limit)
+    run.saved_step = run.t
     barrier(run.world)
+    return path
 
 
-def save_model(run: Settings, model: nn.Module, name: str, dedupe_with: str | None = None) -> None:
+def save_model(run: State, model: nn.Module, name: str, dedupe_with: str | None = None) -> None:
     """A Hugging Face model directory (weights, config with label names, tokenizer).
 
     A file that is a hard link (``last/`` sharing ``best/``'s) is unlinked first, so writing one
     never changes the other. With ``dedupe_with``, each written file identical to that folder's
     file of the same name becomes a hard link to it: stored once."""
     if run.world.is_main:
-        target = run.output_dir / name
+        target = run.settings.output_dir / name
         if target.is_dir():
             for path in target.iterdir():
                 if path.is_file() and path.stat().st_nlink > 1:
                     path.unlink()
-        M.save_folder(model, run.tokenizer, target)
+        M.save_folder(model, run.settings.tokenizer, target)
         if dedupe_with is not None:
-            link_identical(target, run.output_dir / dedupe_with)
+            link_identical(target, run.settings.output_dir / dedupe_with)
     barrier(run.world)
 
 
@@ -161,11 +168,11 @@ def link_identical(folder: Path, reference: Path) -> list[str]:
 # ---------------------------------------------------------------- one update
 
 
-def labels_tensor(run: Settings, indices: list[int]) -> torch.Tensor:
-    return torch.tensor([run.splits.train.labels[i] for i in indices]).to(run.device, non_blocking=True)
+def labels_tensor(run: State, indices: list[int]) -> torch.Tensor:
+    return torch.tensor([run.settings.splits.train.labels[i] for i in indices]).to(run.device, non_blocking=True)
 
 
-def update(run: Settings, state: State, group: list[list[int]]) -> tuple[float, float, float]:
+def update(run: State, group: list[list[int]]) -> tuple[float, float, float]:
     """One optimizer update over ``group`` (A batches); returns (lr used, mean loss, grad norm).
 
     The loss is the mean over the group's examples (each micro-batch weighted by its size),
@@ -174,151 +181,153 @@ def update(run: Settings, state: State, group: list[list[int]]) -> tuple[float, 
     one transfer after the backward passes (the one wait on the device per update, which the
     non-finite check before ``optimizer.step()`` needs).
     """
-    lr = float(state.optimizer.param_groups[0]["lr"])
+    lr = float(run.optimizer.param_groups[0]["lr"])
     n = sum(len(b) for b in group)
     total = torch.zeros((), device=run.device)
     for i, indices in enumerate(group):
-        enc = B.to_device(state.tokens.batch(indices), run.device)
+        enc = B.to_device(run.tokens.batch(indices), run.device)
         sync = not run.world.distributed or i == len(group) - 1
-        with contextlib.nullcontext() if sync else state.net.no_sync():  # type: ignore[operator]
-            with autocast(run.device, run.args.bf16):
-                logits = state.net(**enc).logits
+        with contextlib.nullcontext() if sync else run.net.no_sync():  # type: ignore[operator]
+            with autocast(run.device, run.settings.args.bf16):
+                logits = run.net(**enc).logits
             loss = F.cross_entropy(logits.float(), labels_tensor(run, indices), reduction="sum") / n
             loss.backward()
         total += loss.detach()
-    norm = grad_norm(run, state)
+    norm = grad_norm(run)
     mean_loss, norm_value = torch.stack([mean_across(total, run.world).float(), norm.float()]).tolist()
-    if hook_step(INJECT_NAN) == state.step:
+    if hook_step(INJECT_NAN) == run.t:
         mean_loss = float("nan")
     if not math.isfinite(mean_loss):
-        raise NonFiniteLoss(f"training loss is {mean_loss} at step {state.step}; stopped before that update")
+        raise NonFiniteLoss(f"training loss is {mean_loss} at step {run.t}; stopped before that update")
     if not math.isfinite(norm_value):
-        raise NonFiniteLoss(f"gradient norm is {norm_value} at step {state.step}; stopped before that update")
-    state.optimizer.step()
-    state.optimizer.zero_grad(set_to_none=True)
-    state.scheduler.step()
+        raise NonFiniteLoss(f"gradient norm is {norm_value} at step {run.t}; stopped before that update")
+    run.mid_step = True  # from the weights' change to the step's count: not a state to save
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    run.mid_step = False
     return lr, mean_loss, norm_value
 
 
-def grad_norm(run: Settings, state: State) -> torch.Tensor:
+def grad_norm(run: State) -> torch.Tensor:
     """The global gradient norm (a tensor on the device), clipped to --max_grad_norm when that is > 0."""
-    params = [p for p in state.model.parameters() if p.grad is not None]
-    limit = run.args.max_grad_norm
+    params = [p for p in run.model.parameters() if p.grad is not None]
+    limit = run.settings.args.max_grad_norm
     if limit > 0:
         return torch.nn.utils.clip_grad_norm_(params, limit)
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
 
 
-def epoch_batches(run: Settings, state: State, epoch: int) -> list[list[int]]:
+def epoch_batches(run: State, epoch: int) -> list[list[int]]:
     """This rank's batches of ``epoch`` (``B.rank_batches``, length-grouped unless --no_group_by_length),
     computed once per epoch."""
-    if state.order is None or state.order[0] != epoch:
-        a = run.args
-        lengths = None if a.no_group_by_length else state.tokens.lengths
-        n = len(run.splits.train)
+    if run.order is None or run.order[0] != epoch:
+        a = run.settings.args
+        lengths = None if a.no_group_by_length else run.tokens.lengths
+        n = len(run.settings.splits.train)
         batches = B.rank_batches(n, a.per_device_train_batch_size, a.seed, epoch, *_rw(run), lengths=lengths)
-        state.order = (epoch, batches)
-    return state.order[1]
+        run.order = (epoch, batches)
+    return run.order[1]
 
 
 # ---------------------------------------------------------------- evaluation
 
 
-def end_epoch(run: Settings, state: State, stop: StopRequest | None = None) -> dict[str, Any]:
-    """Validate at the end of an epoch (or of the run) and record it; ``state.best`` follows the best
+def end_epoch(run: State, stop: StopRequest | None = None) -> dict[str, Any]:
+    """Validate at the end of an epoch (or of the run) and record it; ``run.best`` follows the best
     accuracy (``best/`` is written by ``report_epoch``, after the checkpoint)."""
-    step = state.step
-    result = {"epoch": round(step / run.updates_per_epoch, 4), "step": step}
-    tokens = eval_tokens(run, state, "validation", run.splits.validation)
-    result.update(evaluate(run, state.model, run.splits.validation, stop, tokens))
-    state.history.append(result)
-    if state.best is None or result["accuracy"] > state.best["accuracy"]:
-        state.best = dict(result)
+    step = run.t
+    result = {"epoch": round(step / run.settings.updates_per_epoch, 4), "step": step}
+    tokens = eval_tokens(run, "validation", run.settings.splits.validation)
+    result.update(evaluate(run, run.model, run.settings.splits.validation, stop, tokens))
+    run.history.append(result)
+    if run.best is None or result["accuracy"] > run.best["accuracy"]:
+        run.best = dict(result)
     return result
 
 
-def report_epoch(run: Settings, state: State, bar: tqdm[Any], result: dict[str, Any]) -> None:
+def report_epoch(run: State, bar: tqdm[Any], result: dict[str, Any]) -> None:
     """What a validation writes: ``best/`` when it is the best so far, then ``eval.json`` (which thus
     names the best model only once ``best/`` holds it), and its line."""
-    if state.best is not None and state.best["step"] == result["step"]:
-        save_model(run, state.model, "best")
-    write_eval(run, state, None)
+    if run.best is not None and run.best["step"] == result["step"]:
+        save_model(run, run.model, "best")
+    write_eval(run, None)
     say(run, bar, f"epoch {result['epoch']:g} step {result['step']}: validation {_fmt(result)}")
 
 
-def best_is_missing(run: Settings, state: State) -> bool:
+def best_is_missing(run: State) -> bool:
     """Whether the resumed checkpoint's model is the best one but ``best/`` may not hold it (a run that
     failed between its checkpoint and ``best/``: ``eval.json`` then names an older best, or none)."""
     missing = False
-    if run.world.is_main and state.best is not None and state.best["step"] == state.step:
+    if run.world.is_main and run.best is not None and run.best["step"] == run.t:
         try:
-            saved = json.loads((run.output_dir / "eval.json").read_text()).get("best") or {}
+            saved = json.loads((run.settings.output_dir / "eval.json").read_text()).get("best") or {}
         except (OSError, ValueError, AttributeError):
             saved = {}
-        missing = saved.get("step") != state.step or not (run.output_dir / "best" / "config.json").is_file()
+        missing = saved.get("step") != run.t or not (run.settings.output_dir / "best" / "config.json").is_file()
     return any_rank(missing, run.world, run.device)
 
 
 # ---------------------------------------------------------------- the loop
 
 
-def epoch_end(run: Settings, step: int) -> bool:
-    total = run.plan.schedule.total
-    return step > 0 and (step % run.updates_per_epoch == 0 or step == total)
+def epoch_end(run: State, step: int) -> bool:
+    total = run.settings.plan.schedule.total
+    return step > 0 and (step % run.settings.updates_per_epoch == 0 or step == total)
 
 
-def close_epoch(run: Settings, state: State, bar: tqdm[Any], stop: StopRequest) -> None:
+def close_epoch(run: State, bar: tqdm[Any], stop: StopRequest) -> None:
     """The end of an epoch: validation, then the resumable checkpoint, then ``best/`` and ``eval.json``.
 
     The checkpoint comes before every report, so that a failure in one (a full disk under
     ``best/``, an unwritable file) never loses the epoch's training; a failed validation saves it
     too (single process: under torchrun the other ranks may be inside the evaluation)."""
     try:
-        result = end_epoch(run, state, stop)
+        result = end_epoch(run, stop)
     except Exception:
         if not run.world.distributed:
-            save(run, state)
+            save(run)
         raise
-    save(run, state)
-    report_epoch(run, state, bar, result)
+    save(run)
+    report_epoch(run, bar, result)
 
 
-def run_updates(run: Settings, state: State, log: RunLog | None, bar: tqdm[Any], stop: StopRequest) -> None:
+def run_updates(run: State, bar: tqdm[Any], stop: StopRequest) -> None:
     """Updates from the current step to T; a signal raises ``Stopped`` at the next safe point."""
-    a, upe = run.args, run.updates_per_epoch
-    total = run.plan.schedule.total
+    a, upe = run.settings.args, run.settings.updates_per_epoch
+    total = run.settings.plan.schedule.total
     assert total is not None
     accum = a.gradient_accumulation_steps
-    if run.resume is not None and best_is_missing(run, state):
-        save_model(run, state.model, "best")  # the checkpoint was written, best/ was not
-    if epoch_end(run, state.step) and not (state.history and state.history[-1]["step"] == state.step):
-        close_epoch(run, state, bar, stop)  # a stop cut this validation short: do it now
-    while state.step < total:
+    if run.settings.resume is not None and best_is_missing(run):
+        save_model(run, run.model, "best")  # the checkpoint was written, best/ was not
+    if epoch_end(run, run.t) and not (run.history and run.history[-1]["step"] == run.t):
+        close_epoch(run, bar, stop)  # a stop cut this validation short: do it now
+    while run.t < total:
         stop_together(stop, run.world, run.device)
-        epoch = state.step // upe
-        batches = epoch_batches(run, state, epoch)
-        k = state.step - epoch * upe
+        epoch = run.t // upe
+        batches = epoch_batches(run, epoch)
+        k = run.t - epoch * upe
         started = time.perf_counter()
-        lr, loss, norm = update(run, state, batches[k * accum : (k + 1) * accum])
-        row = {"step": state.step - 1, "epoch": epoch + 1, "lr": lr, "loss": loss, "grad_norm": norm}
+        lr, loss, norm = update(run, batches[k * accum : (k + 1) * accum])
+        row = {"step": run.t - 1, "epoch": epoch + 1, "lr": lr, "loss": loss, "grad_norm": norm}
         row["seconds"] = round(time.perf_counter() - started, 4)
-        if log is not None:
-            log.write(row)
+        if run.log is not None:
+            run.log.write(row)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}")
-        if k == upe - 1 or state.step == total:
-            close_epoch(run, state, bar, stop)
-        elif a.save_steps and state.step % a.save_steps == 0:
-            save(run, state)
+        if k == upe - 1 or run.t == total:
+            close_epoch(run, bar, stop)
+        elif a.save_steps and run.t % a.save_steps == 0:
+            save(run)
 
 
-def say(run: Settings, bar: tqdm[Any], message: str) -> None:
+def say(run: State, bar: tqdm[Any], message: str) -> None:
     """Print a line above the progress bar, on rank 0 only."""
     if run.world.is_main:
         bar.write(message)
 
 
-def _rw(run: Settings) -> tuple[int, int]:
+def _rw(run: State) -> tuple[int, int]:
     return run.world.rank, run.world.size
 
 
@@ -326,77 +335,64 @@ def _fmt(result: dict[str, Any]) -> str:
     return f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f}"
 
 
-def finish(run: Settings, state: State, stop: StopRequest) -> dict[str, Any] | None:
+def finish(run: State, stop: StopRequest) -> dict[str, Any] | None:
     """Save the last model, test the best one, write eval.json and curves.png (a stop between parts
     leaves the step's checkpoint; resuming it redoes the report)."""
     stop_together(stop, run.world, run.device)
-    save_model(run, state.model, "last", dedupe_with="best")
+    save_model(run, run.model, "last", dedupe_with="best")
     stop_together(stop, run.world, run.device)
-    ranks = rank_summary(run, state)
+    ranks = rank_summary(run)
     test: dict[str, Any] | None = None
-    if run.splits.test is not None:
-        best = M.load_model(run.output_dir / "best", run.splits.label_names).to(run.device)
-        assert state.best is not None
-        test = {"model": f"best (epoch {state.best['epoch']:g}, step {state.best['step']})"}
-        test.update(evaluate(run, best, run.splits.test, stop, eval_tokens(run, state, "test", run.splits.test)))
+    if run.settings.splits.test is not None:
+        best = M.load_model(run.settings.output_dir / "best", run.settings.splits.label_names).to(run.device)
+        assert run.best is not None
+        test = {"model": f"best (epoch {run.best['epoch']:g}, step {run.best['step']})"}
+        test.update(
+            evaluate(run, best, run.settings.splits.test, stop, eval_tokens(run, "test", run.settings.splits.test))
+        )
     stop_together(stop, run.world, run.device)
-    write_eval(run, state, test, ranks)
+    write_eval(run, test, ranks)
     if run.world.is_main:
         from lrsched.recipes.finetune.curves import draw_curves
 
-        draw_curves(run.output_dir)
+        draw_curves(run.settings.output_dir)
     return test
 
 
-def open_log(run: Settings, state: State) -> RunLog | None:
+def open_log(run: State) -> RunLog | None:
     """Rank 0's log.csv. Resuming from a checkpoint older than the folder's newest abandons the
     steps after it: their checkpoints move aside (``set_aside_future``) before the log is cut back."""
     if not run.world.is_main:
         return None
-    if run.resume is None:
-        return RunLog(run.output_dir, COLUMNS)
-    directory = run.output_dir / "checkpoints"
+    if run.settings.resume is None:
+        return RunLog(run.settings.output_dir, COLUMNS)
+    directory = run.settings.output_dir / "checkpoints"
     newest = latest_checkpoint(directory)
-    if newest is not None and (step_of(newest) or 0) > state.step:
-        moved = set_aside_future(directory, state.step)
-        print(f"resuming from step {state.step}: the checkpoints of later steps moved to {moved}", flush=True)
-    return RunLog(run.output_dir, COLUMNS, resume_step=state.step)
+    if newest is not None and (step_of(newest) or 0) > run.t:
+        moved = set_aside_future(directory, run.t)
+        print(f"resuming from step {run.t}: the checkpoints of later steps moved to {moved}", flush=True)
+    return RunLog(run.settings.output_dir, COLUMNS, resume_step=run.t)
 
 
-def train(run: Settings, stop: StopRequest) -> None:
-    """Train from the current step to the plan's end, then report (rank 0 prints).
+def train(run: State, stop: StopRequest) -> str:
+    """Train from the current step to the plan's end, then the final report (``finish``); ``FINISHED``.
 
-    ``stop`` is installed (and deferred) by the caller; a signal ends the run with a checkpoint."""
-    state = build_state(run)
-    main = run.world.is_main
-    log = open_log(run, state)
-    total = run.plan.schedule.total
-    bar = tqdm(total=total, initial=state.step, disable=not main or run.args.disable_tqdm, unit="update")
-    try:
+    A signal raises ``Stopped`` at the next safe point (the skeleton saves and exits 0)."""
+    total = run.settings.plan.schedule.total
+    hide = not run.world.is_main or run.settings.args.disable_tqdm
+    with tqdm(total=total, initial=run.t, disable=hide, unit="update") as bar:
         stop_together(stop, run.world, run.device)
-        run_updates(run, state, log, bar, stop)
-        bar.close()
-        if log is not None:
-            log.close()
-            log = None
-        test = finish(run, state, stop)
-    except Stopped as stopped:
-        save(run, state)
-        if run.args.save_strategy == "no":
-            how = f"({stopped.signal_name}); --save_strategy no: no checkpoint to continue from"
-        else:
-            how = f"({stopped.signal_name}); continue with --resume_from_checkpoint latest"
-        say(run, bar, f"stopped at step {state.step} {how}")
-        return
-    finally:
-        bar.close()
-        if log is not None:
-            log.close()
-    if main:
-        best = state.best or {}
-        print(f"best validation: epoch {best.get('epoch', 0):g}, {_fmt(best)}" if best else "no validation")
-        if test is not None:
-            print(f"test ({test['model']}): {_fmt(test)}")
-        kept = " checkpoints/" if run.args.save_strategy == "epoch" else ""
-        print(f"wrote {run.output_dir}/: plan.json args.json log.csv eval.json curves.png best/ last/{kept}")
-        sys.stdout.flush()
+        run_updates(run, bar, stop)
+    if run.log is not None:
+        run.log.close()
+    run.test = finish(run, stop)
+    return FINISHED
+
+
+def result_lines(run: State) -> list[str]:
+    """The best validation and the test result, as printed at the end."""
+    best = run.best or {}
+    lines = [f"best validation: epoch {best.get('epoch', 0):g}, {_fmt(best)}" if best else "no validation"]
+    if run.test is not None:
+        lines.append(f"test ({run.test['model']}): {_fmt(run.test)}")
+    return lines

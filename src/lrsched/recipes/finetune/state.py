@@ -1,5 +1,5 @@
-"""train.py's two records, named as phase5's: ``Settings``, the validated inputs, and ``State``,
-what the loop changes."""
+"""train.py's two records, named as phase5's: ``Settings``, the resolved and checked inputs, and
+``State``, what the loop changes and a checkpoint holds (a ``run`` variable is one)."""
 
 from __future__ import annotations
 
@@ -12,41 +12,48 @@ import torch
 from torch import nn
 
 from lrsched.recipes.common.distributed import World
+from lrsched.recipes.common.runlog import RunLog
 from lrsched.recipes.finetune import batches as B
 from lrsched.recipes.finetune import data as D
 from lrsched.strategy import Plan
 from lrsched.torch_sched import ScheduledLR
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
-    """Everything a validated run needs: nothing in it has touched the output directory."""
+    """The flags resolved and checked: data, tokenizer, run size, plan, checkpoint; nothing written yet."""
 
     args: argparse.Namespace
-    world: World
-    device: torch.device
     splits: D.Splits
     model_dir: Path
     tokenizer: Any
-    model: torch.nn.Module
     batches: int
     updates_per_epoch: int
     plan: Plan
     output_dir: Path
     resume: dict[str, Any] | None
     resume_path: Path | None
-    identity: dict[str, Any]
-    run_id: str | None = None
+
+    @property
+    def overwrite(self) -> bool:
+        """``--overwrite_output_dir``: a run already in the output folder may be replaced."""
+        return bool(self.args.overwrite_output_dir)
 
 
 @dataclass
 class State:
-    """The loop's mutable state: the modules and the evaluation history."""
+    """What the loop changes; the step ``t`` (``scheduler.last_epoch``) is the single source of truth."""
 
+    settings: Settings
+    world: World
+    device: torch.device
     model: nn.Module
     net: nn.Module
+    """``model``, or its DistributedDataParallel wrapper under torchrun."""
     optimizer: torch.optim.Optimizer
     scheduler: ScheduledLR
+    identity: dict[str, Any]
+    """What a resumed run must share with its checkpoint besides the plan (``main.run_identity``)."""
     tokens: B.TokenCache
     """The training texts' token ids, tokenized once; batches are padded from them."""
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -56,7 +63,14 @@ class State:
     order: tuple[int, list[list[int]]] | None = None
     """The batches of the epoch in progress, ``(epoch, batches)``: computed once per epoch."""
     eval_tokens: dict[str, B.TokenCache] = field(default_factory=dict)
+    test: dict[str, Any] | None = None
+    """The best model's result on the test split, once the run has finished."""
+    log: RunLog | None = None
+    """Rank 0's log.csv, open from the start of training."""
+    run_id: str | None = None
+    mid_step: bool = False
+    """True while an update changes the weights, optimizer and scheduler: not a state to save."""
 
     @property
-    def step(self) -> int:
+    def t(self) -> int:
         return int(self.scheduler.last_epoch)
