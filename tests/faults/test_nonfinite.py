@@ -30,7 +30,7 @@ def test_dino_nan_at_step_3_stops_keeps_step_2_and_resumes(tmp_path: Path, monke
     monkeypatch.setenv("LRSCHED_INJECT_NAN_AT_STEP", "3")
     status, _, err = call_main(DINO_PROGRAM, argv)
     assert status == 3, err[-2000:]
-    assert "non-finite loss (nan) at step 3" in err and "Last good checkpoint" in err and "step-00000002.pt" in err
+    assert "non-finite loss (nan) at step 3" in err and "last good checkpoint" in err and "step-00000002.pt" in err
     assert "Traceback" not in err
     assert [p.name for p in step_files(out)] == ["step-00000002.pt"]
     assert [int(s["step"]) for s in load_every_checkpoint(out, DINO_PROGRAM)] == [2]
@@ -54,8 +54,8 @@ def test_dino_nan_in_a_real_process_is_one_clear_line(tmp_path: Path) -> None:
     assert proc.returncode == 3
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert errors == [
-        f"phase5_big_run.py: error: non-finite loss (nan) at step 2; stopping. "
-        f"Last good checkpoint: {out / 'checkpoints' / 'step-00000002.pt'}"
+        f"phase5_big_run.py: error: non-finite loss (nan) at step 2; "
+        f"last good checkpoint: {out / 'checkpoints' / 'step-00000002.pt'}"
     ]
     assert "Traceback" not in proc.stderr
     assert [int(s["step"]) for s in load_every_checkpoint(out, DINO_PROGRAM)] == [1, 2]
@@ -69,7 +69,10 @@ def test_train_nan_at_step_2_stops_keeps_step_2_and_resumes(tmp_path: Path) -> N
     proc = run_program(TRAIN, argv, LRSCHED_INJECT_NAN_AT_STEP="2")
     assert proc.returncode == 3, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
-    assert errors == ["train.py: error: training loss is nan at step 2; stopped before that update"]
+    last = out / "checkpoints" / "step-00000002.pt"
+    assert errors == [
+        f"train.py: error: training loss is nan at step 2; stopped before that update; last good checkpoint: {last}"
+    ]
     assert "Traceback" not in proc.stderr
     assert [int(s["step"]) for s in load_every_checkpoint(out, TRAIN_PROGRAM)] == [1, 2]
     assert [r[0] for r in read_columns(out, ("step",))] == ["0", "1"]

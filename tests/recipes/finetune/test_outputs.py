@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import PYTHON, REPO, TRAIN_ENTRY, child_env
 
 from lrsched.recipes.finetune import loop
 
@@ -119,3 +121,22 @@ def test_save_strategy_no_writes_no_checkpoint_but_the_models(tmp_path: Path) ->
     assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
     assert (out / "best" / "model.safetensors").is_file() and (out / "last" / "config.json").is_file()
     assert json.loads((out / "args.json").read_text())["save_strategy"] == "no"
+
+
+def test_the_progress_bar_is_not_drawn_again_below_the_last_validation_line(tmp_path: Path) -> None:
+    """The bar ends at its last update; the last validation and the results are printed under it."""
+    argv = [*ONE_EPOCH, "--max_eval_samples", "8", "--per_device_eval_batch_size", "8", "--output_dir", str(tmp_path)]
+    proc = subprocess.run(
+        [PYTHON, str(TRAIN_ENTRY), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream, in the order it was written
+        text=True,
+        env=child_env(PYTHONUNBUFFERED="1"),
+        cwd=REPO,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    last = proc.stdout.rindex("step 2: validation loss")
+    assert "2/2 [" in proc.stdout[:last]  # the bar was drawn, complete, before the line
+    assert "update" not in proc.stdout[last:], proc.stdout[last:]

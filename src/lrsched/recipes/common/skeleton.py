@@ -3,7 +3,7 @@
 A program is a ``Recipe`` (``dino.main.Phase5``, ``finetune.main.TrainPy``); ``run`` calls its parts
 in this order and owns everything between them:
 
-1. **parse** the flags (``Recipe.parse``; argparse's own errors exit 2);
+1. **parse** the flags (``Recipe.parse``; argparse's own refusals are exit status 2 too);
 2. **validate**, writing nothing: the device is picked and the process group joined, a live run's
    folder is refused at once (its lock), ``Recipe.settle`` resolves and checks every input into the
    program's ``Settings``, the output folder is checked once (``rundir.check_run_dir``), and
@@ -124,7 +124,10 @@ class Recipe(ABC, Generic[S, R]):
 def run(recipe: Recipe[S, R], argv: Sequence[str] | None = None) -> int:
     """Run the program ``recipe`` describes; the exit status."""
     print_any_path()
-    args = recipe.parse(argv)
+    try:
+        args = recipe.parse(argv)
+    except SystemExit as done:  # --help (0), or argparse's one-line refusal (2)
+        return done.code if isinstance(done.code, int) else EXIT_USAGE
     world = World()
     with StopRequest(immediate=True) as stop:
         try:
@@ -241,11 +244,12 @@ def _end(recipe: Recipe[S, R], run: R, line: str, status_text: str, status: int)
 
 def _disk_full(recipe: Recipe[S, R], run: R, err: BaseException) -> str:
     """What could not be written, which checkpoint is intact, and how to go on."""
-    what = getattr(err, "filename", None) or str(err).split(": ", 1)[-1]
+    path = getattr(err, "filename", None)
+    what = f" (writing {path})" if path else ""
     newest = _last(run)
     kept = f"the newest checkpoint {newest} is intact" if newest is not None else "no checkpoint was written yet"
     flag = recipe.folder.resume_flag
-    return f"no space left on the device (writing {what}); {kept}; free some space and resume with {flag} latest"
+    return f"no space left on the device{what}; {kept}; free some space and resume with {flag} latest"
 
 
 def _refuse(recipe: Recipe[S, R], world: World, err: Exception) -> int:

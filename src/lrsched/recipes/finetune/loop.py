@@ -315,6 +315,8 @@ def run_updates(run: State, bar: tqdm[Any], stop: StopRequest) -> None:
             run.log.write(row)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}")
+        if run.t == total:
+            bar.close()  # complete: what follows is printed under it, the bar not drawn again
         if k == upe - 1 or run.t == total:
             close_epoch(run, bar, stop)
         elif a.save_steps and run.t % a.save_steps == 0:
