@@ -1,4 +1,5 @@
-"""Run logs: a CSV row per step (flushed, so a killed run keeps its log), JSON files, TensorBoard.
+"""Run logs: a CSV row per step (flushed, so a killed run keeps its log), JSON files, TensorBoard,
+and ``say``: a line for the person watching.
 
 TensorBoard events are written too when the ``tensorboard`` package is installed.
 """
@@ -12,6 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from lrsched.atomic import atomic_write
+from lrsched.recipes.common.distributed import World
+
+
+def say(world: World, text: str) -> None:
+    """A line for the person watching (rank 0), printed above the progress bar (which is redrawn under it)."""
+    if world.is_main:
+        from tqdm import tqdm
+
+        tqdm.write(text)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -132,14 +132,14 @@ def run(recipe: Recipe[S, R], argv: Sequence[str] | None = None) -> int:
     with StopRequest(immediate=True) as stop:
         try:
             try:
-                world, state = _validate(recipe, args)
+                device = _device(args.device)
+                world = init_world(device.type)
+                state = checked(recipe, args, world, _on_rank(device, world))
                 stop.defer()  # the model exists: from now on a signal saves the latest state
             except Stopped as stopped:
                 if world.is_main:
-                    line = (
-                        f"{recipe.prog}: stopped by {stopped.signal_name} before the run started; nothing was written"
-                    )
-                    print(line, file=sys.stderr, flush=True)
+                    why = f"stopped by {stopped.signal_name} before the run started; nothing was written"
+                    print(f"{recipe.prog}: {why}", file=sys.stderr, flush=True)
                 return 0
             except (UsageError, ScheduleError) as err:
                 return _refuse(recipe, world, err)
@@ -148,16 +148,17 @@ def run(recipe: Recipe[S, R], argv: Sequence[str] | None = None) -> int:
             close_world(world)
 
 
-def _validate(recipe: Recipe[S, R], args: argparse.Namespace) -> tuple[World, R]:
-    """Device and process group, then the checked run (``checked``); nothing written."""
+def _device(name: str) -> torch.device:
+    """``--device``: ``auto`` or a device this machine has (``UsageError`` otherwise)."""
     try:
-        device = pick_device(args.device)
+        return pick_device(name)
     except RuntimeError as err:  # an unknown device, or one this machine lacks
-        raise UsageError(f"--device {args.device}: {str(err).splitlines()[0]}") from None
-    world = init_world(device.type)
-    if device.type == "cuda" and world.distributed:
-        device = torch.device("cuda", world.local_rank)
-    return world, checked(recipe, args, world, device)
+        raise UsageError(f"--device {name}: {str(err).splitlines()[0]}") from None
+
+
+def _on_rank(device: torch.device, world: World) -> torch.device:
+    """Under torchrun each rank's own GPU (``LOCAL_RANK``)."""
+    return torch.device("cuda", world.local_rank) if device.type == "cuda" and world.distributed else device
 
 
 def checked(recipe: Recipe[S, R], args: argparse.Namespace, world: World, device: torch.device) -> R:

@@ -6,12 +6,13 @@ import torch
 
 from lrsched.recipes.common.device import autocast
 from lrsched.recipes.common.distributed import barrier
+from lrsched.recipes.common.runlog import say
 from lrsched.recipes.common.stopping import StopRequest, stop_together
 from lrsched.recipes.dino import knn
 from lrsched.recipes.dino.augment import as_float
 from lrsched.recipes.dino.data import Source
 from lrsched.recipes.dino.head import DINONet
-from lrsched.recipes.dino.state import State, say
+from lrsched.recipes.dino.state import State
 from lrsched.recipes.dino.stream import eval_batches
 
 RAW_PIXELS_SIDE = 32
@@ -76,7 +77,7 @@ def evaluate(run: State, stop: StopRequest) -> None:
                 history.pop()
             history.append([run.t, acc])
             say(
-                run,
+                run.world,
                 f"step {run.t}: k-NN top-1 {acc:.4f} (at init {run.metrics.get('knn_top1_at_init', 0):.4f}, "
                 f"raw pixels {run.metrics.get('knn_top1_raw_pixels', 0):.4f})",
             )
@@ -93,6 +94,6 @@ def baselines(run: State, stop: StopRequest) -> None:
         if init is not None:
             run.metrics["knn_history"] = [[run.t, init]]  # the curve starts at the network at init
         if raw is not None and init is not None:
-            say(run, f"k-NN top-1 before training: raw pixels {raw:.4f}, network at init {init:.4f}")
+            say(run.world, f"k-NN top-1 before training: raw pixels {raw:.4f}, network at init {init:.4f}")
     barrier(run.world)
     stop_together(stop, run.world, run.device)

@@ -23,7 +23,7 @@ from lrsched.adoption import OnMismatch
 from lrsched.recipes.common.device import autocast, describe_device
 from lrsched.recipes.common.distributed import World, every_rank
 from lrsched.recipes.common.faults import FAIL_AT, INJECT_NAN, STOP_AT, DataFailure, NonFiniteLoss, hook_step
-from lrsched.recipes.common.runlog import write_json
+from lrsched.recipes.common.runlog import say, write_json
 from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.dino.augment import Crops, Geometry, Photometric
 from lrsched.recipes.dino.data import Sampler, mix
@@ -31,7 +31,7 @@ from lrsched.recipes.dino.evaluation import evaluate
 from lrsched.recipes.dino.loss import DINOLoss, koleo
 from lrsched.recipes.dino.model import build_networks, ema_update, param_groups, reference_group
 from lrsched.recipes.dino.resume import restore, save
-from lrsched.recipes.dino.state import TIMING_WINDOW, Settings, State, say
+from lrsched.recipes.dino.state import TIMING_WINDOW, Settings, State
 from lrsched.recipes.dino.stream import Batch, train_loader
 from lrsched.torch_sched import ScheduledField, ScheduledLR, ScheduledValue
 
@@ -273,9 +273,9 @@ def _count_skipped(run: State, batch: Batch) -> None:
     total = before + len(batch.skipped)
     run.metrics["skipped_images"] = total
     for reason in batch.skipped[: max(0, SKIPPED_LINES - before)]:
-        say(run, f"warning: {reason}; using the next image")
+        say(run.world, f"warning: {reason}; using the next image")
     if before < SKIPPED_LINES <= total:
-        say(run, "note: further unreadable images are counted in metrics.json (skipped_images), not printed")
+        say(run.world, "note: further unreadable images are counted in metrics.json (skipped_images), not printed")
     budget = bad_image_budget(len(run.settings.data.train))
     if total > budget:
         raise DataFailure(f"{total} unreadable images, more than the budget of {budget} (1% of the images)")
@@ -285,9 +285,12 @@ def _say_data_wait(run: State) -> None:
     if run.seconds > 0:
         share = run.waiting / run.seconds
         hint = " (the device starved: try more --workers)" if share > 0.2 else ""
-        say(run, f"waited for data {share:.1%} of {run.seconds:.1f} s of training{hint}")
+        say(run.world, f"waited for data {share:.1%} of {run.seconds:.1f} s of training{hint}")
     if run.metrics.get("skipped_images"):
-        say(run, f"skipped {run.metrics['skipped_images']} unreadable image(s), each replaced by the next readable one")
+        say(
+            run.world,
+            f"skipped {run.metrics['skipped_images']} unreadable image(s), each replaced by the next readable one",
+        )
 
 
 # --- metrics ---------------------------------------------------------------------------------

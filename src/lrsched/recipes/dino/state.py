@@ -119,11 +119,3 @@ class State:
             "momentum": self.momentum,
             "teacher_temp": self.teacher_temp,
         }
-
-
-def say(run: State, text: str) -> None:
-    """A line for the person watching (rank 0), printed above the progress bar."""
-    if run.world.is_main:
-        from tqdm import tqdm
-
-        tqdm.write(text)

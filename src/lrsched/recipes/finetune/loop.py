@@ -47,7 +47,7 @@ from lrsched.recipes.common.checkpoint import (
 from lrsched.recipes.common.device import autocast
 from lrsched.recipes.common.distributed import World, any_rank, barrier, every_rank, mean_across
 from lrsched.recipes.common.faults import INJECT_NAN, NonFiniteLoss, hook_step
-from lrsched.recipes.common.runlog import RunLog
+from lrsched.recipes.common.runlog import RunLog, say
 from lrsched.recipes.common.stopping import StopRequest, stop_together
 from lrsched.recipes.finetune import batches as B
 from lrsched.recipes.finetune import model as M
@@ -246,13 +246,13 @@ def end_epoch(run: State, stop: StopRequest | None = None) -> dict[str, Any]:
     return result
 
 
-def report_epoch(run: State, bar: tqdm[Any], result: dict[str, Any]) -> None:
+def report_epoch(run: State, result: dict[str, Any]) -> None:
     """What a validation writes: ``best/`` when it is the best so far, then ``eval.json`` (which thus
     names the best model only once ``best/`` holds it), and its line."""
     if run.best is not None and run.best["step"] == result["step"]:
         save_model(run, run.model, "best")
     write_eval(run, None)
-    say(run, bar, f"epoch {result['epoch']:g} step {result['step']}: validation {_fmt(result)}")
+    say(run.world, f"epoch {result['epoch']:g} step {result['step']}: validation {_fmt(result)}")
 
 
 def best_is_missing(run: State) -> bool:
@@ -276,7 +276,7 @@ def epoch_end(run: State, step: int) -> bool:
     return step > 0 and (step % run.settings.updates_per_epoch == 0 or step == total)
 
 
-def close_epoch(run: State, bar: tqdm[Any], stop: StopRequest) -> None:
+def close_epoch(run: State, stop: StopRequest) -> None:
     """The end of an epoch: validation, then the resumable checkpoint, then ``best/`` and ``eval.json``.
 
     The checkpoint comes before every report, so that a failure in one (a full disk under
@@ -289,7 +289,7 @@ def close_epoch(run: State, bar: tqdm[Any], stop: StopRequest) -> None:
             save(run)
         raise
     save(run)
-    report_epoch(run, bar, result)
+    report_epoch(run, result)
 
 
 def run_updates(run: State, bar: tqdm[Any], stop: StopRequest) -> None:
@@ -301,7 +301,7 @@ def run_updates(run: State, bar: tqdm[Any], stop: StopRequest) -> None:
     if run.settings.resume is not None and best_is_missing(run):
         save_model(run, run.model, "best")  # the checkpoint was written, best/ was not
     if epoch_end(run, run.t) and not (run.history and run.history[-1]["step"] == run.t):
-        close_epoch(run, bar, stop)  # a stop cut this validation short: do it now
+        close_epoch(run, stop)  # a stop cut this validation short: do it now
     while run.t < total:
         stop_together(stop, run.world, run.device)
         epoch = run.t // upe
@@ -318,15 +318,9 @@ def run_updates(run: State, bar: tqdm[Any], stop: StopRequest) -> None:
         if run.t == total:
             bar.close()  # complete: what follows is printed under it, the bar not drawn again
         if k == upe - 1 or run.t == total:
-            close_epoch(run, bar, stop)
+            close_epoch(run, stop)
         elif a.save_steps and run.t % a.save_steps == 0:
             save(run)
-
-
-def say(run: State, bar: tqdm[Any], message: str) -> None:
-    """Print a line above the progress bar, on rank 0 only."""
-    if run.world.is_main:
-        bar.write(message)
 
 
 def _rw(run: State) -> tuple[int, int]:

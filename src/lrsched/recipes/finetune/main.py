@@ -93,34 +93,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def plan_text(run: State) -> str:
     """The plan as ``lrsched show`` prints it, then the run size."""
-    s, a = run.settings.splits, run.settings.args
-    t = run.settings.plan.schedule.total
-    lines = ["plan for train.py", *run.settings.plan.lines(), "", "run:"]
-    lines.append(f"  data    {s.source}")
-    lines.append(f"  labels  {', '.join(s.label_names)}")
+    settings, a = run.settings, run.settings.args
+    s, plan, total = settings.splits, settings.plan, settings.plan.schedule.total
     test = "none" if s.test is None else str(len(s.test))
-    lines.append(f"  sizes   train {len(s.train)}, validation {len(s.validation)}, test {test}")
-    lines.append(
-        f"  updates {run.settings.updates_per_epoch} per epoch = ceil({run.settings.batches} batches of "
-        f"{a.per_device_train_batch_size} / accumulation {a.gradient_accumulation_steps}); total {t}"
-    )
     procs = f", {run.world.size} processes" if run.world.distributed else ""
     precision = "bf16 autocast" if a.bf16 else "fp32"
-    lines.append(f"  device  {describe_device(run.device)}{procs}, {precision}")
-    lines.append(f"  model   {run.settings.model_dir}")
-    lines.append(f"  output  {run.settings.output_dir}")
-    if run.settings.resume is not None:
-        lines.append(f"  resume  from step {run.settings.resume['step']} of {t}")
+    lines = [
+        "plan for train.py",
+        *plan.lines(),
+        "",
+        "run:",
+        f"  data    {s.source}",
+        f"  labels  {', '.join(s.label_names)}",
+        f"  sizes   train {len(s.train)}, validation {len(s.validation)}, test {test}",
+        f"  updates {settings.updates_per_epoch} per epoch = ceil({settings.batches} batches of "
+        f"{a.per_device_train_batch_size} / accumulation {a.gradient_accumulation_steps}); total {total}",
+        f"  device  {describe_device(run.device)}{procs}, {precision}",
+        f"  model   {settings.model_dir}",
+        f"  output  {settings.output_dir}",
+    ]
+    if settings.resume is not None:
+        lines.append(f"  resume  from step {settings.resume['step']} of {total}")
     return "\n".join(lines)
 
 
 def start_output(run: State) -> None:
-    """Write plan.json and args.json (rank 0) into the claimed output directory (``claim_run_dir``
-    created it, and cleared an old run when allowed)."""
-    out = run.settings.output_dir
-    if run.settings.resume_path is not None:  # resuming into another directory: bring the best model along
-        old_best = run.settings.resume_path.resolve().parent.parent / "best"
+    """Rank 0, in the claimed folder: plan.json and args.json, and ``best/`` brought along when
+    resuming from another run's folder."""
+    settings = run.settings
+    out = settings.output_dir
+    if settings.resume_path is not None:
+        old_best = settings.resume_path.resolve().parent.parent / "best"
         if old_best.is_dir() and not (out / "best").exists():
             shutil.copytree(old_best, out / "best")
-    write_json(out / "plan.json", run.settings.plan.to_json())
-    write_json(out / "args.json", args_json(run.settings.args, FINETUNE_DEFAULTS))
+    write_json(out / "plan.json", settings.plan.to_json())
+    write_json(out / "args.json", args_json(settings.args, FINETUNE_DEFAULTS))
