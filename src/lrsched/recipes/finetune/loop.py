@@ -280,14 +280,9 @@ def close_epoch(run: State, stop: StopRequest) -> None:
     """The end of an epoch: validation, then the resumable checkpoint, then ``best/`` and ``eval.json``.
 
     The checkpoint comes before every report, so that a failure in one (a full disk under
-    ``best/``, an unwritable file) never loses the epoch's training; a failed validation saves it
-    too (single process: under torchrun the other ranks may be inside the evaluation)."""
-    try:
-        result = end_epoch(run, stop)
-    except Exception:
-        if not run.world.distributed:
-            save(run)
-        raise
+    ``best/``, an unwritable file) never loses the epoch's training (a failed validation leaves
+    the state whole: the skeleton saves it, ``skeleton._fail``)."""
+    result = end_epoch(run, stop)
     save(run)
     report_epoch(run, result)
 
