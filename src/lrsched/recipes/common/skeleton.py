@@ -166,7 +166,9 @@ def checked(recipe: Recipe[S, R], args: argparse.Namespace, world: World, device
 
     (What ``run`` does before it claims the folder; tests and benchmarks build a run with it.)"""
     if args.output_dir is not None:
-        check_not_in_use(Path(args.output_dir))  # a live run's folder: said before anything about it
+        check_not_in_use(
+            Path(args.output_dir), recipe.folder.output_flag
+        )  # a live run's folder: said before anything about it
     settings = recipe.settle(args, world, device)
     s: RunSettings = settings
     check_run_dir(s.output_dir, recipe.folder, s.resume, resume_path=s.resume_path, overwrite=s.overwrite, world=world)
