@@ -1,8 +1,10 @@
-"""DINO-X: self-supervised ViT pretraining (DINO family), driven by lrsched's schedules.
+"""phase5's recipe: self-supervised ViT pretraining (DINO family), driven by lrsched's schedules.
 
 Modules: ``vit`` (the backbone), ``head`` (projection head), ``loss`` (DINO loss with
-centering), ``augment`` (batched multi-crop on the device), ``data`` (Fashion-MNIST and image
-folders), ``knn`` (weighted k-NN evaluation); the program: ``flags`` (command line), ``main``
-(checks, plan, outputs), ``loop`` (run state, training, checkpoints, evaluation), ``model``
-(networks, optimizer groups, EMA), ``curves`` (the figure).
+centering), ``augment`` (multi-crop), ``files``, ``images`` and ``data`` (image folders and
+Fashion-MNIST), ``stream`` (the data workers), ``knn`` (weighted k-NN evaluation); the program:
+``flags`` (command line), ``validate`` (every check), ``main`` (its parts of the run skeleton,
+the plan and first outputs), ``state`` (its records), ``loop`` (building the run, training),
+``resume`` (checkpoints), ``evaluation`` (k-NN), ``model`` (networks, optimizer groups, EMA),
+``curves`` (the figure).
 """

@@ -1,4 +1,4 @@
-"""phase5's records: ``Schedules`` and ``Settings`` (what ``main`` resolves from the flags) and
+"""phase5's records: ``Schedules`` and ``Settings`` (what ``validate.settle`` resolves from the flags) and
 ``State``, what the loop changes. Every scheduled value is a function of the step ``t``: the LR
 (``ScheduledLR``), the weight decay (``ScheduledField``), the teacher momentum and temperature
 (``ScheduledValue``), all saved and resumed by one rule (``lrsched.adoption.adopt``).
