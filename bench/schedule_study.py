@@ -64,10 +64,10 @@ def write_subset(n: int, folder: Path) -> list[str]:
 
 def schedule(argv: list[str], n: int) -> list[float]:
     """The LR at every step of the schedule train.py resolves for ``argv`` (``n`` tweets, one process)."""
-    from lrsched.flags import finetune_plan
     from lrsched.recipes.finetune.flags import parse
+    from lrsched.recipes.finetune.plan import plan_from_args
 
-    lr = finetune_plan(parse(argv), math.ceil(n / BATCH)).schedule
+    lr = plan_from_args(parse(argv), math.ceil(n / BATCH)).schedule
     assert lr.total is not None
     return [lr(t) for t in range(lr.total + 1)]
 

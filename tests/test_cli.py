@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from lrsched import cli, flags, programs
+from lrsched.recipes.dino import plan as phase5_plan
+from lrsched.recipes.finetune import plan as train_plan
 from lrsched.schedules import Schedule
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -314,7 +316,8 @@ def test_no_subcommand_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
 def test_subcommand_help_lists_every_flag(capsys: pytest.CaptureFixture[str], command: str) -> None:
     code, out, _ = run(capsys, command, "--help")
     assert code == 0
-    names = dict.fromkeys((*flags.PRETRAIN_FLAGS, *flags.FINETUNE_FLAGS, "steps_per_epoch", "steps"))
+    schedule = (*phase5_plan.SCHEDULE_FLAGS, *train_plan.SCHEDULE_FLAGS)
+    names = dict.fromkeys((*schedule, "lr_ref_batch", "steps_per_epoch", "steps"))
     for name in names:
         for spelling in flags.spellings(name):
             assert spelling in out, spelling
@@ -497,18 +500,25 @@ def _other_flags(parser: argparse.ArgumentParser) -> dict[str, int]:
     }
 
 
+def _shown_flags(program: programs.Program) -> dict[str, int]:
+    """What ``lrsched show`` reads of a program besides lrsched's flag table (``--steps_per_epoch`` is its own)."""
+    own = {n: 1 for n in program.flags if n != "steps_per_epoch"}
+    return {**own, **program.other_flags}
+
+
 def test_the_other_flag_tables_match_the_programs() -> None:
-    """``lrsched show`` accepts exactly the programs' flags: a flag added to a program must be added here."""
+    """``lrsched show`` accepts exactly the programs' flags: a flag added to a program must be added to
+    its ``plan.py`` (``OTHER_FLAGS``) too."""
     from lrsched.recipes.finetune.flags import build_parser as train_parser
 
     train = train_parser()
-    assert _other_flags(train) == programs.TRAIN_OTHER
-    assert _other_flags(_phase5_parser()) == programs.PHASE5_OTHER
+    assert _other_flags(train) == _shown_flags(train_plan.PROGRAM)
+    assert _other_flags(_phase5_parser()) == _shown_flags(phase5_plan.PROGRAM)
     defaults = {a.dest: a.default for a in train._actions}
     types = {a.dest: a.type for a in train._actions}
-    for name, default in programs.TRAIN_DEFAULTS.items():
+    for name, default in train_plan.RUN_SIZE_DEFAULTS.items():
         assert defaults[name] == default, name
-    for name, kwargs in programs.RUN_SIZE.items():
+    for name, kwargs in train_plan.RUN_SIZE.items():
         assert kwargs.get("type") == types[name], name
 
 

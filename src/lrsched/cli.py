@@ -1,11 +1,10 @@
-"""The ``lrsched`` command: show or plot the plan a set of program flags resolves to.
+"""The ``lrsched`` command: show or plot the plan a program's command line resolves to.
 
-``lrsched show`` and ``lrsched plot`` take the schedule flags of both programs, from the one
-flag table in ``lrsched.flags``, plus the run size, and accept every other flag of the programs
-so that a command line can be pasted as typed; ``lrsched.programs`` decides which program's plan
-it is. Bad input: one line ``lrsched: error: ...``, exit
-status 2, nothing written. Memory does not grow with the plan's length: values are computed
-as they are printed, and ``--json`` streams its list.
+``lrsched show`` and ``lrsched plot`` take the flags of every installed program (``lrsched.programs``:
+each declares itself by an entry point), so that a command line can be pasted as typed, plus the run
+size; the flags typed decide which program's plan it is. Bad input: one line ``lrsched: error: ...``,
+exit status 2, nothing written. Memory does not grow with the plan's length: values are computed as
+they are printed, and ``--json`` streams its list.
 """
 
 from __future__ import annotations
@@ -16,14 +15,14 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, NoReturn, overload
+from typing import IO, Any, NoReturn, overload
 
-from lrsched import flags, render
+from lrsched import flags, programs, render
 from lrsched.errors import UsageError
-from lrsched.programs import PHASE5, PHASE5_OTHER, RUN_SIZE, TRAIN, TRAIN_OTHER, given, resolve
+from lrsched.programs import Program
 from lrsched.schedules import Schedule
 from lrsched.strategy import STRATEGIES, Plan, count
 
@@ -76,20 +75,19 @@ def compare_names(text: str) -> list[str]:
     return list(dict.fromkeys(flags.strategy_name(name) for name in names))
 
 
-def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
-    """Every schedule flag of both programs, once each, the run size, and the programs' other flags."""
-    flags.add_schedule_flags(parser, flags.PRETRAIN_FLAGS, f"{PHASE5} flags")
-    finetune = [n for n in flags.FINETUNE_FLAGS if n not in flags.PRETRAIN_FLAGS]
-    flags.add_schedule_flags(parser, finetune, f"{TRAIN} flags (any of them selects train.py's plan)")
+def _add_plan_flags(parser: argparse.ArgumentParser, known: Sequence[Program]) -> None:
+    """The flags of every program in ``known``, once each, the run size, and their other flags (hidden)."""
+    added: set[str] = set()
+    for program in sorted(known, key=lambda p: not p.fallback):
+        why = "" if program.fallback else f" (any of them selects {program.name}'s plan)"
+        group = parser.add_argument_group(f"{program.name} flags{why}")
+        flags.add_schedule_flags(group, [n for n in program.schedule_flags if n not in added])
+        added.update(program.schedule_flags)
+        for name, keywords in program.flags.items():
+            if name not in added:
+                flags.add_flag(group, name, **keywords)
+                added.add(name)
     size = parser.add_argument_group("run size")
-    flags.add_flag(
-        size,
-        "steps_per_epoch",
-        type=flags.positive_int,
-        metavar="N",
-        help="optimizer updates per epoch, ceil(batches / accumulation); selects train.py's plan "
-        "(default: from train.py's data, batch and accumulation flags, as train.py sizes a 1-process run)",
-    )
     flags.add_flag(
         size,
         "steps",
@@ -97,26 +95,30 @@ def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help=f"open-ended plan only: list K values, steps 0..K-1 (default steps 0..W + max(W, {OPEN_PREVIEW}))",
     )
+    hidden = [n for p in known for n, k in p.flags.items() if k.get("help") == argparse.SUPPRESS]
     other = parser.add_argument_group(
         "the programs' other flags",
-        "accepted so that a command line can be pasted; noted as not changing the LR plan, except "
-        f"{', '.join(flags.spellings(n)[-1] for n in RUN_SIZE)}, which size train.py's run from its data",
+        "accepted so that a command line can be pasted; noted as not changing the LR plan"
+        + (f", except {', '.join(flags.spelled(n, False) for n in hidden)}, which size a plan" if hidden else ""),
     )
-    for name, nargs in {**TRAIN_OTHER, **PHASE5_OTHER}.items():
-        if name in RUN_SIZE:
-            flags.add_flag(other, name, help=argparse.SUPPRESS, **RUN_SIZE[name])
-        elif nargs == 0:
+    for name, nargs in {n: k for p in known for n, k in p.other_flags.items()}.items():
+        if name in added:
+            continue
+        if nargs == 0:
             flags.add_flag(other, name, action="store_true", help=argparse.SUPPRESS)
         else:
             flags.add_flag(other, name, nargs=None if nargs == 1 else nargs, metavar="X", help=argparse.SUPPRESS)
 
 
-def build_parser() -> CommandParser:
-    """The ``lrsched`` parser with its ``show`` and ``plot`` subcommands."""
+def build_parser(known: Sequence[Program] | None = None) -> CommandParser:
+    """The ``lrsched`` parser with its ``show`` and ``plot`` subcommands, for the ``known`` programs
+    (default: every installed one, ``programs.installed``)."""
+    known = programs.installed() if known is None else known
+    names = " or ".join(p.name for p in known) or "a program's"
     parser = CommandParser(
         prog=PROG,
         allow_abbrev=False,
-        description="Show or plot the learning-rate plan that train.py or phase5_big_run.py flags resolve to.",
+        description=f"Show or plot the learning-rate plan that {names} flags resolve to.",
     )
     sub = parser.add_subparsers(dest="command", metavar="{show,plot}", parser_class=CommandParser)
     show = sub.add_parser(
@@ -125,7 +127,7 @@ def build_parser() -> CommandParser:
         help="print the plan, the LR at key steps and a terminal chart",
         description="Print the resolved plan (each value with its source), the LR at key steps and a chart.",
     )
-    _add_plan_flags(show)
+    _add_plan_flags(show, known)
     show.add_argument(
         "--json",
         action="store_true",
@@ -142,9 +144,9 @@ def build_parser() -> CommandParser:
         "plot",
         allow_abbrev=False,
         help="draw the plan (or several strategies) to an image",
-        description="Draw the resolved plan with matplotlib; --compare overlays train.py strategies.",
+        description="Draw the resolved plan with matplotlib; --compare overlays strategies (--lr_strategy).",
     )
-    _add_plan_flags(plot)
+    _add_plan_flags(plot, known)
     plot.add_argument(
         "-o",
         "--output",
@@ -157,7 +159,8 @@ def build_parser() -> CommandParser:
         "--compare",
         type=compare_names,
         metavar="NAMES",
-        help=f"comma-separated train.py strategies to overlay, from {','.join(STRATEGIES)}",
+        help=f"comma-separated strategies to overlay, from {','.join(STRATEGIES)}; selects the plan of the "
+        "program that takes --lr_strategy",
     )
     return parser
 
@@ -278,10 +281,21 @@ def write_json(out: IO[str], plan: Plan, last: int, every: int | None) -> None:
     out.write("}\n")
 
 
-def cmd_show(ns: argparse.Namespace) -> int:
+def plan_for(values: Mapping[str, Any], known: Sequence[Program], compare: str | None = None) -> tuple[str, Plan]:
+    """The program's name and plan for the typed ``values`` (``programs.resolve``). Raises ``UsageError``."""
+    if "replan" in values:
+        raise UsageError(
+            "--replan: only for resuming a run; lrsched plans a run from step 0, "
+            "give the new horizon with --max-steps instead"
+        )
+    program, plan = programs.resolve(known, values, compare)
+    return program.name, plan
+
+
+def cmd_show(ns: argparse.Namespace, values: Mapping[str, Any], known: Sequence[Program]) -> int:
     """``lrsched show``: the plan as text, or as one JSON object with ``--json``."""
     with flags.usage_errors(PROG):
-        program, plan = resolve(ns)
+        program, plan = plan_for(values, known)
         last = horizon(plan, ns.steps)
         if ns.json or ns.every is not None:
             check_listing(last, ns.every)
@@ -310,14 +324,21 @@ def _label(name: str, plan: Plan) -> str:
     return f"{name} ({count(f'{plan.cycles:g}', 'cycle')})" if plan.cycles is not None else name
 
 
-def compare_plans(ns: argparse.Namespace, names: Sequence[str]) -> dict[str, Plan]:
-    """One train.py plan per strategy name, labelled (``auto`` with what it resolved to)."""
+def compare_plans(
+    values: argparse.Namespace | Mapping[str, Any], names: Sequence[str], known: Sequence[Program] | None = None
+) -> dict[str, Plan]:
+    """One plan per strategy name (``--lr_strategy``), labelled (``auto`` with what it resolved to).
+
+    ``values``: the typed values, or the namespace ``lrsched plot`` parsed (where None is not typed).
+    """
+    typed = flags.given(values, vars(values)) if isinstance(values, argparse.Namespace) else values
+    known = programs.installed() if known is None else known
     for flag in ("lr_strategy", "cosine_restarts"):
-        if given(ns, flag):
+        if flag in typed:
             raise UsageError(f"--{flag}: --compare sets the strategy of each curve; give one of them, not both")
     plans: dict[str, Plan] = {}
     for name in names:
-        _, plan = resolve(argparse.Namespace(**{**vars(ns), "lr_strategy": name}))
+        _, plan = plan_for(typed, known, compare=name)
         plans[_label(name, plan)] = plan
     return plans
 
@@ -328,18 +349,19 @@ def _title(program: str, plan: Plan) -> str:
     return f"{program}: {plan.shape_text}, peak {s.base:g}, min_lr {s.final:g}, warm-up {s.warmup}, {end}"
 
 
-def cmd_plot(ns: argparse.Namespace) -> int:
+def cmd_plot(ns: argparse.Namespace, values: Mapping[str, Any], known: Sequence[Program]) -> int:
     """``lrsched plot``: draw the plan, or one curve per ``--compare`` strategy, to ``-o``."""
     with flags.usage_errors(PROG):
         check_output(ns.output)
         if ns.compare:
-            plans = compare_plans(ns, ns.compare)
+            plans = compare_plans(values, ns.compare, known)
             first = next(iter(plans.values()))
             s = first.schedule
-            title = f"{TRAIN} strategies: peak {s.base:g}, warm-up {s.warmup}, {count(s.total or 0, 'step')}"
+            program = programs.choose(known, values, {"lr_strategy": "--compare"}).name
+            title = f"{program} strategies: peak {s.base:g}, warm-up {s.warmup}, {count(s.total or 0, 'step')}"
         else:
-            program, first = resolve(ns)
-            plans, title = {first.shape: first}, _title(program, first)
+            program, first = plan_for(values, known)
+            plans, title = {first.schedule.shape: first}, _title(program, first)
         last = horizon(first, ns.steps)
     curves = {label: Series(plan.schedule, last) for label, plan in plans.items()}
     try:
@@ -356,13 +378,16 @@ def cmd_plot(ns: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``lrsched``; returns the exit status (2 for bad input, after one line on stderr)."""
-    parser = build_parser()
     try:
+        with flags.usage_errors(PROG):
+            known = programs.installed()
+        parser = build_parser(known)
         ns = parser.parse_args(argv)
         if ns.command is None:
             parser.print_help(sys.stderr)
             return 2
-        return cmd_show(ns) if ns.command == "show" else cmd_plot(ns)
+        values = flags.typed_values(ns, flags.typed_names(parser, argv))
+        return cmd_show(ns, values, known) if ns.command == "show" else cmd_plot(ns, values, known)
     except BrokenPipeError:  # `lrsched show ... | head`: the reader left, which is fine
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
         return 0

@@ -1,8 +1,9 @@
-"""The one argparse definition of every schedule flag, shared by ``lrsched``, train.py and
-phase5_big_run.py, and the step from parsed flags to a ``Plan``.
+"""The one argparse definition of every schedule flag, with no program's defaults, and what was typed.
 
-Every flag accepts both spellings (``--warmup-steps`` and ``--warmup_steps``). Bad input
-gives one line naming the flag, the value and the rule, and exit status 2.
+A program picks the flags it takes (``add_schedule_flags``) and states its own defaults and help;
+``typed_names`` decides, for any parser, which values the user typed. Every flag accepts both
+spellings (``--warmup-steps`` and ``--warmup_steps``). Bad input gives one line naming the flag,
+the value and the rule, and exit status 2.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import difflib
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from fractions import Fraction
 from typing import Any, NoReturn
 
 from lrsched.errors import ScheduleError, UsageError
 from lrsched.schedules import DECAY_TYPES
-from lrsched.strategy import STRATEGIES, Plan, resolve_finetune, resolve_pretrain
+from lrsched.strategy import STRATEGIES, Plan
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -110,65 +111,40 @@ def strategy_name(text: str) -> str:
     raise argparse.ArgumentTypeError(f"unknown strategy '{text}'; {hint}(choose from {', '.join(STRATEGIES)})")
 
 
-# name -> add_argument keywords. Defaults are None: the resolver fills in each program's
-# default and records that it was one.
+# name -> add_argument keywords. No defaults: a flag not typed parses to None (a switch to False), and
+# each program states its own default in its help and applies it when it resolves its plan.
 FLAGS: dict[str, dict[str, Any]] = {
-    # note 000, phase5_big_run.py
-    "lr": dict(type=positive_float, metavar="LR", help="peak learning rate (default 5e-4)"),
-    "warmup_steps": dict(
-        type=nonnegative_int,
-        metavar="W",
-        help="linear warm-up steps from 0 to the peak (phase5 default 2500; train.py: from the ratio)",
-    ),
-    "min_lr": dict(
-        type=nonnegative_float,
-        metavar="LR",
-        help="floor at the end of the decay (phase5 default 1e-6; train.py default 0)",
-    ),
-    "max_steps": dict(
-        type=positive_int,
-        metavar="T",
-        help="total optimizer updates; phase5 without it: open-ended, LR held after warm-up",
-    ),
+    "lr": dict(type=positive_float, metavar="LR", help="peak learning rate"),
+    "warmup_steps": dict(type=nonnegative_int, metavar="W", help="linear warm-up steps from 0 to the peak"),
+    "min_lr": dict(type=nonnegative_float, metavar="LR", help="floor at the end of the decay"),
+    "max_steps": dict(type=positive_int, metavar="T", help="total optimizer updates"),
     "replan": dict(
         action="store_true",
         help="on resume, accept new schedule flags: decay from the current LR, or re-warm to a new peak, no jump",
     ),
-    # both programs: the wsd shape (warmup-stable-decay)
     "decay_ratio": dict(
         type=decay_ratio,
         metavar="R",
-        help="wsd: decay over the last ceil(R x total) steps, R in (0, 1] (default 0.2); phase5: selects wsd",
+        help="wsd: decay over the last ceil(R x total) steps, R in (0, 1] (default 0.2)",
     ),
-    "lr_ref_batch": dict(
-        type=positive_int,
-        metavar="N",
-        help="phase5, DINO's rule: --lr is for a global batch of N; the peak is lr x batch-size x processes / N "
-        "(default: --lr is the peak, as typed)",
-    ),
-    "decay_type": dict(
-        choices=DECAY_TYPES,
-        help="wsd: form of the final decay (default cosine); phase5: selects wsd",
-    ),
-    # note 004, train.py
-    "num_epochs": dict(type=positive_fraction, metavar="E", help="epochs, a number > 0 (default 3)"),
+    "decay_type": dict(choices=DECAY_TYPES, help="wsd: form of the final decay (default cosine)"),
+    "num_epochs": dict(type=positive_fraction, metavar="E", help="epochs, a number > 0"),
     "learning_rate": dict(type=positive_float, metavar="LR", help="peak LR (default: auto by epochs)"),
     "lr_strategy": dict(
         type=strategy_name,
         metavar="{" + ",".join(STRATEGIES) + "}",
-        help="LR shape; auto picks constant (E <= 1), linear (E < 4) or cosine; wsd: warmup-stable-decay "
-        "(default auto)",
+        help="LR shape, one of " + ", ".join(STRATEGIES) + ": auto picks constant (E <= 1), linear (E < 4) "
+        "or cosine; wsd: warmup-stable-decay (default auto)",
     ),
     "scale_lr_for_short_training": dict(
         action="store_true",
         help="below 4 epochs, scale --learning_rate by x0.6 (E <= 1) or x0.8 and warm up 5%%",
     ),
-    "cosine_restarts": dict(action="store_true", help="legacy: same as --lr_strategy cosine_restarts"),
+    "cosine_restarts": dict(action="store_true", help="same as --lr_strategy cosine_restarts"),
     "warmup_ratio": dict(
         type=unit_ratio,
         metavar="R",
-        help="warm-up as a fraction of total steps, in [0, 1): ceil(R x total), exact for the decimal typed; "
-        "phase5: needs --max-steps, not with --warmup-steps",
+        help="warm-up as a fraction of total steps, in [0, 1): ceil(R x total), exact for the decimal typed",
     ),
     "num_cycles": dict(
         type=positive_float,
@@ -176,34 +152,8 @@ FLAGS: dict[str, dict[str, Any]] = {
         help="cycles of cosine_restarts (default: 0.5, 1 or 2 by epochs)",
     ),
 }
-
-PRETRAIN_FLAGS = (
-    "lr",
-    "warmup_steps",
-    "warmup_ratio",
-    "min_lr",
-    "max_steps",
-    "replan",
-    "decay_ratio",
-    "decay_type",
-    "lr_ref_batch",
-)
-PRETRAIN_BATCH_SIZE = 64
-"""phase5_big_run.py's default --batch-size (images per step on each process)."""
-FINETUNE_FLAGS = (
-    "num_epochs",
-    "learning_rate",
-    "lr_strategy",
-    "scale_lr_for_short_training",
-    "cosine_restarts",
-    "warmup_ratio",
-    "warmup_steps",
-    "num_cycles",
-    "min_lr",
-    "max_steps",
-    "decay_ratio",
-    "decay_type",
-)
+SAME_VALUE = (("lr", "learning_rate"),)
+"""Pairs of flags that set the same value (the peak) under two names, for a hint when one is refused."""
 
 
 def spellings(name: str) -> list[str]:
@@ -212,70 +162,96 @@ def spellings(name: str) -> list[str]:
     return [dashed] if "_" not in name else [dashed, f"--{name}"]
 
 
+def spelled(name: str, dashed: bool) -> str:
+    """The flag as a message spells it: ``--warmup-steps`` (``dashed``) or ``--warmup_steps``."""
+    forms = spellings(name)
+    return forms[0] if dashed else forms[-1]
+
+
+KEYWORD_FLAGS = {"epochs": "num_epochs", "strategy": "lr_strategy"}
+"""The policies' keywords whose flag in ``FLAGS`` has another name; every other keyword is its flag's name."""
+POLICY_KEYWORDS = (
+    *("epochs", "steps_per_epoch", "max_steps", "strategy", "learning_rate", "lr", "scale_lr_for_short_training"),
+    *("cosine_restarts", "warmup_ratio", "warmup_steps", "num_cycles", "min_lr", "decay_ratio", "decay_type"),
+)
+"""The keywords of ``resolve_finetune`` and ``resolve_steps`` that a plan's sources and messages name."""
+
+
+def flag_names(dashed: bool = False, **renamed: str) -> dict[str, str]:
+    """``FlagNames`` for this table's flags: each policy keyword -> its flag as typed (``"epochs"`` ->
+    ``"--num_epochs"``, or ``"--num-epochs"`` when ``dashed``); ``renamed`` gives a caller's own flag
+    for a keyword (``epochs="--num_train_epochs"``)."""
+    names = {key: spelled(KEYWORD_FLAGS.get(key, key), dashed) for key in POLICY_KEYWORDS}
+    return {**names, **renamed}
+
+
 def add_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: str, **kwargs: Any) -> None:
     """Add one flag under both spellings, ``dest`` its underscore name."""
     parser.add_argument(*spellings(name), dest=name, **kwargs)
 
 
-PROGRAM_HELP: dict[str, dict[str, str]] = {
-    "phase5": {
-        "warmup_steps": "linear warm-up steps from 0 to the peak (default 2500)",
-        "min_lr": "floor at the end of the decay (default 1e-6)",
-        "max_steps": "total optimizer updates (default none: open-ended, the LR held after warm-up)",
-        "decay_ratio": "select wsd: hold the peak, then decay over the last ceil(R x --max-steps) steps, "
-        "R in (0, 1] (default with --decay-type: 0.2)",
-        "decay_type": "select wsd with this form of the final decay (default cosine)",
-        "warmup_ratio": "warm-up as a fraction of --max-steps, in [0, 1): ceil(R x T), exact for the decimal "
-        "typed; needs --max-steps, not with --warmup-steps",
-        "lr_ref_batch": "DINO's rule: --lr is for a global batch of N; the peak is lr x batch-size x processes / N "
-        "(default: --lr is the peak, as typed)",
-    },
-    "train": {
-        "warmup_steps": "linear warm-up steps from 0 to the peak (default: from --warmup_ratio or the auto row)",
-        "min_lr": "floor at the end of the decay (default 0)",
-        "max_steps": "total optimizer updates (default: epochs x updates per epoch)",
-        "decay_ratio": "wsd: decay over the last ceil(R x total) steps, R in (0, 1] (default 0.2)",
-        "decay_type": "wsd: form of the final decay (default cosine)",
-        "warmup_ratio": "warm-up as a fraction of total steps, in [0, 1): ceil(R x total), exact for the decimal "
-        "typed (default: the auto row's)",
-    },
-}
-"""Help that differs by program: ``FLAGS``' help speaks of both (``lrsched`` serves both), each program's
-``--help`` states only its own defaults."""
-
-
 def add_schedule_flags(
-    parser: argparse.ArgumentParser, names: Sequence[str], title: str = "schedule", program: str | None = None
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    names: Sequence[str],
+    title: str = "schedule",
+    help: Mapping[str, str] | None = None,
 ) -> None:
-    """Add the named schedule flags (from ``FLAGS``) once each; ``program`` (``"phase5"`` or ``"train"``)
-    takes that program's help from ``PROGRAM_HELP``."""
-    group = parser.add_argument_group(title)
-    own = PROGRAM_HELP[program] if program is not None else {}
+    """Add the named flags of ``FLAGS`` once each, in a group called ``title``.
+
+    ``help`` replaces a flag's help where the program says more (its own default, e.g.
+    ``"floor at the end of the decay (default 1e-6)"``).
+    """
+    group = parser.add_argument_group(title) if isinstance(parser, argparse.ArgumentParser) else parser
+    own = help or {}
     for name in names:
         add_flag(group, name, **{**FLAGS[name], **({"help": own[name]} if name in own else {})})
 
 
-FINETUNE_DEFAULTS: dict[str, Any] = {"num_epochs": Fraction(3), "lr_strategy": "auto"}
-"""train.py's defaults for schedule flags left unset (the others resolve in its plan, with a source)."""
+def _every_action(parser: argparse.ArgumentParser) -> Iterator[argparse.Action]:
+    """The parser's actions and those of its subcommands' parsers."""
+    for action in parser._actions:
+        yield action
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                yield from _every_action(sub)
 
 
-def finetune_plan(args: argparse.Namespace, steps_per_epoch: int | None) -> Plan:
-    """train.py's plan from its parsed flags and the run size (updates per epoch)."""
-    return resolve_finetune(
-        epochs=args.num_epochs if args.num_epochs is not None else FINETUNE_DEFAULTS["num_epochs"],
-        steps_per_epoch=steps_per_epoch,
-        max_steps=args.max_steps,
-        strategy=args.lr_strategy or FINETUNE_DEFAULTS["lr_strategy"],
-        learning_rate=args.learning_rate,
-        scale_lr_for_short_training=args.scale_lr_for_short_training,
-        cosine_restarts=args.cosine_restarts,
-        warmup_ratio=args.warmup_ratio,
-        warmup_steps=args.warmup_steps,
-        num_cycles=args.num_cycles,
-        min_lr=args.min_lr,
-        decay_ratio=args.decay_ratio,
-        decay_type=args.decay_type,
-    )
+def typed_names(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None, passed: Iterable[str] = ()
+) -> frozenset[str]:
+    """The names whose values the user typed: given means typed, even when the value equals a default.
+
+    ``argv`` is the command line ``parser`` reads (``None``: ``sys.argv[1:]``), for any argparse parser,
+    ``HfArgumentParser`` included (a dataclass field's default, HF's or TRL's, is never typed);
+    ``passed`` adds the keyword names a caller gave the arguments' constructor in code
+    (``TrainingArguments(learning_rate=5e-5)``). The command line is read again with every default
+    suppressed, so what remains in the namespace is what was typed. Call it after the parse succeeded.
+    """
+    actions = list(_every_action(parser))
+    saved = [(action, action.default) for action in actions]
+    try:
+        for action in actions:
+            action.default = argparse.SUPPRESS
+        parsed, _ = parser.parse_known_args(argv, argparse.Namespace())
+    finally:
+        for action, default in saved:
+            action.default = default
+    return frozenset(vars(parsed)) | frozenset(passed)
+
+
+def typed_values(args: argparse.Namespace | Mapping[str, Any], typed: Iterable[str]) -> dict[str, Any]:
+    """The values of the ``typed`` names (``typed_names``) in ``args``: a policy's keyword values, absent
+    meaning not given."""
+    values = vars(args) if isinstance(args, argparse.Namespace) else args
+    return {name: values[name] for name in typed if name in values}
+
+
+def given(args: argparse.Namespace | Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """The typed values among ``names`` of a namespace parsed with ``add_schedule_flags``/``add_flag`` flags
+    that declare no default: there None (a switch False) is the parser's mark of "not typed", so this is
+    ``typed_values(args, typed_names(parser, argv))`` for those names (a test checks that they agree)."""
+    values = vars(args) if isinstance(args, argparse.Namespace) else args
+    return {n: values[n] for n in names if values.get(n) is not None and values.get(n) is not False}
 
 
 LR_LIMIT = 1e36
@@ -288,33 +264,6 @@ def check_peak(plan: Plan, flag: str) -> None:
         raise UsageError(
             f"{flag} {plan.schedule.base:g}: must be at most {LR_LIMIT:g} (AdamW's float32 arithmetic overflows above)"
         )
-
-
-def pretrain_plan(args: argparse.Namespace) -> Plan:
-    """phase5_big_run.py's plan from its parsed flags (``--batch-size`` and ``WORLD_SIZE`` for ``--lr-ref-batch``)."""
-    plan = resolve_pretrain(
-        lr=args.lr,
-        warmup_steps=args.warmup_steps,
-        min_lr=args.min_lr,
-        max_steps=args.max_steps,
-        decay_ratio=getattr(args, "decay_ratio", None),
-        decay_type=getattr(args, "decay_type", None),
-        warmup_ratio=getattr(args, "warmup_ratio", None),
-    )
-    if getattr(args, "lr_ref_batch", None) is None:
-        return plan
-    batch = int(getattr(args, "batch_size", None) or PRETRAIN_BATCH_SIZE)
-    return batch_scaled(plan, args.lr_ref_batch, batch, int(os.environ.get("WORLD_SIZE", "1")))
-
-
-def batch_scaled(plan: Plan, reference: int, batch: int, processes: int) -> Plan:
-    """DINO's rule: ``peak = lr x batch x processes / reference``, its source saying so."""
-    peak = plan.schedule.base * batch * processes / reference
-    if peak < plan.schedule.final:
-        raise UsageError(f"--lr-ref-batch {reference}: makes the peak {peak:g}, below --min-lr {plan.schedule.final:g}")
-    how = f"{plan.source('peak')} x {batch * processes}/{reference} (global batch / --lr-ref-batch)"
-    sources = tuple((k, how if k == "peak" else v) for k, v in plan.sources)
-    return dataclasses.replace(plan, schedule=dataclasses.replace(plan.schedule, base=peak), sources=sources)
 
 
 def json_value(value: Any) -> Any:
@@ -333,9 +282,9 @@ def json_value(value: Any) -> Any:
 
 def args_json(args: argparse.Namespace, defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The parsed flags as a run's ``args.json`` should hold them: JSON types (``true``, ``1``, not
-    ``"True"``, ``"1"``), and a flag left unset as the default it resolved to (``defaults``, e.g.
-    ``FINETUNE_DEFAULTS``: ``lr_strategy`` ``"auto"``, not ``null``); ``null`` only where nothing was
-    given and the default is not one value (it comes from the plan, which ``plan.json`` holds)."""
+    ``"True"``, ``"1"``), and a flag left unset as the default it resolved to (``defaults``, the
+    program's: ``lr_strategy`` ``"auto"``, not ``null``); ``null`` only where nothing was given and the
+    default is not one value (it comes from the plan, which ``plan.json`` holds)."""
     defaults = defaults or {}
     values = {k: defaults[k] if v is None and k in defaults else v for k, v in vars(args).items()}
     return {k: json_value(v) for k, v in sorted(values.items())}

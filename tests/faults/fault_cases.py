@@ -157,9 +157,10 @@ SHOW_FLAGS = {
 
 def _other_program_flags() -> dict[str, str]:
     """The programs' other flags, which ``lrsched show/plot`` accept: a switch takes no value, the rest need one."""
-    from lrsched.programs import PHASE5_OTHER, TRAIN_OTHER
+    from lrsched.programs import installed
 
-    names = {f"--{n.replace('_', '-')}": k for n, k in {**TRAIN_OTHER, **PHASE5_OTHER}.items()}
+    tables = [{**dict.fromkeys(p.flags, 1), **p.other_flags} for p in installed()]
+    names = {f"--{n.replace('_', '-')}": k for table in tables for n, k in table.items()}
     return {flag: "switch" if k == 0 else "value" for flag, k in names.items() if flag not in SHOW_FLAGS}
 
 

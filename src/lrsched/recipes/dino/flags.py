@@ -1,4 +1,4 @@
-"""phase5_big_run.py's command line: lrsched's schedule flags plus DINO's schedules, model, data, run.
+"""phase5's command line: its learning-rate flags (``plan.py``) plus DINO's schedules, model, data, run.
 
 Every flag has both spellings (``--weight-decay`` and ``--weight_decay``). ``DEFAULTS`` is the one
 table of DINO's schedule defaults; ``validate.resolve_schedules`` is the one function that applies it.
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lrsched import flags as shared
 from lrsched.recipes.common.device import add_device_flags
+from lrsched.recipes.dino import plan
 from lrsched.recipes.dino.augment import GLOBAL_SCALE, LOCAL_SCALE
 from lrsched.recipes.dino.stream import default_workers
 from lrsched.recipes.dino.vit import PRESETS
@@ -67,7 +68,7 @@ def build_parser() -> shared.ArgumentParser:
         description="DINO self-supervised ViT pretraining: linear warm-up + cosine decay, "
         "or warm-up + constant for open-ended runs (no --max-steps).",
     )
-    shared.add_schedule_flags(p, shared.PRETRAIN_FLAGS, title="learning-rate schedule", program="phase5")
+    plan.add_schedule_flags(p, title="learning-rate schedule")
     for add_group in (_dino_flags, _optimisation_flags, _model_flags, _data_flags, _eval_flags, _run_flags):
         add_group(p)
     return p
@@ -214,8 +215,8 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
         d,
         "batch_size",
         type=shared.positive_int,
-        default=shared.PRETRAIN_BATCH_SIZE,
-        help=f"images per step on each process (default {shared.PRETRAIN_BATCH_SIZE})",
+        default=plan.BATCH_SIZE,
+        help=f"images per step on each process (default {plan.BATCH_SIZE})",
     )
     add(d, "seed", type=shared.nonnegative_int, default=0, help="seed of the model, batches and crops (default 0)")
 
@@ -223,7 +224,13 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
 def _eval_flags(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("evaluation (weighted k-NN, k=20, T=0.07, on teacher CLS features)")
     add = shared.add_flag
-    add(e, "eval_every", type=shared.nonnegative_int, default=500, help="k-NN every N steps (0: only at the end)")
+    add(
+        e,
+        "eval_every",
+        type=shared.nonnegative_int,
+        default=500,
+        help="k-NN every N steps (0: only at the end; default 500)",
+    )
     add(e, "no_knn", action="store_true", help="no k-NN at all: no baselines, no periodic or final evaluation")
     add(
         e,

@@ -21,6 +21,7 @@ from lrsched.errors import UsageError
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.device import describe_device
 from lrsched.recipes.common.distributed import World, every_rank
+from lrsched.recipes.dino import plan as lr_plan
 from lrsched.recipes.dino.data import Dataset, data_changes, load_dataset
 from lrsched.recipes.dino.files import DATA_INDEX, read_index
 from lrsched.recipes.dino.flags import DEFAULTS, LR_WARMUP, PROGRAM_ID, spelling
@@ -31,13 +32,13 @@ from lrsched.recipes.dino.vit import PRESETS, Preset
 from lrsched.schedules import Schedule
 
 
-def resolve_schedules(args: argparse.Namespace) -> Schedules:
+def resolve_schedules(args: argparse.Namespace, processes: int) -> Schedules:
     """All four schedules (LR, weight decay, teacher momentum and temperature) and the last-layer freeze.
 
     The LR plan is lrsched's (``--lr``, ``--warmup-steps``, ``--min-lr``, ``--max-steps``); every other
     value is its flag or its entry in ``flags.DEFAULTS``, each with its source.
     """
-    lr = shared.pretrain_plan(args)
+    lr = lr_plan.plan_from_args(args, processes)
     shared.check_peak(lr, "--lr")
     total, sources = lr.schedule.total, dict[str, str]()
     value = {name: _resolve(args, name, lr.schedule.warmup, sources) for name in DEFAULTS}
@@ -102,7 +103,7 @@ def settle(args: argparse.Namespace, world: World) -> Settings:
     """Resolve and check everything: schedules, preset, data, checkpoint, output folder. Writes nothing."""
     if args.resume == "latest" and args.output_dir is None:
         raise UsageError("--resume latest: needs --output-dir (the run whose newest checkpoint to load)")
-    schedules = resolve_schedules(args)
+    schedules = resolve_schedules(args, world.size)
     preset = resolve_preset(args)
     _check_inputs(args)
     state, path = _read_resume(args, schedules)

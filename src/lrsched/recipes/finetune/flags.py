@@ -1,4 +1,4 @@
-"""train.py's command line: the shared schedule flags (``lrsched.flags``) plus data, model, loop, output.
+"""train.py's command line: its learning-rate flags (``plan.py``) plus data, model, loop, output.
 
 Every flag has both spellings (``--max_train_samples`` and ``--max-train-samples``).
 """
@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lrsched.flags import (
-    FINETUNE_FLAGS,
     ArgumentParser,
     add_flag,
     add_schedule_flags,
@@ -19,6 +18,7 @@ from lrsched.flags import (
     positive_int,
 )
 from lrsched.recipes.common.device import add_device_flags
+from lrsched.recipes.finetune import plan
 
 SEED_LIMIT = 2**32
 """Seeds are below 2**32: the streams derived from them (``seed * 1000 + rank``, ...) must fit torch's 64-bit seeds."""
@@ -88,7 +88,7 @@ def _loop_flags(parser: argparse.ArgumentParser) -> None:
     )
     add_flag(g, "weight_decay", type=nonnegative_float, default=0.01, metavar="WD", help="AdamW (default 0.01)")
     add_flag(g, "max_grad_norm", type=nonnegative_float, default=1.0, metavar="N", help="clip, 0 = off (default 1.0)")
-    add_flag(g, "seed", type=seed_value, default=42, metavar="S", help="head init, dropout, data order")
+    add_flag(g, "seed", type=seed_value, default=42, metavar="S", help="head init, dropout, data order (default 42)")
     add_device_flags(g)
 
 
@@ -120,7 +120,9 @@ def _output_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> ArgumentParser:
     """The full train.py parser."""
     parser = ArgumentParser(prog=PROG, description=DESCRIPTION)
-    add_schedule_flags(parser, FINETUNE_FLAGS, title="learning-rate strategy (see lrsched show)", program="train")
+    add_schedule_flags(
+        parser, plan.SCHEDULE_FLAGS, title="learning-rate strategy (see lrsched show)", help=plan.SCHEDULE_HELP
+    )
     _data_flags(parser)
     _loop_flags(parser)
     _output_flags(parser)

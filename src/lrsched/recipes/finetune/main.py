@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from lrsched.flags import FINETUNE_DEFAULTS, args_json
+from lrsched.flags import args_json
 from lrsched.recipes.common import skeleton
 from lrsched.recipes.common.device import describe_device
 from lrsched.recipes.common.distributed import World
@@ -23,6 +23,7 @@ from lrsched.recipes.common.rundir import Folder
 from lrsched.recipes.common.runlog import write_json
 from lrsched.recipes.common.stopping import StopRequest
 from lrsched.recipes.finetune import flags, loop, validate
+from lrsched.recipes.finetune import plan as lr_plan
 from lrsched.recipes.finetune.flags import OUTPUT_FLAG, OVERWRITE_FLAG, PROG, PROGRAM_ID, RESUME_FLAG
 from lrsched.recipes.finetune.state import Settings, State
 
@@ -127,4 +128,4 @@ def start_output(run: State) -> None:
         if old_best.is_dir() and not (out / "best").exists():
             shutil.copytree(old_best, out / "best")
     write_json(out / "plan.json", settings.plan.to_json())
-    write_json(out / "args.json", args_json(settings.args, FINETUNE_DEFAULTS))
+    write_json(out / "args.json", args_json(settings.args, lr_plan.DEFAULTS))

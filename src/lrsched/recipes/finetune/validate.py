@@ -20,12 +20,13 @@ from torch import nn
 
 from lrsched.adoption import adopt, differences
 from lrsched.errors import ScheduleMismatch, UsageError
-from lrsched.flags import check_peak, finetune_plan
+from lrsched.flags import check_peak
 from lrsched.recipes.common.checkpoint import load_checkpoint, resolve_resume
 from lrsched.recipes.common.device import device_memory
 from lrsched.recipes.common.distributed import World
 from lrsched.recipes.finetune import data as D
 from lrsched.recipes.finetune import model as M
+from lrsched.recipes.finetune import plan as lr_plan
 from lrsched.recipes.finetune.flags import PROGRAM_ID, RESUME_FLAG
 from lrsched.recipes.finetune.state import Settings
 from lrsched.strategy import Plan, epoch_size
@@ -39,9 +40,13 @@ def settle(args: argparse.Namespace, world: World) -> Settings:
     tokenizer = M.load_tokenizer(model_dir)
     a = args
     batches, upe = epoch_size(
-        len(splits.train), a.per_device_train_batch_size, a.gradient_accumulation_steps, world.size
+        len(splits.train),
+        a.per_device_train_batch_size,
+        a.gradient_accumulation_steps,
+        world.size,
+        accumulation_flag=lr_plan.ACCUMULATION_FLAG,
     )
-    plan = finetune_plan(args, upe)
+    plan = lr_plan.plan_from_args(args, upe)
     check_peak(plan, "--learning_rate")
     output_dir = args.output_dir if args.output_dir is not None else default_output_dir()
     resume_path = resolve_resume(args.resume_from_checkpoint, output_dir, RESUME_FLAG)
