@@ -237,3 +237,37 @@ def test_plot_run_checks_lengths(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         render.plot_run(tmp_path / "c.png", {}, [])
     assert list(tmp_path.iterdir()) == []
+
+
+def _drawn_plot(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The figure ``lrsched plot`` builds for ``argv`` (captured where it is saved)."""
+    from lrsched import cli
+
+    figures: list[Any] = []
+    monkeypatch.setattr(render, "save_figure", lambda fig, path, dpi=120: figures.append(fig) or Path(path))
+    assert cli.main(["plot", *argv]) == 0
+    assert len(figures) == 1
+    return figures[0]
+
+
+def test_open_ended_plot_title_fits_and_legend_names_the_shape_drawn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fig = _drawn_plot(["--warmup-steps", "100", "-o", str(tmp_path / "lr.png")], monkeypatch)
+    (ax,) = fig.axes
+    renderer = fig.canvas.get_renderer()
+    box = ax.title.get_window_extent(renderer)
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width, (box, ax.get_title())
+    assert "open-ended" in ax.get_title()
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "constant (open-ended)" in labels and not any("cosine" in label for label in labels), labels
+
+
+def test_fit_title_keeps_a_short_title_on_one_line() -> None:
+    fig, (ax,) = render.new_figure()
+    render.fit_title(fig, ax, "a short title")
+    assert ax.get_title() == "a short title"
+    long = " ".join(f"word{i}" for i in range(60))
+    render.fit_title(fig, ax, long)
+    assert ax.get_title().replace("\n", " ") == long and ax.get_title().count("\n") >= 1
+    assert ax.title.get_window_extent(fig.canvas.get_renderer()).width <= fig.bbox.width

@@ -343,6 +343,11 @@ def compare_plans(
     return plans
 
 
+def _drawn_shape(plan: Plan) -> str:
+    """The legend's name for the curve drawn: an open-ended plan holds its peak after the warm-up."""
+    return plan.schedule.shape if plan.schedule.total is not None else "constant (open-ended)"
+
+
 def _title(program: str, plan: Plan) -> str:
     s = plan.schedule
     end = count(s.total, "step") if s.total is not None else "open-ended (preview)"
@@ -361,7 +366,7 @@ def cmd_plot(ns: argparse.Namespace, values: Mapping[str, Any], known: Sequence[
             title = f"{program} strategies: peak {s.base:g}, warm-up {s.warmup}, {count(s.total or 0, 'step')}"
         else:
             program, first = plan_for(values, known)
-            plans, title = {first.schedule.shape: first}, _title(program, first)
+            plans, title = {_drawn_shape(first): first}, _title(program, first)
         last = horizon(first, ns.steps)
     curves = {label: Series(plan.schedule, last) for label, plan in plans.items()}
     try:

@@ -9,6 +9,7 @@ target's folder moved into place): a failure never leaves a half-written file.
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -189,6 +190,43 @@ def shade_warmup(ax: Axes, warmup: int) -> None:
     ax.axvline(warmup, color="0.4", linestyle="--", linewidth=1)
 
 
+def fit_title(fig: Figure, ax: Axes, title: str) -> None:
+    """Set ``ax``'s title, wrapped at word boundaries onto as many lines as it needs to fit the
+    figure's width (a long title is otherwise cut at both edges)."""
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    room = fig.bbox.width * 0.96
+    width = len(title)
+    while True:
+        text = ax.set_title("\n".join(textwrap.wrap(title, width)) if width < len(title) else title)
+        if text.get_window_extent(renderer).width <= room or width <= 20:
+            return
+        width -= 4
+
+
+def schedule_figure(
+    curves: Mapping[str, Sequence[float]], title: str = "learning-rate schedule", warmup: int | None = None
+) -> Figure:
+    """The figure ``plot_schedules`` writes: one line per named curve, the warm-up shaded, the title
+    fitted to the width (``fit_title``), the legend under the axes."""
+    if not curves or not all(len(v) for v in curves.values()):
+        raise ValueError("plot_schedules: needs at least one non-empty curve")
+    fig, (ax,) = new_figure(height=5.0)
+    if warmup:
+        shade_warmup(ax, warmup)
+    for i, (label, values) in enumerate(curves.items()):
+        xs, ys = thin(values)
+        ax.plot(xs, ys, label=label, **_curve_style(i))
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("learning rate")
+    fit_title(fig, ax, title)
+    ax.set_xlim(0, max(len(v) for v in curves.values()) - 1 or 1)
+    ax.set_ylim(bottom=0)
+    format_axes(ax)
+    entries = len(curves) + (1 if warmup else 0)
+    fig.legend(loc="outside lower center", ncols=min(entries, 3), frameon=False)
+    return fig
+
+
 def plot_schedules(
     curves: Mapping[str, Sequence[float]],
     path: str | os.PathLike[str],
@@ -200,23 +238,7 @@ def plot_schedules(
     The warm-up ``[0, warmup]`` is shaded and its end dashed; axes are labelled
     "optimizer step" and "learning rate", the LR in scientific notation.
     """
-    if not curves or not all(len(v) for v in curves.values()):
-        raise ValueError("plot_schedules: needs at least one non-empty curve")
-    fig, (ax,) = new_figure(height=5.0)
-    if warmup:
-        shade_warmup(ax, warmup)
-    for i, (label, values) in enumerate(curves.items()):
-        xs, ys = thin(values)
-        ax.plot(xs, ys, label=label, **_curve_style(i))
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("learning rate")
-    ax.set_title(title)
-    ax.set_xlim(0, max(len(v) for v in curves.values()) - 1 or 1)
-    ax.set_ylim(bottom=0)
-    format_axes(ax)
-    entries = len(curves) + (1 if warmup else 0)
-    fig.legend(loc="outside lower center", ncols=min(entries, 3), frameon=False)
-    return save_figure(fig, path)
+    return save_figure(schedule_figure(curves, title, warmup), path)
 
 
 def plot_run(

@@ -51,6 +51,8 @@ RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "decay_ratio": ("decimal in (0, 1]", ("0", "1.5", "-0.1", "nan", "abc")),
     "decay_type": ("one of cosine, linear, 1-sqrt", ("sqrt", "COSINE", "")),
     "save_strategy": ("one of epoch, no", ("steps", "NO", "")),
+    "best_metric": ("one of accuracy, macro_f1, loss", ("f1", "ACC", "")),
+    "true_false": ("true or false", ("maybe", "2", "")),
     "knn_features": ("one of cls, cls+patch", ("patch", "CLS", "")),
     "switch": ("takes no value", ("=yes",)),
 }
@@ -127,6 +129,8 @@ TRAIN_FLAGS = {
     "--save_strategy": "save_strategy",
     "--save_total_limit": "pos_int",
     "--disable_tqdm": "switch",
+    "--metric_for_best_model": "best_metric",
+    "--greater_is_better": "true_false",
 }
 
 SHOW_FLAGS = {

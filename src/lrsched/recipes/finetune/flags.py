@@ -18,6 +18,7 @@ from lrsched.flags import (
     positive_int,
 )
 from lrsched.recipes.common.device import add_device_flags
+from lrsched.recipes.finetune.metrics import BEST_METRICS, DEFAULT_BEST_METRIC
 from lrsched.recipes.finetune import plan
 
 SEED_LIMIT = 2**32
@@ -115,6 +116,35 @@ def _output_flags(parser: argparse.ArgumentParser) -> None:
         help="continue a run: same plan, LRs, data order and weights (latest: newest in --output_dir)",
     )
     add_flag(g, "disable_tqdm", action="store_true", help="no progress bar")
+    _best_model_flags(parser)
+
+
+def _best_model_flags(parser: argparse.ArgumentParser) -> None:
+    """Which validation's model best/ keeps (and the test evaluates), as HF Trainer's flags of these names."""
+    g = parser.add_argument_group("best model")
+    add_flag(
+        g,
+        "metric_for_best_model",
+        choices=BEST_METRICS,
+        default=DEFAULT_BEST_METRIC,
+        help=f"validation metric that picks best/ (default {DEFAULT_BEST_METRIC}); ties go to the lower "
+        "validation loss (to the higher accuracy for loss), then to the later validation",
+    )
+    add_flag(
+        g,
+        "greater_is_better",
+        type=yes_no,
+        metavar="true|false",
+        help="whether a larger metric is better (default: true, false for loss)",
+    )
+
+
+def yes_no(text: str) -> bool:
+    """``true``/``false`` (also yes/no, 1/0), as HF's boolean flags."""
+    value = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text}: must be true or false")
+    return value
 
 
 def build_parser() -> ArgumentParser:

@@ -53,6 +53,7 @@ from lrsched.recipes.finetune import batches as B
 from lrsched.recipes.finetune import model as M
 from lrsched.recipes.finetune.evaluation import eval_tokens, evaluate, rank_summary, write_eval
 from lrsched.recipes.finetune.flags import PROGRAM_ID
+from lrsched.recipes.finetune.metrics import is_better
 from lrsched.recipes.finetune.state import Settings, State
 from lrsched.torch_sched import ScheduledLR
 
@@ -234,14 +235,16 @@ def epoch_batches(run: State, epoch: int) -> list[list[int]]:
 
 
 def end_epoch(run: State, stop: StopRequest | None = None) -> dict[str, Any]:
-    """Validate at the end of an epoch (or of the run) and record it; ``run.best`` follows the best
-    accuracy (``best/`` is written by ``report_epoch``, after the checkpoint)."""
+    """Validate at the end of an epoch (or of the run) and record it; ``run.best`` follows the best by
+    ``--metric_for_best_model`` (``metrics.is_better``; ``best/`` is written by ``report_epoch``, after
+    the checkpoint)."""
     step = run.t
     result = {"epoch": round(step / run.settings.updates_per_epoch, 4), "step": step}
     tokens = eval_tokens(run, "validation", run.settings.splits.validation)
     result.update(evaluate(run, run.model, run.settings.splits.validation, stop, tokens))
     run.history.append(result)
-    if run.best is None or result["accuracy"] > run.best["accuracy"]:
+    a = run.settings.args
+    if is_better(result, run.best, a.metric_for_best_model, a.greater_is_better):
         run.best = dict(result)
     return result
 

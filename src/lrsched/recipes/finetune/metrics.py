@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 def confusion(true: Sequence[int], pred: Sequence[int], classes: int) -> list[list[int]]:
@@ -38,3 +38,34 @@ def majority_baseline(train_labels: Sequence[int], eval_labels: Sequence[int]) -
         return 0.0
     top = max(set(train_labels), key=lambda lab: (list(train_labels).count(lab), -lab))
     return sum(1 for lab in eval_labels if lab == top) / len(eval_labels)
+
+
+BEST_METRICS = ("accuracy", "macro_f1", "loss")
+"""What ``--metric_for_best_model`` may name: a key of a validation result."""
+DEFAULT_BEST_METRIC = "accuracy"
+
+
+def greater_is_better(metric: str, given: bool | None = None) -> bool:
+    """``--greater_is_better`` as typed, else by the metric: a loss is better lower, a score higher
+    (HF ``Trainer``'s rule)."""
+    return given if given is not None else not metric.endswith("loss")
+
+
+def best_key(result: Mapping[str, float], metric: str, greater: bool) -> tuple[float, float]:
+    """The order of validations for ``best/``: the metric (negated when lower is better), then the
+    tie-break: the lower validation loss (the higher accuracy when the metric is the loss)."""
+    primary = result[metric] if greater else -result[metric]
+    tie = result["accuracy"] if metric == "loss" else -result["loss"]
+    return primary, tie
+
+
+def is_better(
+    candidate: Mapping[str, float], best: Mapping[str, float] | None, metric: str, greater: bool | None = None
+) -> bool:
+    """Whether validation ``candidate`` replaces ``best``: a higher ``best_key``; on a tie in both
+    the later validation wins (it has trained longer for the same result). ``greater``: as
+    ``--greater_is_better`` (None: by the metric)."""
+    if best is None:
+        return True
+    up = greater_is_better(metric, greater)
+    return best_key(candidate, metric, up) >= best_key(best, metric, up)
