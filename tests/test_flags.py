@@ -1,4 +1,4 @@
-"""Tests for lrsched.flags: both spellings, one-line errors with exit status 2, flags -> plans."""
+"""Tests for lrsched.flags: both spellings, one-line errors with exit status 2, what was typed, no program named."""
 
 from __future__ import annotations
 
@@ -9,18 +9,20 @@ import pytest
 
 from lrsched.errors import ScheduleError, UsageError
 from lrsched.flags import (
-    FINETUNE_FLAGS,
     FLAGS,
-    PRETRAIN_FLAGS,
     ArgumentParser,
     add_schedule_flags,
-    finetune_plan,
-    pretrain_plan,
+    flag_names,
+    given,
     spellings,
+    typed_names,
+    typed_values,
     usage_errors,
 )
 
-ALL_FLAGS = tuple(dict.fromkeys(PRETRAIN_FLAGS + FINETUNE_FLAGS))
+ALL_FLAGS = tuple(FLAGS)
+STEP_FLAGS = ("lr", "warmup_steps", "warmup_ratio", "min_lr", "max_steps", "replan", "decay_ratio", "decay_type")
+EPOCH_FLAGS = tuple(n for n in FLAGS if n not in ("lr", "replan"))
 
 # one good value per flag and what it parses to (None: a switch)
 GOOD: dict[str, tuple[str | None, object]] = {
@@ -38,7 +40,6 @@ GOOD: dict[str, tuple[str | None, object]] = {
     "num_cycles": ("1.5", 1.5),
     "decay_ratio": ("0.07", Fraction(7, 100)),
     "decay_type": ("1-sqrt", "1-sqrt"),
-    "lr_ref_batch": ("256", 256),
 }
 
 
@@ -49,11 +50,11 @@ def parser_for(names: tuple[str, ...] = ALL_FLAGS) -> ArgumentParser:
 
 
 def finetune_parser() -> ArgumentParser:
-    return parser_for(FINETUNE_FLAGS)
+    return parser_for(EPOCH_FLAGS)
 
 
 def pretrain_parser() -> ArgumentParser:
-    return parser_for(PRETRAIN_FLAGS)
+    return parser_for(STEP_FLAGS)
 
 
 def test_every_flag_has_a_test_value() -> None:
@@ -189,10 +190,10 @@ def test_missing_value_and_unknown_flag_are_one_line(capsys: pytest.CaptureFixtu
 
 
 @pytest.mark.parametrize("name", ["lr", "max_steps", "replan"])
-def test_pretrain_parser_has_only_its_flags(name: str) -> None:
-    assert name in PRETRAIN_FLAGS
+def test_a_parser_has_only_the_flags_it_names(name: str) -> None:
+    assert name in STEP_FLAGS
     parser = pretrain_parser()
-    assert parser.parse_args([]).__dict__.keys() == set(PRETRAIN_FLAGS)
+    assert parser.parse_args([]).__dict__.keys() == set(STEP_FLAGS)
     with pytest.raises(SystemExit):
         parser.parse_args(["--num-epochs", "1"])
 
@@ -232,97 +233,6 @@ def test_usage_errors_let_other_errors_and_success_through(capsys: pytest.Captur
     assert capsys.readouterr().err == ""
 
 
-# --- flags -> plans ---
-
-
-def test_issue_example_one_epoch() -> None:
-    plan = finetune_plan(finetune_parser().parse_args(["--num_epochs", "1"]), steps_per_epoch=200)
-    s = plan.schedule
-    assert (s.shape, s.base, s.warmup, s.total) == ("constant", 3e-5, 10, 200)
-
-
-def test_issue_example_three_epochs() -> None:
-    plan = finetune_plan(finetune_parser().parse_args(["--num_epochs", "3"]), steps_per_epoch=100)
-    s = plan.schedule
-    assert (s.shape, s.base, s.warmup, s.total) == ("linear", 4e-5, 30, 300)
-
-
-def test_issue_example_ten_epochs_cosine_restarts() -> None:
-    plan = finetune_plan(finetune_parser().parse_args(["--num_epochs", "10", "--cosine_restarts"]), 100)
-    s = plan.schedule
-    assert (s.shape, s.base, s.warmup, s.total, plan.cycles) == ("cosine_restarts", 5e-5, 100, 1000, 2.0)
-
-
-def test_finetune_default_epochs_is_3() -> None:
-    plan = finetune_plan(finetune_parser().parse_args([]), steps_per_epoch=10)
-    assert plan.schedule.total == 30 and plan.shape == "linear"
-
-
-def test_finetune_flags_reach_the_plan() -> None:
-    argv = [
-        "--num-epochs=2.5",
-        "--learning-rate=1e-4",
-        "--lr-strategy=cosine_restarts",
-        "--scale-lr-for-short-training",
-        "--warmup-ratio=0.1",
-        "--num-cycles=3",
-        "--min-lr=1e-7",
-    ]
-    plan = finetune_plan(finetune_parser().parse_args(argv), steps_per_epoch=3)
-    s = plan.schedule
-    assert s.total == 8  # ceil(2.5 * 3)
-    assert s.warmup == 1  # ceil(0.1 * 8)
-    assert s.base == pytest.approx(8e-5, rel=1e-12)
-    assert (s.shape, s.cycles, s.final) == ("cosine_restarts", 3.0, 1e-7)
-    underscored = ["--" + a[2:].split("=")[0].replace("-", "_") + a[2:][len(a[2:].split("=")[0]) :] for a in argv]
-    assert underscored[0] == "--num_epochs=2.5"
-    assert finetune_plan(finetune_parser().parse_args(underscored), 3) == plan
-
-
-def test_exact_ratio_through_the_parser() -> None:
-    plan = finetune_plan(finetune_parser().parse_args(["--max-steps", "70", "--warmup-ratio", "0.1"]), None)
-    assert (plan.schedule.warmup, plan.schedule.total) == (7, 70)
-
-
-@pytest.mark.parametrize(
-    ("argv", "flag"),
-    [
-        (["--cosine_restarts", "--lr_strategy", "linear"], "--cosine_restarts"),
-        (["--num-epochs", "3", "--min-lr", "1"], "--min_lr"),
-        (["--max-steps", "10", "--warmup-steps", "10"], "--warmup_steps"),
-    ],
-)
-def test_finetune_usage_errors_exit_2(argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]) -> None:
-    args = finetune_parser().parse_args(argv)
-    with pytest.raises(SystemExit) as exc, usage_errors("train.py"):
-        finetune_plan(args, steps_per_epoch=100)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"train.py: error: {flag}") and err.count("\n") == 1
-
-
-def test_pretrain_plan_defaults_and_flags() -> None:
-    plan = pretrain_plan(pretrain_parser().parse_args([]))
-    assert (plan.schedule.base, plan.schedule.warmup, plan.schedule.final, plan.schedule.total) == (
-        5e-4,
-        2500,
-        1e-6,
-        None,
-    )
-    assert any("no --max-steps" in note and "0.0005" in note for note in plan.notes)
-    plan = pretrain_plan(pretrain_parser().parse_args(["--lr", "1e-3", "--warmup_steps", "10", "--max_steps", "110"]))
-    assert (plan.schedule.base, plan.schedule.warmup, plan.schedule.total) == (1e-3, 10, 110)
-
-
-def test_pretrain_warmup_not_below_max_steps_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    args = pretrain_parser().parse_args(["--warmup-steps", "100", "--max-steps", "100"])
-    with pytest.raises(SystemExit) as exc, usage_errors("phase5_big_run.py"):
-        pretrain_plan(args)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "--warmup-steps 100" in err and "--max-steps 100" in err and err.count("\n") == 1
-
-
 def test_help_lists_both_spellings(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         parser_for().parse_args(["--help"])
@@ -337,77 +247,91 @@ def test_add_schedule_flags_accepts_a_plain_argparse_parser() -> None:
     assert parser.parse_args(["--max_steps", "3"]).max_steps == 3
 
 
-# --- issue 23: phase5's --warmup-ratio, from the one flag table ---
-
-
-def test_phase5_takes_warmup_ratio_in_both_spellings_exactly() -> None:
-    assert "warmup_ratio" in PRETRAIN_FLAGS
-    for spelling in spellings("warmup_ratio"):
-        plan = pretrain_plan(pretrain_parser().parse_args([spelling, "0.07", "--max-steps", "100"]))
-        assert plan.schedule.warmup == 7
-
-
-def test_the_programs_parsers_define_warmup_ratio_once_from_the_table() -> None:
-    from lrsched.cli import build_parser
-    from lrsched.recipes.dino.flags import build_parser as phase5_parser
-
-    for parser in (phase5_parser(), build_parser()._subparsers._group_actions[0].choices["show"]):  # type: ignore[union-attr]
-        actions = [a for a in parser._actions if a.dest == "warmup_ratio"]
-        assert len(actions) == 1 and actions[0].option_strings == ["--warmup-ratio", "--warmup_ratio"]
-        assert actions[0].type is FLAGS["warmup_ratio"]["type"]
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--warmup-ratio", "0.1"], "--warmup-ratio 0.1: needs --max-steps"),
-        (["--warmup-ratio", "0.1", "--warmup-steps", "5", "--max-steps", "100"], "not both"),
-        (["--warmup-ratio", "1", "--max-steps", "100"], "--warmup-ratio/--warmup_ratio: 1: must be in [0, 1)"),
-    ],
-)
-def test_phase5_refuses_a_bad_warmup_ratio_in_one_line(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exc, usage_errors("phase5_big_run.py"):
-        pretrain_plan(pretrain_parser().parse_args(argv))
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
-
-
 # --- issue 22: each program's help, and args.json in JSON types ---------------------------------
-
-
-@pytest.mark.parametrize(
-    "program, names, mine, other",
-    [("phase5", PRETRAIN_FLAGS, "(default 1e-6)", "train.py"), ("train", FINETUNE_FLAGS, "(default 0)", "phase5")],
-)
-def test_each_program_s_help_states_its_own_defaults(
-    program: str, names: tuple[str, ...], mine: str, other: str
-) -> None:
-    parser = ArgumentParser(prog=program)
-    add_schedule_flags(parser, names, program=program)
-    text = " ".join(parser.format_help().split())
-    assert f"floor at the end of the decay {mine}" in text and other not in text
-    both = " ".join(parser_for(names).format_help().split())
-    assert "phase5 default 1e-6; train.py default 0" in both  # lrsched itself serves both programs
 
 
 def test_args_json_holds_json_types_and_resolved_defaults() -> None:
     import json
     from pathlib import Path
 
-    from lrsched.flags import FINETUNE_DEFAULTS, args_json
+    from lrsched.flags import args_json
 
-    parser = parser_for(FINETUNE_FLAGS)
+    defaults = {"num_epochs": Fraction(3), "lr_strategy": "auto"}
+    parser = parser_for(EPOCH_FLAGS)
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--output_dir", type=Path)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(["--num_epochs", "1", "--bf16", "--output_dir", "runs/x", "--warmup_ratio", "0.05"])
-    record = args_json(args, FINETUNE_DEFAULTS)
+    record = args_json(args, defaults)
     assert json.loads(json.dumps(record)) == record
     assert (record["bf16"], record["seed"], record["num_epochs"]) == (True, 1, 1)
     assert (record["lr_strategy"], record["warmup_ratio"], record["output_dir"]) == ("auto", 0.05, "runs/x")
     assert record["learning_rate"] is None and record["cosine_restarts"] is False
-    assert args_json(parser.parse_args([]), FINETUNE_DEFAULTS)["num_epochs"] == 3
+    assert args_json(parser.parse_args([]), defaults)["num_epochs"] == 3
     assert args_json(parser.parse_args(["--num_epochs", "2.5"]))["num_epochs"] == 2.5
+
+
+# --- issue 27: given means typed, and the table names no program ---------------------------------
+
+
+def test_typed_names_counts_a_value_equal_to_its_default_and_never_a_default() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--learning_rate", type=float, default=5e-5)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--bf16", action="store_true")
+    parser.set_defaults(extra="from set_defaults")
+    assert typed_names(parser, ["--learning_rate", "5e-5"]) == {"learning_rate"}  # equals the default: typed
+    assert typed_names(parser, []) == frozenset()
+    assert typed_names(parser, ["--bf16", "--seed=42"]) == {"bf16", "seed"}
+    assert typed_names(parser, [], passed=["seed"]) == {"seed"}  # a keyword given to a constructor in code
+    ns = parser.parse_args(["--seed", "7"])
+    assert typed_values(ns, typed_names(parser, ["--seed", "7"])) == {"seed": 7}
+    assert parser.parse_args([]).learning_rate == 5e-5 and parser.parse_args([]).extra == "from set_defaults"
+
+
+def test_typed_names_reads_subcommands() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    show = sub.add_parser("show")
+    add_schedule_flags(show, ("lr", "max_steps"))
+    show.add_argument("--every", type=int, default=1)
+    assert typed_names(parser, ["show", "--lr", "1e-3"]) == {"command", "lr"}
+
+
+def test_typed_names_of_an_hf_parser_leaves_out_the_defaults_a_config_brings() -> None:
+    """TRL's ``SFTConfig`` defaults the learning rate to 2e-5: not typed; ``--learning_rate 5e-5`` typed is."""
+    transformers = pytest.importorskip("transformers")
+    from dataclasses import dataclass, field
+
+    @dataclass
+    class Config:
+        learning_rate: float = field(default=2e-5)
+        num_train_epochs: float = field(default=3.0)
+
+    parser = transformers.HfArgumentParser(Config)
+    assert typed_names(parser, []) == frozenset()
+    assert typed_names(parser, ["--learning_rate", "2e-5"]) == {"learning_rate"}
+    assert typed_names(parser, ["--num_train_epochs", "3"], passed=["learning_rate"]) == {
+        "num_train_epochs",
+        "learning_rate",
+    }
+
+
+def test_given_is_what_typed_names_says_for_flags_without_defaults() -> None:
+    parser = parser_for()
+    for argv in ([], ["--lr", "5e-4"], ["--cosine_restarts", "--num-epochs", "3"], ["--warmup-steps", "0"]):
+        ns = parser.parse_args(argv)
+        assert given(ns, ALL_FLAGS) == typed_values(ns, typed_names(parser, argv)), argv
+
+
+def test_the_flag_table_names_no_program() -> None:
+    text = " ".join(str(spec.get("help", "")) for spec in FLAGS.values())
+    for name in ("phase5", "train.py", "note 0", "DINO"):
+        assert name not in text, name
+    assert "auto, constant, linear, cosine, cosine_restarts, wsd" in FLAGS["lr_strategy"]["help"]
+
+
+def test_flag_names_spell_each_keyword_as_its_flag() -> None:
+    assert flag_names()["epochs"] == "--num_epochs" and flag_names()["strategy"] == "--lr_strategy"
+    assert flag_names(dashed=True)["warmup_steps"] == "--warmup-steps"
+    assert flag_names(epochs="--num_train_epochs")["epochs"] == "--num_train_epochs"

@@ -1,20 +1,24 @@
-"""The import graph of src/lrsched points one way (docs/design.md section 9, "Layout").
+"""The import graph of src/lrsched points one way, and the library names no program (docs/design.md section 9).
 
-The library (the modules directly in ``src/lrsched/``) imports nothing under ``lrsched.recipes``;
-``recipes/common`` imports no recipe; ``recipes/dino`` and ``recipes/finetune`` never import each
-other; the pure modules import only the standard library and each other; and no import cycle exists.
-Read from the source with ``ast``, so nothing is executed, and every ``import`` counts, including
-those inside functions (a lazy import is still an arrow).
+The library (the modules directly in ``src/lrsched/``) imports nothing under ``lrsched.recipes``,
+neither by an import statement nor by name (``importlib.import_module``, ``__import__``, a module
+path in a string), and names no program, its flags' history or its environment; ``recipes/common``
+imports no recipe; ``recipes/dino`` and ``recipes/finetune`` never import each other; the pure
+modules import only the standard library and each other; and no import cycle exists. Read from the
+source with ``ast``, so nothing is executed, and every ``import`` counts, including those inside
+functions (a lazy import is still an arrow). Every docs reference in the code resolves.
 """
 
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO
+from helpers import PYTHON, REPO, child_env
 
 SRC = REPO / "src"
 PACKAGE = "lrsched"
@@ -93,9 +97,13 @@ def test_the_recipes_never_import_each_other(recipe: str, other: str) -> None:
     assert arrows(f"recipes.{recipe}", (f"recipes.{other}",)) == {}
 
 
-PURE = ("lrsched", "lrsched.errors", "lrsched.schedules", "lrsched.adoption", "lrsched.strategy", "lrsched.flags")
+PURE = (
+    *("lrsched", "lrsched.errors", "lrsched.schedules", "lrsched.adoption", "lrsched.strategy"),
+    *("lrsched.step_plan", "lrsched.flags", "lrsched.programs"),
+)
 """The pure modules (stdlib only, no torch): the math, how a checkpoint describes it and adopts it, the
-policy, the flags; ``test_schedules.py`` also imports them and checks that torch was not loaded."""
+policy, the flags, how programs plug in; ``test_schedules.py`` also imports some and checks that torch
+was not loaded."""
 
 
 def outside(module: str) -> set[str]:
@@ -161,11 +169,92 @@ def test_the_resolver_reads_relative_imports() -> None:
     assert _absolute("lrsched.recipes.dino", node, is_package=True) == "lrsched.recipes.dino"
 
 
-def test_the_library_names_recipes_only_where_they_register() -> None:
-    """``lrsched show`` sizes train.py's plan through a counter the recipe registers: the library names the
-    recipe's module (``programs.COUNTER_MODULES``, as an entry point would) and imports it on first use."""
-    from lrsched import programs
+LIBRARY = sorted(p for p in (SRC / PACKAGE).glob("*.py"))
+"""The library's modules: ``src/lrsched/*.py``, outside ``recipes/``."""
+PROGRAM_WORDS = ("train.py", "phase5", "note 00", "WORLD_SIZE")
+"""What the library must not name: the programs, the notes they came from, their environment."""
 
-    for program, module in programs.COUNTER_MODULES.items():
-        assert module in GRAPH and _layer(module) != "library" and "lrsched.programs" in GRAPH[module]
-        assert callable(programs.example_counter(program))
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: p.name)
+def test_the_library_names_no_program(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert [word for word in PROGRAM_WORDS if word in text] == []
+
+
+def _by_name(tree: ast.AST) -> list[str]:
+    """Modules named in code rather than imported: ``import_module("x")``, ``__import__("x")``, and any
+    string constant that is a module path of this package's recipes (``"lrsched.recipes.dino.x"``)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            if name in ("import_module", "__import__") and node.args:
+                first = node.args[0]
+                found.append(first.value if isinstance(first, ast.Constant) else ast.unparse(first))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "recipes." in node.value:
+            found.append(node.value)
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: p.name)
+def test_the_library_imports_no_module_by_name(path: Path) -> None:
+    """A dynamic import is still an arrow: the library finds programs through entry points only."""
+    assert _by_name(ast.parse(path.read_text(encoding="utf-8"))) == []
+
+
+def test_the_dynamic_import_finder_finds_them() -> None:
+    code = 'import importlib\nimportlib.import_module("lrsched.recipes.x")\n__import__(name)\nM = "lrsched.recipes.y"'
+    assert _by_name(ast.parse(code)) == ["lrsched.recipes.x", "lrsched.recipes.y", "name"]
+
+
+def test_finding_the_programs_loads_no_torch() -> None:
+    """The entry points name light modules: ``lrsched show`` reads every program's flags without torch."""
+    code = "import sys; from lrsched import cli, programs; cli.build_parser(); print('torch' in sys.modules)"
+    done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=child_env(), timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "False"), done.stderr
+
+
+# --- docs references in the code ----------------------------------------------------------------
+
+DOC_REFERENCE = re.compile(r"docs/([\w-]+\.md)(?:#([\w-]+))?(?: section (\d+))?")
+
+
+def slug(heading: str) -> str:
+    """A markdown heading's anchor as GitHub makes it: ``## 2. Steps`` -> ``2-steps``."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _headings(page: Path) -> list[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    return [line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#")]
+
+
+def _code_files() -> list[Path]:
+    roots = [SRC, REPO / "bench", REPO / "examples"]
+    return sorted({*(p for root in roots for p in root.rglob("*.py")), *REPO.glob("*.py")})
+
+
+def test_every_docs_reference_in_the_code_resolves() -> None:
+    missing = []
+    for path in _code_files():
+        for page, anchor, section in DOC_REFERENCE.findall(path.read_text(encoding="utf-8")):
+            doc = REPO / "docs" / page
+            if not doc.exists():
+                missing.append(f"{path.name}: docs/{page}")
+                continue
+            headings = _headings(doc)
+            if anchor and anchor not in {slug(h) for h in headings}:
+                missing.append(f"{path.name}: docs/{page}#{anchor}")
+            if section and not any(h.startswith(f"{section}. ") for h in headings):
+                missing.append(f"{path.name}: docs/{page} section {section}")
+    assert missing == []
+
+
+def test_the_reference_checker_reads_sections_and_anchors() -> None:
+    assert DOC_REFERENCE.findall("see docs/design.md section 4 and docs/cli.md#a-b") == [
+        ("design.md", "", "4"),
+        ("cli.md", "a-b", ""),
+    ]
+    assert slug("2. Steps") == "2-steps" and slug("The `lrsched` command") == "the-lrsched-command"

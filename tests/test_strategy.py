@@ -1,15 +1,35 @@
-"""Tests for lrsched.strategy: the docs/design.md section 4 table, sources and notes, exact step counts, errors."""
+"""Tests for lrsched.strategy and lrsched.step_plan: the docs/design.md section 4 table, a plan counted in steps,
+sources and notes, exact step counts, errors."""
 
 from __future__ import annotations
 
 import math
 from fractions import Fraction
+from typing import Any
 
 import pytest
 
+from lrsched import strategy
 from lrsched.errors import UsageError
+from lrsched.flags import flag_names
 from lrsched.schedules import Schedule
-from lrsched.strategy import Plan, resolve_finetune, resolve_pretrain, row_for, updates_per_epoch
+from lrsched.step_plan import StepDefaults, resolve_steps
+from lrsched.strategy import Plan, row_for, updates_per_epoch
+
+UNDERSCORED, DASHED = flag_names(), flag_names(dashed=True)
+"""The flags a caller names the keywords by: ``--warmup_steps`` (train.py's spelling), ``--warmup-steps``."""
+STEP_DEFAULTS = StepDefaults(peak=5e-4, warmup_steps=2500, min_lr=1e-6)
+
+
+def resolve_finetune(**kwargs: Any) -> Plan:
+    """The policy as a caller that spells its flags ``--warmup_steps`` calls it."""
+    return strategy.resolve_finetune(names=UNDERSCORED, **kwargs)
+
+
+def resolve_pretrain(**kwargs: Any) -> Plan:
+    """A step plan with 5e-4, 2500 and 1e-6 as defaults, as a caller that spells its flags ``--warmup-steps``."""
+    return resolve_steps(defaults=STEP_DEFAULTS, names=DASHED, **kwargs)
+
 
 # docs/design.md section 4, with 100 updates per epoch: E -> (shape, peak, total, warm-up steps, cycles)
 TABLE = {
@@ -271,7 +291,7 @@ def test_plan_json_and_lines() -> None:
     assert isinstance(plan, Plan)
 
 
-# --- phase5_big_run.py (note 000) ---
+# --- a plan counted in steps (lrsched.step_plan) ---
 
 
 def test_pretrain_defaults_are_open_ended() -> None:
@@ -320,7 +340,7 @@ def test_pretrain_errors(kwargs: dict, flag: str) -> None:
     assert "\n" not in str(err.value)
 
 
-def test_pretrain_schedule_is_seed_000() -> None:
+def test_pretrain_schedule_is_the_design_cosine() -> None:
     plan = resolve_pretrain(max_steps=12500)
     want = Schedule("cosine", base=5e-4, final=1e-6, warmup=2500, total=12500)
     assert plan.schedule == want
@@ -462,7 +482,7 @@ def test_epoch_size_per_process_and_its_refusal() -> None:
     assert epoch_size(40, 4, 2, processes=2) == (5, 3)  # 20 each, 5 batches, ceil(5 / 2)
     assert epoch_size(1280, 16, 2) == (80, 40)
     with pytest.raises(UsageError) as err:
-        epoch_size(4, 4, 5)
+        epoch_size(4, 4, 5, accumulation_flag="--gradient_accumulation_steps")
     assert str(err.value) == (
         "--gradient_accumulation_steps 5: larger than the 1 batch of an epoch (4 examples, batch 4, 1 process)"
     )
@@ -477,3 +497,25 @@ def test_the_printed_plan_has_cycles_only_for_restarts_and_says_when_it_holds() 
     assert held.shape == "cosine" and held.to_json()["shape"] == "cosine"
     assert held.shape_text == "constant (open-ended: cosine needs --max-steps)"
     assert resolve_pretrain(max_steps=10_000).shape_text == "cosine"
+
+
+# --- issue 27: the policy names no flag; the caller does ------------------------------------------
+
+
+def test_the_policy_names_its_keywords_unless_the_caller_names_flags() -> None:
+    plain = strategy.resolve_finetune(epochs=Fraction(2), steps_per_epoch=100, learning_rate=1e-4, min_lr=1e-6)
+    assert (plain.source("peak"), plain.source("min_lr")) == ("learning_rate 0.0001", "min_lr 1e-06")
+    hf = {"epochs": "--num_train_epochs", "strategy": "--lr_strategy", "cosine_restarts": "--cosine_restarts"}
+    with pytest.raises(UsageError, match=r"^--num_train_epochs 0: must be > 0$"):
+        strategy.resolve_finetune(epochs=Fraction(0), steps_per_epoch=10, names=hf)
+    with pytest.raises(UsageError, match=r"^--cosine_restarts: conflicts with --lr_strategy linear"):
+        strategy.resolve_finetune(
+            epochs=Fraction(2), steps_per_epoch=10, strategy="linear", cosine_restarts=True, names=hf
+        )
+
+
+def test_a_step_plan_takes_its_defaults_and_shape_source_from_the_caller() -> None:
+    plan = resolve_steps(defaults=StepDefaults(peak=1e-3, warmup_steps=5, min_lr=0.0), max_steps=50, shape_source="why")
+    s = plan.schedule
+    assert (s.base, s.warmup, s.final, s.total) == (1e-3, 5, 0.0, 50)
+    assert plan.source("shape") == "why" and plan.source("peak") == "default"

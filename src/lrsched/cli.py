@@ -386,6 +386,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with flags.usage_errors(PROG):
             known = programs.installed()
+            if not known:
+                raise UsageError(
+                    f"no program is installed in the entry-point group {programs.GROUP} "
+                    "(each program declares itself there: docs/cli.md#programs-plug-in)"
+                )
         parser = build_parser(known)
         ns = parser.parse_args(argv)
         if ns.command is None:

@@ -9,6 +9,7 @@ the value and the rule, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import difflib
 import math
@@ -207,13 +208,19 @@ def add_schedule_flags(
         add_flag(group, name, **{**FLAGS[name], **({"help": own[name]} if name in own else {})})
 
 
-def _every_action(parser: argparse.ArgumentParser) -> Iterator[argparse.Action]:
-    """The parser's actions and those of its subcommands' parsers."""
+def _every_parser(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """The parser and its subcommands' parsers."""
+    yield parser
     for action in parser._actions:
-        yield action
         if isinstance(action, argparse._SubParsersAction):
             for sub in dict.fromkeys(action.choices.values()):
-                yield from _every_action(sub)
+                yield from _every_parser(sub)
+
+
+def _every_action(parser: argparse.ArgumentParser) -> Iterator[argparse.Action]:
+    """The actions of the parser and of its subcommands' parsers."""
+    for each in _every_parser(parser):
+        yield from each._actions
 
 
 def typed_names(
@@ -225,17 +232,22 @@ def typed_names(
     ``HfArgumentParser`` included (a dataclass field's default, HF's or TRL's, is never typed);
     ``passed`` adds the keyword names a caller gave the arguments' constructor in code
     (``TrainingArguments(learning_rate=5e-5)``). The command line is read again with every default
-    suppressed, so what remains in the namespace is what was typed. Call it after the parse succeeded.
+    suppressed (on a copy of ``parser``), so what remains is what was typed. Call it after the parse
+    succeeded: ``typed_names(parser, argv)`` -> ``frozenset({"learning_rate", "num_train_epochs"})``.
     """
-    actions = list(_every_action(parser))
-    saved = [(action, action.default) for action in actions]
-    try:
-        for action in actions:
-            action.default = argparse.SUPPRESS
-        parsed, _ = parser.parse_known_args(argv, argparse.Namespace())
-    finally:
-        for action, default in saved:
-            action.default = default
+    # the caller's parser keeps its defaults, even if another thread parses; choices are shared, not
+    # copied (HfArgumentParser's --log_level choices are a dict_keys, which deepcopy cannot copy)
+    shared = {
+        id(action.choices): action.choices
+        for action in _every_action(parser)
+        if action.choices is not None and not isinstance(action, argparse._SubParsersAction)
+    }
+    quiet = copy.deepcopy(parser, shared)
+    for action in _every_action(quiet):
+        action.default = argparse.SUPPRESS
+    for each in _every_parser(quiet):
+        each._defaults = {}  # set_defaults() values are not typed either
+    parsed, _ = quiet.parse_known_args(argv, argparse.Namespace())
     return frozenset(vars(parsed)) | frozenset(passed)
 
 

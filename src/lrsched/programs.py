@@ -1,8 +1,8 @@
 """The programs ``lrsched show``/``plot`` know, found through entry points, and which one a command line is for.
 
 A program makes itself known by an entry point in the group ``lrsched.programs`` that names a
-``Program``; train.py's and phase5's are declared in pyproject.toml, and any installed package can
-add one (docs/design.md section 9). The library itself names no program: what a program's flags
+``Program``; this project's two programs declare theirs in pyproject.toml, and any installed package
+can add one (docs/design.md section 9). The library itself names no program: what a program's flags
 mean, its defaults and its plan live in the program's own package.
 
 A command line is for the program whose own flags it types (flags no other program has); with
@@ -40,7 +40,7 @@ PlanFunction = Callable[[Mapping[str, Any]], Shown]
 class Program:
     """What ``lrsched show`` needs to know of a program to read its command line and plan it.
 
-    ``name``: how plans and messages name it (``plan for train.py``). ``schedule_flags``: the
+    ``name``: how plans and messages name it (``plan for <name>``). ``schedule_flags``: the
     entries of ``lrsched.flags.FLAGS`` it takes. ``plan``: its ``PlanFunction``. ``flags``: flags of
     its own that ``show`` parses (name -> ``add_argument`` keywords, e.g. the run size).
     ``other_flags``: its remaining flags, name -> number of values (0: a switch), accepted so that a

@@ -85,7 +85,7 @@ class Schedule:
     With ``W = warmup``, ``T = total`` and ``p = (t - W) / (T - W)``:
 
     - warm-up, ``t < W``: ``start + (base - start) * t / W``
-      (``start = 0`` gives note 000's ``base * t / W``);
+      (``start = 0`` gives the design's ``base * t / W``);
     - ``constant``: ``base``;
     - ``linear``: ``final + (base - final) * (T - t) / (T - W)`` (HF's form, exact at ``T - 1``);
     - ``cosine``: ``final + 0.5 * (base - final) * (1 + cos(pi * p))``;

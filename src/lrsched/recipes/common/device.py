@@ -15,7 +15,13 @@ from lrsched.flags import add_flag
 
 def add_device_flags(group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--device`` and ``--bf16``, defined once for both programs."""
-    add_flag(group, "device", default="auto", metavar="DEV", help="auto (CUDA/ROCm, MPS, CPU), cpu, cuda, cuda:1, mps")
+    add_flag(
+        group,
+        "device",
+        default="auto",
+        metavar="DEV",
+        help="auto (CUDA/ROCm, MPS, CPU), cpu, cuda, cuda:1, mps (default auto)",
+    )
     add_flag(group, "bf16", action="store_true", help="bf16 autocast (slow on CPUs without native bf16)")
 
 

@@ -259,7 +259,12 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("run")
     add = shared.add_flag
     add(r, "output_dir", type=Path, help="where the run writes (default runs/phase5-<timestamp>)")
-    add(r, "resume", metavar="PATH|latest", help="continue from a checkpoint (latest: newest in --output-dir)")
+    add(
+        r,
+        "resume",
+        metavar="PATH|latest",
+        help="continue from a checkpoint (latest: newest in --output-dir; default: a new run)",
+    )
     add(
         r,
         "save_every",

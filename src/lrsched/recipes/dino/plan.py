@@ -41,7 +41,7 @@ SCHEDULE_HELP = {
     "R in (0, 1] (default with --decay-type: 0.2)",
     "decay_type": "select wsd with this form of the final decay (default cosine)",
     "warmup_ratio": "warm-up as a fraction of --max-steps, in [0, 1): ceil(R x T), exact for the decimal "
-    "typed; needs --max-steps, not with --warmup-steps",
+    "typed; needs --max-steps, not with --warmup-steps (default: none, --warmup-steps counts)",
 }
 """phase5's --help for the schedule flags whose default or meaning is its own."""
 NAMES = flags.flag_names(dashed=True)

@@ -18,8 +18,8 @@ from lrsched.flags import (
     positive_int,
 )
 from lrsched.recipes.common.device import add_device_flags
-from lrsched.recipes.finetune.metrics import BEST_METRICS, DEFAULT_BEST_METRIC
 from lrsched.recipes.finetune import plan
+from lrsched.recipes.finetune.metrics import BEST_METRICS, DEFAULT_BEST_METRIC
 
 SEED_LIMIT = 2**32
 """Seeds are below 2**32: the streams derived from them (``seed * 1000 + rank``, ...) must fit torch's 64-bit seeds."""
@@ -58,8 +58,20 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(g, "test_file", type=Path, metavar="FILE", help="CSV or JSONL test data (default: none with --train_file)")
     add_flag(g, "text_column", default="text", metavar="NAME", help="text column of the files (default text)")
     add_flag(g, "label_column", default="label", metavar="NAME", help="label column of the files (default label)")
-    add_flag(g, "max_train_samples", type=positive_int, metavar="N", help="train on a stratified, seeded subset")
-    add_flag(g, "max_eval_samples", type=positive_int, metavar="N", help="validate on a stratified, seeded subset")
+    add_flag(
+        g,
+        "max_train_samples",
+        type=positive_int,
+        metavar="N",
+        help="train on a stratified, seeded subset (default: all)",
+    )
+    add_flag(
+        g,
+        "max_eval_samples",
+        type=positive_int,
+        metavar="N",
+        help="validate on a stratified, seeded subset (default: all)",
+    )
     add_flag(
         g, "max_test_samples", type=positive_int, metavar="N", help="test on a stratified subset (default: as eval)"
     )
@@ -105,7 +117,13 @@ def _output_flags(parser: argparse.ArgumentParser) -> None:
         help="epoch: a resumable checkpoint at each epoch end (and every --save_steps); no: none, so a stop "
         "cannot be resumed (best/ and last/ are still written; default epoch)",
     )
-    add_flag(g, "save_steps", type=positive_int, metavar="N", help="also checkpoint every N updates (mid-epoch)")
+    add_flag(
+        g,
+        "save_steps",
+        type=positive_int,
+        metavar="N",
+        help="also checkpoint every N updates, mid-epoch (default: at epoch ends only)",
+    )
     add_flag(
         g, "save_total_limit", type=positive_int, default=2, metavar="K", help="keep K step checkpoints (default 2)"
     )
@@ -113,7 +131,8 @@ def _output_flags(parser: argparse.ArgumentParser) -> None:
         g,
         "resume_from_checkpoint",
         metavar="PATH|latest",
-        help="continue a run: same plan, LRs, data order and weights (latest: newest in --output_dir)",
+        help="continue a run: same plan, LRs, data order and weights (latest: newest in --output_dir; "
+        "default: a new run)",
     )
     add_flag(g, "disable_tqdm", action="store_true", help="no progress bar")
     _best_model_flags(parser)
