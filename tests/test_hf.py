@@ -1,15 +1,15 @@
-"""Tests for lrsched.hf: note 004's plan in a real HF ``Trainer`` (a 2-layer BERT built from a config).
+"""Tests for lrsched.hf in a real HF ``Trainer`` (a 2-layer BERT built from a config).
 
 The LR of every update must equal what ``lrsched show`` prints for the same run; gradient
-accumulation counts updates, not batches; ``resume_from_checkpoint`` continues bitwise; under
-``torchrun`` (2 CPU processes, gloo) the scheduler steps once per update. Run as a script
+accumulation counts updates, not batches; ``resume_from_checkpoint`` continues bitwise and a
+changed plan is replanned without a jump (``--replan``) or refused; under ``torchrun`` (2 CPU
+processes, gloo) the scheduler steps once per update. Run as a script
 (``torchrun --nproc_per_node 2 tests/test_hf.py OUT``) this file is the child of the slow test.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
+import itertools
 import json
 import os
 import subprocess
@@ -21,70 +21,11 @@ import pytest
 
 pytest.importorskip("transformers")
 import torch
-from transformers import (
-    BertConfig,
-    BertForSequenceClassification,
-    HfArgumentParser,
-    TrainerCallback,
-    TrainingArguments,
-)
+from hf_common import COMMON, Tokens, UpdateLog, show, tiny_model, without_words
+from transformers import HfArgumentParser, TrainingArguments
 
-from lrsched import cli
 from lrsched.errors import UsageError
-from lrsched.hf import (
-    StrategyArguments,
-    StrategyTrainer,
-    StrategyTrainingArguments,
-    resolve_plan,
-)
-
-VOCAB, LENGTH = 50, 8
-
-
-def tiny_model(seed: int = 0) -> BertForSequenceClassification:
-    """A 2-layer, 8-wide BERT from a config: nothing is downloaded. No dropout: runs compare bitwise."""
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=8,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=LENGTH,
-        num_labels=2,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    return BertForSequenceClassification(config)
-
-
-class Tokens(torch.utils.data.Dataset):  # type: ignore[type-arg]
-    """``n`` random token sequences with labels, the same for a given ``n``."""
-
-    def __init__(self, n: int) -> None:
-        g = torch.Generator().manual_seed(n)
-        self.ids = torch.randint(1, VOCAB, (n, LENGTH), generator=g)
-        self.labels = torch.randint(0, 2, (n,), generator=g)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.ids[i], "labels": self.labels[i]}
-
-
-class UpdateLog(TrainerCallback):
-    """Before each optimizer update: the scheduler's step ``t`` and the LR of every param group."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[int, list[float]]] = []
-
-    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        groups = kwargs["optimizer"].param_groups
-        self.seen.append((kwargs["lr_scheduler"].last_epoch, [float(g["lr"]) for g in groups]))
-
-
-COMMON = ["--use_cpu", "--report_to", "none", "--disable_tqdm", "true", "--seed", "0", "--dataloader_num_workers", "0"]
+from lrsched.hf import StrategyTrainer, StrategyTrainingArguments, with_strategy
 
 
 def parse(argv: list[str], out: Path) -> StrategyTrainingArguments:
@@ -105,17 +46,8 @@ def train(
     return trainer, log
 
 
-def show(*argv: str) -> dict[str, Any]:
-    """``lrsched show --json`` for the same run, as a user types it."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert cli.main(["show", *argv, "--json"]) == 0
-    data: dict[str, Any] = json.loads(out.getvalue())
-    return data
-
-
 def first_lrs(log: UpdateLog) -> list[float]:
-    return [lrs[0] for _, lrs in log.seen]
+    return log.first_lrs()
 
 
 # --- the LR of every update is lrsched show's -------------------------------------------------
@@ -186,87 +118,142 @@ def test_the_plan_is_printed_once_with_the_run_size(tmp_path: Path, capsys: pyte
     out = capsys.readouterr().out
     assert out.count("plan for HF Trainer") == 1
     assert "auto: 1 epoch -> constant" in out
-    assert "note: --learning_rate is HF's default 5e-05: taken as not given (the peak is auto's)" in out
+    assert (
+        "note: --learning_rate 5e-05 is StrategyTrainingArguments's default, not typed: the peak is the plan's" in out
+    )
     assert "run: 2 updates per epoch = ceil(2 batches / 1 accumulation), the batches of each of 1 process" in out
 
 
-# --- reading HF's arguments as train.py's flags (no training) ----------------------------------
+# --- every auto row, typed values, the plan kept -------------------------------------------------
 
 
-def hf_args(tmp_path: Path, **kwargs: Any) -> TrainingArguments:
-    return TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, **kwargs)
+@pytest.mark.parametrize("epochs", ["1", "2", "3", "5", "10"])
+def test_auto_at_each_number_of_epochs_is_lrsched_show_s(epochs: str, tmp_path: Path) -> None:
+    """12 examples, batch 4: 3 updates an epoch; auto's row, peak and warm-up by epochs, as ``lrsched show``."""
+    trainer, log = train(["--num_train_epochs", epochs, "--per_device_train_batch_size", "4"], tmp_path, 12)
+    expected = show("--num_epochs", epochs, "--steps_per_epoch", "3")
+    assert trainer.plan is not None and without_words(trainer.plan.to_json()) == without_words(expected["plan"])
+    total = expected["plan"]["total_steps"]
+    assert trainer.state.global_step == total == 3 * int(epochs)
+    assert first_lrs(log) == pytest.approx(expected["lr"][:total], rel=1e-12, abs=1e-18)
 
 
-def test_strategy_arguments_parse_next_to_training_arguments(tmp_path: Path) -> None:
-    parser = HfArgumentParser((TrainingArguments, StrategyArguments))
-    argv = ["--output_dir", str(tmp_path), "--lr-strategy", "cosine", "--min_lr", "1e-6", "--decay_ratio", "0.1"]
-    args, strategy = parser.parse_args_into_dataclasses(argv)
-    assert (strategy.lr_strategy, strategy.min_lr, strategy.decay_ratio) == ("cosine", 1e-6, "0.1")
-    plan = resolve_plan(strategy, args, 100)
-    assert plan.shape == "cosine" and plan.schedule.final == 1e-6
-    assert any("--decay_ratio 0.1 changes nothing" in n for n in plan.notes)
+def test_a_typed_learning_rate_is_the_peak_even_at_hf_s_default(tmp_path: Path) -> None:
+    argv = ["--num_train_epochs", "3", "--per_device_train_batch_size", "4"]
+    typed, _ = train([*argv, "--learning_rate", "5e-5"], tmp_path / "typed", 12)
+    untyped, _ = train(argv, tmp_path / "untyped", 12)
+    assert typed.plan is not None and untyped.plan is not None
+    assert typed.plan.schedule.base == 5e-5 and typed.plan.source("peak") == "--learning_rate 5e-05"
+    assert untyped.plan.schedule.base == 4e-5  # auto's row at 3 epochs, HF's 5e-5 not typed
+    assert any("5e-05 is StrategyTrainingArguments's default, not typed" in n for n in untyped.plan.notes)
 
 
-@pytest.mark.parametrize("classes", [(StrategyTrainingArguments,), (TrainingArguments, StrategyArguments)])
-def test_help_lists_the_strategy_flags(classes: tuple[type, ...], capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        HfArgumentParser(classes).parse_args_into_dataclasses(["--help"])
-    assert exc.value.code == 0
-    out = capsys.readouterr().out
-    assert "--scale_lr_for_short_training" in out and "and warm up 5%" in out and "--lr-strategy" in out
+def test_plan_json_is_lrsched_show_s_json_with_the_run(tmp_path: Path) -> None:
+    train(["--num_train_epochs", "2", "--per_device_train_batch_size", "4"], tmp_path, 12)
+    kept = json.loads((tmp_path / "plan.json").read_text())
+    expected = show("--num_epochs", "2", "--steps_per_epoch", "3")
+    assert without_words(kept["plan"]) == without_words(expected["plan"]) and kept["lr"] == expected["lr"]
+    assert kept["plan"]["sources"]["total"] == "2 epochs x 3 updates" and kept["replanned"] is None
+    assert kept["run"] == {"batches": 3, "accumulation": 1, "processes": 1, "updates_per_epoch": 3}
 
 
-def test_warmup_and_epochs_are_read_exactly(tmp_path: Path) -> None:
-    plan = resolve_plan(StrategyArguments(), hf_args(tmp_path, num_train_epochs=1, warmup_steps=0.07), 100)
-    assert plan.schedule.warmup == 7  # math.ceil(0.07 * 100) is 8
-    plan = resolve_plan(StrategyArguments(), hf_args(tmp_path, num_train_epochs=0.07), 100)
-    assert plan.schedule.total == 7 and plan.source("total") == "0.07 epochs x 100 updates"
-    plan = resolve_plan(StrategyArguments(), hf_args(tmp_path, warmup_steps=12), 100)
-    assert plan.schedule.warmup == 12 and plan.source("warmup") == "--warmup_steps 12"
+def test_max_steps_without_epochs_takes_the_row_of_the_epochs_it_trains(tmp_path: Path) -> None:
+    """12 examples, batch 4: 3 updates an epoch; --max_steps 15 trains 5 epochs: cosine, not HF's default 3."""
+    trainer, log = train(["--max_steps", "15", "--per_device_train_batch_size", "4"], tmp_path, 12)
+    assert trainer.plan is not None and trainer.plan.shape == "cosine"
+    assert "--max_steps 15 without --num_train_epochs: the row is for the 5 epochs it trains" in trainer.plan.notes[0]
+    expected = show("--num_epochs", "5", "--max_steps", "15", "--steps_per_epoch", "3")
+    assert first_lrs(log) == pytest.approx(expected["lr"][:15], rel=1e-12, abs=1e-18)
 
 
-def test_the_learning_rate_rule(tmp_path: Path) -> None:
-    """HF's default 5e-5 counts as not given (auto's peak), unless the script says it was given."""
-    one = dict(num_train_epochs=1)
-    assert resolve_plan(StrategyArguments(), hf_args(tmp_path, **one), 10).schedule.base == 3e-5
-    given = resolve_plan(StrategyArguments(), hf_args(tmp_path, **one), 10, learning_rate_given=True)
-    assert given.schedule.base == 5e-5
-    scaled = StrategyArguments(scale_lr_for_short_training=True)
-    assert resolve_plan(scaled, hf_args(tmp_path, learning_rate=1e-4, **one), 10).schedule.base == pytest.approx(6e-5)
+# --- an optimizer or a scheduler of one's own ----------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("strategy", "kwargs", "message"),
-    [
-        (StrategyArguments(lr_strategy="cosin"), {}, "--lr_strategy cosin: unknown strategy 'cosin'; did you mean"),
-        (StrategyArguments(num_cycles=0.0), {}, "--num_cycles 0.0: must be > 0"),
-        (StrategyArguments(decay_ratio="1.5"), {}, "--decay_ratio 1.5: must be in (0, 1]"),
-        (StrategyArguments(decay_type="sqrt"), {}, "--decay_type sqrt: must be one of cosine, linear, 1-sqrt"),
-        (StrategyArguments(cosine_restarts=True, lr_strategy="linear"), {}, "--cosine_restarts: conflicts"),
-        (StrategyArguments(), dict(warmup_steps=2.5), "--warmup_steps 2.5: must be a whole number"),
-    ],
-)
-def test_a_bad_flag_is_one_usage_error_naming_it(
-    strategy: StrategyArguments, kwargs: dict[str, Any], message: str, tmp_path: Path
-) -> None:
+def test_a_custom_optimizer_s_groups_keep_their_ratios_with_a_note(tmp_path: Path) -> None:
+    """AdamW at 1e-3 and 4e-3 (no group at --learning_rate): the groups keep 1:4, the top one is the peak."""
+    model = tiny_model()
+    params = list(model.parameters())
+    opt = torch.optim.AdamW([{"params": params[:4], "lr": 1e-3}, {"params": params[4:], "lr": 4e-3}])
+    log = UpdateLog()
+    args = parse(["--num_train_epochs", "1", "--per_device_train_batch_size", "4", "--save_strategy", "no"], tmp_path)
+    trainer = StrategyTrainer(model=model, args=args, train_dataset=Tokens(8), callbacks=[log], optimizers=(opt, None))
+    trainer.train()
+    assert trainer.plan is not None and trainer.plan.schedule.base == 3e-5
+    assert any("own LRs (0.004, 0.001), none at --learning_rate 5e-05" in n for n in trainer.plan.notes)
+    for t, (low, high) in log.seen:
+        assert high == trainer.plan.schedule(t) and low == pytest.approx(high / 4, rel=1e-15)
+
+
+def test_a_scheduler_of_one_s_own_is_refused_with_strategy_flags(tmp_path: Path) -> None:
+    model = tiny_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0)
+    with pytest.raises(UsageError, match=r"your scheduler and --lr_strategy both set the LR"):
+        StrategyTrainer(
+            model=model,
+            args=parse(["--lr_strategy", "cosine"], tmp_path),
+            train_dataset=Tokens(8),
+            optimizers=(opt, sched),
+        )
+    kept = StrategyTrainer(model=model, args=parse([], tmp_path), train_dataset=Tokens(8), optimizers=(opt, sched))
+    assert kept.create_scheduler(10) is sched and kept.plan is None  # no strategy flag: the user's scheduler
+
+
+def test_the_output_folder_is_the_first_positional_argument() -> None:
+    args = StrategyTrainingArguments("my-run", use_cpu=True)
+    assert args.output_dir == "my-run" and args.lr_strategy == "auto"
+
+
+def test_with_strategy_makes_one_class_per_base_and_pickles(tmp_path: Path) -> None:
+    import pickle
+
+    made = with_strategy(TrainingArguments)
+    assert made is StrategyTrainingArguments and with_strategy(StrategyTrainer.__mro__[2]) is StrategyTrainer
+    args = parse(["--learning_rate", "1e-4"], tmp_path)
+    again = pickle.loads(pickle.dumps(args))
+    assert type(again) is StrategyTrainingArguments and again.learning_rate == 1e-4
+    with pytest.raises(TypeError, match="not a TrainingArguments or Trainer subclass"):
+        with_strategy(dict)
+
+
+# --- resume: bitwise, or replanned without a jump -------------------------------------------------
+
+
+def _checkpointed(tmp_path: Path) -> tuple[list[str], UpdateLog]:
+    """2 epochs of 5 updates (20 examples, batch 4) at 1e-2, checkpoints every 3 updates."""
+    argv = ["--num_train_epochs", "2", "--per_device_train_batch_size", "4", "--learning_rate", "1e-2"]
+    argv += ["--save_strategy", "steps", "--save_steps", "3"]
+    _, log = train(argv, tmp_path / "run", 20)
+    return argv, log
+
+
+def test_resume_with_more_epochs_is_refused_without_replan(tmp_path: Path) -> None:
+    argv, _ = _checkpointed(tmp_path)
+    longer = [*argv, "--num_train_epochs", "4"]
     with pytest.raises(UsageError) as err:
-        resolve_plan(strategy, hf_args(tmp_path, **kwargs), 10)
-    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+        train(longer, tmp_path / "run", 20, resume=str(tmp_path / "run" / "checkpoint-6"))
+    message = str(err.value)
+    assert "the plan differs from the checkpoint's" in message and "pass --replan" in message
+    assert "total: 10 -> 20" in message and "\n" not in message
 
 
-def test_a_bad_flag_is_refused_when_the_trainer_is_built(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="did you mean 'cosine'"):
-        StrategyTrainer(model=tiny_model(), args=parse(["--lr_strategy", "cosin"], tmp_path), train_dataset=Tokens(4))
-
-
-def test_the_trainer_s_other_count_is_noted(tmp_path: Path) -> None:
-    plan = resolve_plan(StrategyArguments(), hf_args(tmp_path, num_train_epochs=0.07), 100, trainer_steps=8)
-    assert plan.schedule.total == 7
-    assert "the Trainer makes 8 updates (its float epochs x updates), the plan ends at 7" in " ".join(plan.notes)
-    assert any(
-        "--lr_scheduler_type cosine is not used" in n
-        for n in resolve_plan(StrategyArguments(), hf_args(tmp_path, lr_scheduler_type="cosine"), 10).notes
+def test_replan_on_resume_continues_without_a_jump(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Resumed at update 6 of 10 with 4 epochs (20 updates) and --replan: the LR at 6 is the old plan's."""
+    argv, before = _checkpointed(tmp_path)
+    _, log = train(
+        [*argv, "--num_train_epochs", "4", "--replan"],
+        tmp_path / "run",
+        20,
+        resume=str(tmp_path / "run" / "checkpoint-6"),
     )
+    assert [t for t, _ in log.seen] == list(range(6, 20))
+    assert log.seen[0][1] == before.seen[6][1]  # no jump: the LR the old plan gave at step 6
+    lrs = first_lrs(log)
+    assert all(a >= b for a, b in itertools.pairwise(lrs))  # then a decay (4 epochs: cosine) to the new end
+    assert "replanned at step 6:" in capsys.readouterr().out
+    kept = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert kept["replanned"] and kept["schedule"]["type"] == "Replanned" and kept["schedule"]["t0"] == 6
+    assert kept["lr"][6:20] == pytest.approx(lrs, rel=1e-12, abs=1e-18)
 
 
 # --- 2 processes under torchrun ---------------------------------------------------------------

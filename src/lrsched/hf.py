@@ -1,4 +1,4 @@
-"""Note 004's strategy in an existing HF ``Trainer`` script: three lines change (docs/hf.md).
+"""The learning-rate strategy in an existing HF ``Trainer`` or TRL script: three lines change (docs/hf.md).
 
 ```python
 from lrsched.hf import StrategyTrainer, StrategyTrainingArguments           # 1. added
@@ -8,218 +8,171 @@ parser = HfArgumentParser((ModelArguments, DataArguments, StrategyTrainingArgume
 trainer = StrategyTrainer(model=model, args=training_args, ...)             # 3. was Trainer
 ```
 
-``StrategyTrainingArguments`` is ``TrainingArguments`` plus the strategy flags of ``StrategyArguments``
-(``--lr_strategy``, ``--scale_lr_for_short_training``, ``--cosine_restarts``, ``--num_cycles``,
-``--min_lr``, ``--decay_ratio``, ``--decay_type``); a script may instead read ``StrategyArguments``
-next to ``TrainingArguments`` and pass it as ``StrategyTrainer(..., strategy=strategy_args)``.
-
-The plan is train.py's (``lrsched.flags.finetune_plan``, the function train.py and ``lrsched show``
-call) with the run size the Trainer trains: ``updates_per_epoch = ceil(B / A)`` for ``B`` batches
-of this process's dataloader (after the Trainer shards it over the ``W`` processes, as train.py
-counts them) and ``A = gradient_accumulation_steps``; ``total = --max_steps`` when ``> 0``, else
-``ceil(E * updates_per_epoch)`` exactly for the ``E = --num_train_epochs`` typed. HF's own
-arguments are read as train.py's flags of the same name:
-
-- ``--learning_rate``: given unless it is HF's default 5e-5, which counts as not given (auto's peak);
-  ``learning_rate_given=True`` makes 5e-5 an explicit peak;
-- ``--warmup_steps W``: ``W >= 1`` is train.py's ``--warmup_steps W``, ``0 < W < 1`` its
-  ``--warmup_ratio W`` (exact decimal), 0 (HF's default) auto's ratio;
-- ``--lr_scheduler_type`` is not used (the plan says so when it is not HF's default).
+Any ``TrainingArguments`` subclass and any ``Trainer`` subclass take the strategy the same way:
+``with_strategy(SFTConfig)`` and ``with_strategy(SFTTrainer)`` (TRL's two are ready-made as
+``StrategySFTConfig`` and ``StrategySFTTrainer``). The strategy arguments add ``--lr_strategy``,
+``--scale_lr_for_short_training``, ``--cosine_restarts``, ``--num_cycles``, ``--min_lr``,
+``--decay_ratio``, ``--decay_type`` and ``--replan``; HF's own arguments are read as the strategy's
+(``lrsched.hf_plan``): a value counts as given when it was typed, never because a class defaults it.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import has_length
 
-from lrsched import flags
-from lrsched.errors import UsageError
-from lrsched.strategy import Plan, updates_per_epoch
+from lrsched import hf_plan
+from lrsched.errors import ScheduleError, ScheduleMismatch, UsageError
+from lrsched.strategy import STRATEGIES, Plan
 from lrsched.torch_sched import ScheduledLR
 
-HF_DEFAULT_LR = 5e-5
-"""``TrainingArguments.learning_rate``'s default: taken as "not given", so ``auto`` picks the peak."""
-STRATEGY_FIELDS = (
-    "lr_strategy",
-    "scale_lr_for_short_training",
-    "cosine_restarts",
-    "num_cycles",
-    "min_lr",
-    "decay_ratio",
-    "decay_type",
-)
+T = TypeVar("T", bound=type)
+STRATEGY_FLAGS = (*hf_plan.STRATEGY_FIELDS, "replan")
 
 
-def _help(name: str) -> dict[str, Any]:
-    """The field's ``--help``, from the one flag table (``lrsched.flags.FLAGS``; argparse's ``%%`` kept)."""
-    return {"help": str(flags.FLAGS[name]["help"])}
-
-
+@hf_plan.record_typed
 @dataclass
 class StrategyArguments:
-    """The strategy flags as ``HfArgumentParser`` reads them; each value is checked by the rule of
-    ``lrsched.flags.FLAGS`` when the plan is resolved (a bad one is a ``UsageError`` naming the flag).
+    """The strategy's arguments as ``HfArgumentParser`` reads them; each value is checked by the rule of
+    the flag table when the plan is resolved (a bad one is a ``UsageError`` naming the flag).
 
-    Not frozen: ``StrategyTrainingArguments`` joins it to HF's (non-frozen) ``TrainingArguments``.
+    Not frozen: ``with_strategy`` joins it to HF's (non-frozen) ``TrainingArguments``.
     """
 
-    lr_strategy: str = field(default="auto", metadata=_help("lr_strategy"))
-    scale_lr_for_short_training: bool = field(default=False, metadata=_help("scale_lr_for_short_training"))
-    cosine_restarts: bool = field(default=False, metadata=_help("cosine_restarts"))
-    num_cycles: float | None = field(default=None, metadata=_help("num_cycles"))
-    min_lr: float | None = field(default=None, metadata=_help("min_lr"))
-    decay_ratio: str | None = field(default=None, metadata=_help("decay_ratio"))
-    decay_type: str | None = field(default=None, metadata=_help("decay_type"))
-
-
-@dataclass
-class StrategyTrainingArguments(TrainingArguments, StrategyArguments):
-    """HF's ``TrainingArguments`` with the strategy flags: one class to name in ``HfArgumentParser``."""
-
-
-def _checked(name: str, value: object) -> object:
-    """``value`` through the rule of ``flags.FLAGS[name]`` (a number > 0, an exact decimal, a choice...)."""
-    if value is None or isinstance(value, bool):
-        return value
-    spec, text = flags.FLAGS[name], str(value)
-    if "choices" in spec and text not in spec["choices"]:
-        raise UsageError(f"--{name} {text}: must be one of {', '.join(spec['choices'])}")
-    if "type" not in spec:
-        return text
-    try:
-        return spec["type"](text)
-    except argparse.ArgumentTypeError as err:
-        rule = str(err).removeprefix(f"{text}: ")  # the rules' messages start with the value
-        raise UsageError(f"--{name} {text}: {rule}") from None
-
-
-def _typed(x: float) -> str:
-    """The decimal a float was typed as (its shortest repr: ``0.07``), which the flag rules read exactly."""
-    return repr(float(x))
-
-
-def _warmup(args: TrainingArguments) -> tuple[int | None, str | None]:
-    """HF's ``warmup_steps`` (``>= 1`` steps, ``(0, 1)`` a ratio; ``warmup_ratio`` in transformers 4) as
-    train.py's ``(--warmup_steps, --warmup_ratio)``; ``(None, None)`` when 0: auto's ratio."""
-    steps, ratio = float(args.warmup_steps), float(getattr(args, "warmup_ratio", 0.0) or 0.0)
-    if steps >= 1:
-        if not steps.is_integer():
-            raise UsageError(f"--warmup_steps {steps:g}: must be a whole number of steps, or a ratio in (0, 1)")
-        return int(steps), None
-    if steps > 0:
-        return None, _typed(steps)
-    return None, (_typed(ratio) if ratio > 0 else None)
-
-
-def flag_namespace(
-    strategy: StrategyArguments, args: TrainingArguments, learning_rate_given: bool | None = None
-) -> argparse.Namespace:
-    """train.py's parsed flags from HF's arguments and the strategy flags (see the module docstring)."""
-    given = args.learning_rate != HF_DEFAULT_LR if learning_rate_given is None else learning_rate_given
-    warmup_steps, warmup_ratio = _warmup(args)
-    values = {name: _checked(name, getattr(strategy, name)) for name in STRATEGY_FIELDS}
-    return argparse.Namespace(
-        num_epochs=_checked("num_epochs", _typed(args.num_train_epochs)),
-        max_steps=args.max_steps if args.max_steps > 0 else None,
-        learning_rate=_checked("learning_rate", args.learning_rate) if given else None,
-        warmup_steps=warmup_steps,
-        warmup_ratio=_checked("warmup_ratio", warmup_ratio),
-        **values,
+    lr_strategy: str = field(
+        default="auto",
+        metadata={
+            "help": "LR shape: auto picks constant (E <= 1 epoch), linear (E < 4) or cosine; wsd: warm-up, "
+            "hold, decay (default auto)",
+            "metavar": "{" + ",".join(STRATEGIES) + "}",
+        },
+    )
+    scale_lr_for_short_training: bool = field(
+        default=False,
+        metadata={"help": "below 4 epochs, scale a typed --learning_rate by x0.6 (E <= 1) or x0.8 and warm up 5%%"},
+    )
+    cosine_restarts: bool = field(default=False, metadata={"help": "the same as --lr_strategy cosine_restarts"})
+    num_cycles: float | None = field(
+        default=None, metadata={"help": "cycles of cosine_restarts (default: 0.5, 1 or 2 by epochs)"}
+    )
+    min_lr: float | None = field(default=None, metadata={"help": "floor at the end of the decay (default 0)"})
+    decay_ratio: str | None = field(
+        default=None, metadata={"help": "wsd: decay over the last ceil(R x total) steps, R in (0, 1] (default 0.2)"}
+    )
+    decay_type: str | None = field(
+        default=None, metadata={"help": "wsd: form of the final decay: cosine, linear or 1-sqrt (default cosine)"}
+    )
+    replan: bool = field(
+        default=False,
+        metadata={
+            "help": "on resume with another plan (more epochs, another peak): continue from the checkpoint's "
+            "step and LR without a jump (a decay from the current LR, or a re-warm to a new peak)"
+        },
     )
 
 
-def resolve_plan(
-    strategy: StrategyArguments,
-    args: TrainingArguments,
-    batches: int | None,
-    *,
-    learning_rate_given: bool | None = None,
-    trainer_steps: int | None = None,
-) -> Plan:
-    """The plan train.py resolves for this run: ``flags.finetune_plan`` with ``ceil(batches / A)`` updates
-    per epoch (``batches``: this process's dataloader length). With ``trainer_steps`` (the updates the
-    Trainer will make) a note says when that differs from the plan's total. Raises ``UsageError``.
-    """
-    ns = flag_namespace(strategy, args, learning_rate_given)
-    upe = None if batches is None else updates_per_epoch(batches, args.gradient_accumulation_steps)
-    if upe is None and ns.max_steps is None:
-        raise UsageError("--max_steps: required when the training dataloader has no length")
-    plan = flags.finetune_plan(ns, upe)
-    flags.check_peak(plan, "--learning_rate")
-    return dataclasses.replace(plan, notes=(*plan.notes, *_hf_notes(args, ns, plan, trainer_steps)))
+_MADE: dict[str, type] = {}
+"""Classes made by ``with_strategy``, by name: ``lrsched.hf.<name>`` finds them (pickle does, for
+``training_args.bin`` in each checkpoint)."""
+_BY_BASE: dict[type, type] = {}
 
 
-def _hf_notes(args: TrainingArguments, ns: argparse.Namespace, plan: Plan, trainer_steps: int | None) -> list[str]:
-    """What a reader of an HF script needs to know: the default LR taken as auto, unused HF settings."""
-    notes = []
-    if ns.learning_rate is None and args.learning_rate == HF_DEFAULT_LR:
-        notes.append(f"--learning_rate is HF's default {HF_DEFAULT_LR:g}: taken as not given (the peak is auto's)")
-    kind = str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type))
-    if kind != "linear":
-        notes.append(f"--lr_scheduler_type {kind} is not used: lrsched's plan sets the schedule")
-    total = plan.schedule.total
-    if trainer_steps is not None and total is not None and trainer_steps != total:
-        notes.append(
-            f"the Trainer makes {trainer_steps} updates (its float epochs x updates), the plan ends at {total}: "
-            f"{'the end value is held after it' if trainer_steps > total else 'the run stops before it'}"
-        )
-    return notes
+def with_strategy(cls: T) -> T:
+    """A strategy version of ``cls``: a ``TrainingArguments`` subclass gets the strategy arguments
+    (after its own fields, so ``StrategySFTConfig("my-run")`` is the output folder), a ``Trainer``
+    subclass gets the strategy's scheduler (``StrategyTrainerMixin``). Named ``Strategy<cls>``, made
+    once per class."""
+    if cls in _BY_BASE:
+        return _BY_BASE[cls]  # type: ignore[return-value]
+    name = f"Strategy{cls.__name__}"
+    if issubclass(cls, TrainingArguments):
+        made: type = hf_plan.record_typed(dataclass(type(name, (StrategyArguments, cls), {"__doc__": _doc(cls)})))
+    elif issubclass(cls, Trainer):
+        made = type(name, (StrategyTrainerMixin, cls), {"__doc__": _doc(cls)})
+    else:
+        raise TypeError(f"with_strategy({cls.__name__}): not a TrainingArguments or Trainer subclass")
+    made.__module__, made.__qualname__ = __name__, name
+    _MADE[name] = _BY_BASE[cls] = made
+    return made  # type: ignore[return-value]
 
 
-def plan_text(plan: Plan, batches: int | None, args: TrainingArguments) -> str:
-    """The plan as ``lrsched show`` prints it, then the run size."""
-    lines = ["plan for HF Trainer (lrsched.hf)", *plan.lines()]
-    if batches is not None:
-        a = args.gradient_accumulation_steps
-        lines.append(
-            f"  run: {updates_per_epoch(batches, a)} updates per epoch = ceil({batches} batches / "
-            f"{a} accumulation), the batches of each of {args.world_size} process(es)"
-        )
-    return "\n".join(lines)
+def _doc(cls: type) -> str:
+    return f"``{cls.__module__}.{cls.__qualname__}`` with the learning-rate strategy (``lrsched.hf.with_strategy``)."
 
 
-def scheduler_for(optimizer: torch.optim.Optimizer, plan: Plan, learning_rate: float) -> ScheduledLR:
-    """``ScheduledLR`` peaking at the plan's LR: each group starts at ``plan.base * group lr / learning_rate``.
+def __getattr__(name: str) -> type:
+    """``StrategySFTConfig`` and ``StrategySFTTrainer`` (TRL's, made when first asked for), and every class
+    ``with_strategy`` made."""
+    if name in _MADE:
+        return _MADE[name]
+    if name in ("StrategySFTConfig", "StrategySFTTrainer"):
+        import trl
 
-    HF builds every group at ``--learning_rate``, so each group follows the plan exactly
-    (``initial_lr = plan.base``); a group of a custom optimizer keeps its ratio to ``learning_rate``.
+        return with_strategy(getattr(trl, name.removeprefix("Strategy")))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def scheduler_for(optimizer: torch.optim.Optimizer, plan: Plan, reference: float, *, replan: bool) -> ScheduledLR:
+    """``ScheduledLR`` on the plan: each group starts at ``plan.base * group lr / reference``.
+
+    HF builds every group at ``--learning_rate`` (the ``reference``), so each follows the plan exactly;
+    groups at other LRs (LoRA+, a custom optimizer) keep their ratio to it. ``replan``: a resumed
+    checkpoint with another plan is replanned from its step without a jump, else refused.
     """
     base = plan.schedule.base
     for group in optimizer.param_groups:
         lr = float(group["lr"])
-        group["initial_lr"] = base if lr == learning_rate else base * lr / learning_rate
-    return ScheduledLR(optimizer, plan.schedule)
+        group["initial_lr"] = base if lr == reference else base * lr / reference
+    return ScheduledLR(optimizer, plan.schedule, per_group="ratio", on_mismatch="replan" if replan else "error")
 
 
-class StrategyTrainer(Trainer):
-    """A ``Trainer`` whose scheduler is note 004's plan, resolved as train.py resolves it.
+def reference_lr(optimizer: torch.optim.Optimizer, learning_rate: float) -> tuple[float, str | None]:
+    """The LR the groups' ratios are taken against: ``--learning_rate`` when a group is at it (HF's
+    optimizer, peft's LoRA+ optimizer built with it), else the largest group LR, with a note."""
+    lrs = [float(group["lr"]) for group in optimizer.param_groups]
+    if learning_rate in lrs or not lrs:
+        return learning_rate, None
+    top = max(lrs)
+    shown = ", ".join(f"{lr:g}" for lr in sorted(set(lrs), reverse=True))
+    return top, (
+        f"the optimizer passed in optimizers= has its own LRs ({shown}), none at --learning_rate "
+        f"{learning_rate:g}: its groups keep their ratios to {top:g}, the peak is the plan's"
+    )
 
-    ``strategy``: the strategy flags; by default ``args`` itself when it is a
-    ``StrategyTrainingArguments``, else ``StrategyArguments()`` (``auto``). ``plan`` is the plan of
-    the last ``train()`` call, printed once, by the main process. The scheduler steps once per update.
+
+class StrategyTrainerMixin(Trainer):
+    """A ``Trainer`` (any subclass, with ``with_strategy``) whose scheduler is the strategy's plan.
+
+    ``strategy``: the strategy arguments; by default ``args`` itself when it has them, else
+    ``StrategyArguments()`` (``auto``). ``plan`` is the plan of the last ``train()``, printed once (by
+    the main process) and written to ``<output_dir>/plan.json``. The scheduler steps once per update.
+    A scheduler passed in ``optimizers=(opt, sched)`` is used as it is when no strategy argument was
+    typed, and refused when one was.
     """
 
-    def __init__(
-        self,
-        *args: Any,
-        strategy: StrategyArguments | None = None,
-        learning_rate_given: bool | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *args: Any, strategy: StrategyArguments | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if strategy is None:
             strategy = self.args if isinstance(self.args, StrategyArguments) else StrategyArguments()
         self.strategy = strategy
-        self.learning_rate_given = learning_rate_given
-        flag_namespace(strategy, self.args, learning_rate_given)  # a bad flag is refused now, not at train()
         self.plan: Plan | None = None
         self._train_batches: int | None = None
+        self._typed = hf_plan.typed_names(
+            strategy, self.args, names=(*STRATEGY_FLAGS, "learning_rate", "num_train_epochs", "lr_scheduler_type")
+        )
+        typed_strategy = [name for name in STRATEGY_FLAGS if name in self._typed]
+        if self.lr_scheduler is not None and typed_strategy:
+            raise UsageError(
+                f"optimizers=(optimizer, scheduler): your scheduler and --{typed_strategy[0]} both set the LR; "
+                "pass (optimizer, None) for the strategy's plan, or drop the strategy arguments"
+            )
+        if self.lr_scheduler is None:  # a bad argument is refused now, not at train()
+            hf_plan.check_arguments(strategy, self.args, self._typed)
 
     def get_train_dataloader(self) -> Any:
         """HF's loader (sharded over the processes); its length sizes the plan."""
@@ -228,20 +181,62 @@ class StrategyTrainer(Trainer):
         return loader
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
-        """The plan's ``ScheduledLR`` (an existing ``lr_scheduler``, e.g. from ``optimizers=``, is kept)."""
-        if self.lr_scheduler is None:
-            optimizer = self.optimizer if optimizer is None else optimizer
-            if optimizer is None:
-                raise UsageError("StrategyTrainer.create_scheduler: no optimizer yet (create_optimizer first)")
-            self.plan = resolve_plan(
-                self.strategy,
-                self.args,
-                self._train_batches,
-                learning_rate_given=self.learning_rate_given,
-                trainer_steps=num_training_steps,
-            )
-            if self.is_world_process_zero():
-                print(plan_text(self.plan, self._train_batches, self.args), flush=True)
-            self.lr_scheduler = scheduler_for(optimizer, self.plan, self.args.learning_rate)  # type: ignore[assignment]
-            self._created_lr_scheduler = True
+        """The plan's ``ScheduledLR``, the plan printed and written to ``plan.json`` by the main process."""
+        if self.lr_scheduler is not None:
+            return self.lr_scheduler
+        optimizer = self.optimizer if optimizer is None else optimizer
+        if optimizer is None:
+            raise UsageError("create_scheduler: no optimizer yet (create_optimizer first)")
+        plan = hf_plan.resolve_plan(
+            self.strategy, self.args, self._train_batches, typed=self._typed, trainer_steps=num_training_steps
+        )
+        reference, note = reference_lr(optimizer, self.args.learning_rate)
+        self.plan = plan if note is None else dataclasses.replace(plan, notes=(*plan.notes, note))
+        replan = bool(self.strategy.replan)
+        self.lr_scheduler = scheduler_for(optimizer, self.plan, reference, replan=replan)  # type: ignore[assignment]
+        self._created_lr_scheduler = True
+        if self.is_world_process_zero():
+            print(hf_plan.plan_text(self.plan, self._train_batches, self.args), flush=True)
+            self._keep_plan()
         return self.lr_scheduler
+
+    def _keep_plan(self) -> None:
+        """``<output_dir>/plan.json``: the plan, the run size and the schedule followed (after a replan, the replan)."""
+        sched = self.lr_scheduler
+        if self.plan is None or not isinstance(sched, ScheduledLR):
+            return
+        run = hf_plan.run_size(self._train_batches, self.args)
+        hf_plan.write_plan_json(
+            self.args.output_dir, hf_plan.plan_json(self.plan, run, sched.schedule, sched.replanned)
+        )
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        """HF's resume, the checkpoint's schedule adopted by the library's rule: the same plan continues, another
+        is replanned with ``--replan`` (said and kept in ``plan.json``) or refused in one line."""
+        try:
+            super()._load_optimizer_and_scheduler(checkpoint)
+        except ScheduleMismatch as err:
+            raise UsageError(
+                f"resume_from_checkpoint {checkpoint}: the plan differs from the checkpoint's "
+                f"({'; '.join(err.changes)}); pass --replan to continue from its step without a jump"
+            ) from None
+        except ScheduleError as err:
+            raise UsageError(f"--replan from {checkpoint}: {err}") from None
+        sched = self.lr_scheduler
+        if isinstance(sched, ScheduledLR) and sched.replanned is not None and self.is_world_process_zero():
+            print(f"  replanned at step {sched.last_epoch}: {sched.replanned}", flush=True)
+            self._keep_plan()
+
+
+@dataclass
+class StrategyTrainingArguments(StrategyArguments, TrainingArguments):
+    """HF's ``TrainingArguments`` with the strategy arguments after its own: one class for ``HfArgumentParser``."""
+
+
+class StrategyTrainer(StrategyTrainerMixin, Trainer):
+    """HF's ``Trainer`` whose scheduler is the strategy's plan (``StrategyTrainerMixin``)."""
+
+
+hf_plan.record_typed(StrategyTrainingArguments)
+_MADE.update(StrategyTrainingArguments=StrategyTrainingArguments, StrategyTrainer=StrategyTrainer)
+_BY_BASE.update({TrainingArguments: StrategyTrainingArguments, Trainer: StrategyTrainer})
