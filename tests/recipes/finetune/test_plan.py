@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lrsched.recipes.common.device import runs_bf16_natively
 from lrsched.recipes.common.distributed import World
 from lrsched.recipes.common.skeleton import checked
 from lrsched.recipes.finetune.flags import parse
@@ -52,7 +53,7 @@ def test_seed_command_resolves_the_design_plan(
     text = plan_text(run)
     assert text.splitlines()[0] == "plan for train.py"
     assert f"updates {UPDATES} per epoch" in text and "train 200, validation 16" in text
-    assert "bf16 autocast" in text
+    assert ("bf16 autocast" in text) == runs_bf16_natively(torch.device("cpu"))  # --bf16: fp32 where emulated
     assert not out.exists()  # validating writes nothing
 
 

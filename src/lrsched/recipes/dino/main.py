@@ -17,7 +17,7 @@ import torch
 from lrsched import flags as shared
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common import skeleton
-from lrsched.recipes.common.device import describe_device
+from lrsched.recipes.common.device import describe_device, precision_text
 from lrsched.recipes.common.distributed import World
 from lrsched.recipes.common.rundir import Folder
 from lrsched.recipes.common.runlog import RunLog, write_json
@@ -134,7 +134,8 @@ def start_outputs(run: State) -> RunLog:
     data = run.settings.data
     if read_index_header(out / DATA_INDEX) != data.fingerprint():
         write_index(data.fingerprint(), data.listings, out / DATA_INDEX)
-    print(f"{PROG}: {describe_device(run.device)}, {run.world.size} process(es), output {out}")
+    precision = precision_text(run.device, run.settings.args.bf16)
+    print(f"{PROG}: {describe_device(run.device)}, {precision}, {run.world.size} process(es), output {out}")
     print("\n".join(plan_lines(run)), flush=True)
     _say_data(run)
     return RunLog(out, loop.LOG_COLUMNS, resume_step=run.t if run.settings.resume is not None else None)

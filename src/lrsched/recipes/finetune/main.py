@@ -17,7 +17,7 @@ import torch
 
 from lrsched.flags import args_json
 from lrsched.recipes.common import skeleton
-from lrsched.recipes.common.device import describe_device
+from lrsched.recipes.common.device import describe_device, precision_text
 from lrsched.recipes.common.distributed import World
 from lrsched.recipes.common.rundir import Folder
 from lrsched.recipes.common.runlog import write_json
@@ -98,7 +98,7 @@ def plan_text(run: State) -> str:
     s, plan, total = settings.splits, settings.plan, settings.plan.schedule.total
     test = "none" if s.test is None else str(len(s.test))
     procs = f", {run.world.size} processes" if run.world.distributed else ""
-    precision = "bf16 autocast" if a.bf16 else "fp32"
+    precision = precision_text(run.device, a.bf16)
     lines = [
         "plan for train.py",
         *plan.lines(),
