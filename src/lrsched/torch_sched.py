@@ -1,24 +1,29 @@
-"""Scheduled values in torch training: ``ScheduledLR``, ``ScheduledField`` and ``ScheduledValue``.
+"""Scheduled param-group fields in torch training: ``ScheduledField``, and ``ScheduledLR`` on it.
 
-All are closed form in the step ``t``: each param group's value is
-``initial * schedule(t) / schedule.base``, so the ratios between groups (``lr_mult``,
-``wd_mult``, layer-wise decay) survive, and resuming needs only ``t``. ``ScheduledValue``
-is a value outside the optimizer (DINO's teacher momentum and temperature). All three save
-the same state (``step``, the ``schedule`` followed, the ``target`` asked for) and resume by
-one rule, ``lrsched.adoption.adopt``: another schedule is refused (``ScheduleMismatch``)
-unless built with ``on_mismatch="replan"``, which then follows ``replan`` from the saved step.
+One rule for every field (docs/design.md section 6): at step ``t`` (optimizer updates done),
+``group[field]`` is the schedule's value ``schedule(t)``. What the optimizer held before is not
+read. Scaling per group is a mode the caller asks for, the same for ``lr`` and any other field:
 
-One field scheduler (``_FieldScheduler``, timm's one class for any group field) holds the
-``base > 0`` guard, the per-group closed form and the resume path; ``ScheduledLR`` is its
-``"lr"`` case (an ``LRScheduler``, plus cut factors, ``group_lr`` and the peak check) and
-``ScheduledField`` any other field.
+- ``per_group="same"`` (default): every group gets ``schedule(t)``;
+- ``per_group="<key>"`` (a param-group key such as ``"lr_mult"`` or ``"wd_mult"``): each group gets
+  ``schedule(t) * group[key]``, the key read at every step (DINOv2's multipliers);
+- ``per_group="ratio"``: each group gets ``start_i * schedule(t) / schedule.base``, ``start_i`` its
+  own value when the scheduler was built (``group["initial_<field>"]``, torch's ``initial_lr`` for
+  ``lr``): ratios set by whoever built the optimizer (LoRA+, HF's custom optimizers) survive. When
+  no group starts at ``schedule.base``, ``BaseMismatchWarning`` says so, for every field alike.
+
+Each group also carries a cut factor ``c_i`` (1 at the start): a value lowered from outside
+(``ReduceLROnPlateau``) multiplies every later value; a rise from outside is undone with one
+``OutsideChangeWarning``. ``ScheduledLR`` is the ``LRScheduler`` adapter HF Trainer, Lightning and
+Accelerate need: its ``last_epoch`` is the field's step, nothing else is counted. Resuming adopts the
+saved schedule by one rule, ``lrsched.adoption.adopt``.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch.optim import Optimizer
@@ -29,19 +34,20 @@ from lrsched.errors import ScheduleMismatch as ScheduleMismatch  # re-exported: 
 from lrsched.errors import UsageError
 from lrsched.schedules import AnySchedule
 
-GroupLR = Literal["relative", "lr_mult"]
+SAME, RATIO = "same", "ratio"
+"""The two ``per_group`` modes that are not a param-group key."""
 
 
 class ForeignState(UsageError):
     """A ``state_dict`` that this class did not write (e.g. torch's ``LambdaLR``)."""
 
 
-class PeakMismatchWarning(UserWarning):
-    """No param group's lr equals the schedule's base, so the peak the run trains at is not the schedule's."""
+class BaseMismatchWarning(UserWarning):
+    """``per_group="ratio"``: no group starts at the schedule's base, so no group follows the schedule itself."""
 
 
 class OutsideChangeWarning(UserWarning):
-    """A param group's lr was raised (or set from 0) outside the scheduler; the schedule sets it back."""
+    """A group's value was raised (or set from 0) outside the scheduler; the schedule sets it back."""
 
 
 def _check_state(owner: str, state: dict[str, Any]) -> None:
@@ -57,252 +63,144 @@ def _check_state(owner: str, state: dict[str, Any]) -> None:
         )
 
 
-def _rescaled(initial: list[float], state: dict[str, Any], adopted: AnySchedule) -> list[float]:
-    """Saved per-group initial values, re-expressed against the adopted schedule's base.
+def _saved_groups(state: dict[str, Any]) -> list[Any] | None:
+    """The saved per-group list (cuts, or the starts of states written before cuts were saved by every field)."""
+    for key in ("cuts", "initial", "base_lrs"):
+        if key in state:
+            return list(state[key])
+    return None
 
-    A group's value is ``initial * schedule(t) / schedule.base``; when a replan adopts a
-    schedule with another base, ``initial`` scales with it so each group keeps its multiplier.
+
+def _at_base(value: float | torch.Tensor, base: float) -> bool:
+    """Whether a group's value is the schedule's base, compared in the value's own precision.
+
+    A tensor holds ``base`` rounded to its dtype (float32: 1e-3 is 0.0010000000475), so ``base`` is
+    rounded the same way before comparing; a float is compared with ``rel_tol=1e-9``.
     """
-    factor = adopted.base / from_description(state["schedule"]).base
-    return [value * factor for value in initial]
+    if isinstance(value, torch.Tensor):
+        return bool(value.detach().cpu() == torch.tensor(base, dtype=value.dtype))
+    return math.isclose(value, base, rel_tol=1e-9)
 
 
-def _check_groups(owner: str, optimizer: Optimizer, saved: list[Any]) -> None:
-    """Refuse a state saved for another number of param groups, in one sentence."""
-    have = len(optimizer.param_groups)
-    if len(saved) != have:
-        raise UsageError(
-            f"{owner}.load_state_dict: the state was saved for {len(saved)} param group(s), "
-            f"but the optimizer has {have}; build the optimizer with the same groups as the run that saved it"
-        )
-
-
-def _at_base(lr: float | torch.Tensor, base: float) -> bool:
-    """Whether a group's lr is the schedule's base, compared in the lr's own precision.
-
-    A tensor lr holds ``base`` rounded to its dtype (float32: 1e-3 is 0.0010000000475), so ``base`` is
-    rounded the same way before comparing; a float lr is compared with ``rel_tol=1e-9``.
-    """
-    if isinstance(lr, torch.Tensor):
-        return bool(lr.detach().cpu() == torch.tensor(base, dtype=lr.dtype))
-    return math.isclose(lr, base, rel_tol=1e-9)
-
-
-def _warn_if_no_group_at_base(group_lrs: list[float | torch.Tensor], base: float) -> None:
-    if any(_at_base(lr, base) for lr in group_lrs):
+def _warn_if_no_group_at_base(field: str, starts: list[float | torch.Tensor], base: float) -> None:
+    if any(_at_base(value, base) for value in starts):
         return
-    base_lrs = [float(lr) for lr in group_lrs]
-    shown = ", ".join(f"{lr:g}" for lr in base_lrs)
+    shown = ", ".join(f"{float(v):g}" for v in starts)
     warnings.warn(
-        f"ScheduledLR: no param group has lr equal to the schedule's base {base:g} (group lrs: {shown}); "
-        f"each group follows its lr x schedule(t) / {base:g}, so the run peaks at {max(base_lrs):g}, "
-        f'not {base:g}. Build the optimizer with lr={base:g}, or pass group_lr="lr_mult" to take the LR '
-        "from the schedule and only a multiplier from each group",
-        PeakMismatchWarning,
-        stacklevel=3,
+        f'ScheduledField: per_group="ratio" and no param group starts at the schedule\'s base {base:g} '
+        f"(group {field}s: {shown}); each group follows its {field} x schedule(t) / {base:g}, so the run's "
+        f"{field} is at most {max(float(v) for v in starts):g} where the schedule says {base:g}. Build the "
+        f'optimizer with {field}={base:g}, or leave per_group at "same" to take every value from the schedule',
+        BaseMismatchWarning,
+        stacklevel=4,
     )
 
 
-def _require_positive_base(schedule: AnySchedule) -> None:
-    """The one guard of every param-group scheduler: values scale by ``schedule(t) / base``, so ``base > 0``."""
-    if not schedule.base > 0:
-        raise UsageError(f"schedule base={schedule.base}: must be > 0 to scale param groups")
+class ScheduledField:
+    """One param-group field in closed form from one step ``t``: ``group[field] = v_i(t) * c_i``.
 
+    ``v_i(t)`` is ``schedule(t)`` (``per_group="same"``), ``schedule(t) * group[key]``
+    (``per_group=key``) or ``start_i * schedule(t) / schedule.base`` (``per_group="ratio"``); see
+    the module docstring. ``c_i`` is the group's cut factor. The values of step 0 are written at
+    construction; ``step()`` moves to the next step, ``set_step(t)`` to step ``t`` (a program that
+    holds its own step calls it, so the field never counts apart from it).
 
-class _Followed:
-    """What every scheduler here holds and how it resumes: one path, ``_adopt``.
-
-    ``schedule`` is the schedule followed, ``target`` the one asked for at construction (they differ
-    after a replan), ``replanned`` the replan in words (``None`` when there was none).
+    ``state_dict()`` holds the step, the schedule followed and the one asked for (``schedule``,
+    ``target``: they differ after a replan), ``per_group`` and the cuts (``per_group="ratio"`` adds
+    the starts, ``initial``). ``load_state_dict`` adopts the saved schedule (``ScheduleMismatch``
+    for another one unless built with ``on_mismatch="replan"``; ``replanned`` then says in words
+    what the replan does) and writes the values of the saved step.
     """
-
-    schedule: AnySchedule
-    target: AnySchedule
-    on_mismatch: OnMismatch
-    replanned: str | None
-
-    def _follow(self, schedule: AnySchedule, on_mismatch: OnMismatch) -> None:
-        self.schedule = self.target = schedule
-        self.on_mismatch = on_mismatch
-        self.replanned = None
-
-    def _saved(self) -> dict[str, Any]:
-        """The state every scheduler here saves: the step and both schedules' descriptions."""
-        return {"step": self._step_now(), "schedule": describe(self.schedule), "target": describe(self.target)}
-
-    def _step_now(self) -> int:
-        raise NotImplementedError
-
-    def _adopt(self, state: dict[str, Any], groups: tuple[Optimizer, str] | None = None) -> int:
-        """Check ``state`` (foreign, or saved for other param groups: ``groups`` names the optimizer and the
-        key of the saved per-group list), adopt its schedule by ``lrsched.adoption.adopt`` and return its step.
-
-        Raises ``ForeignState``, ``UsageError`` or ``ScheduleMismatch``; nothing changes before all checks pass.
-        """
-        owner = type(self).__name__
-        _check_state(owner, state)
-        if groups is not None:
-            optimizer, key = groups
-            _check_groups(owner, optimizer, list(state.get(key, [])))
-        self.schedule = adopt(self.target, state, self.on_mismatch)
-        step = int(state["step"])
-        self.replanned = replan_note(self.schedule, step)
-        return step
-
-
-class _FieldScheduler(_Followed):
-    """One param-group field in closed form: ``group[field] = initial_i * schedule(t) / schedule.base * c_i``.
-
-    The one field scheduler, as timm's ``Scheduler(param_group_field=...)``: ``ScheduledLR`` is its
-    ``"lr"`` case (an ``LRScheduler``, with its extras), ``ScheduledField`` any other field. ``initial_i``
-    is each group's value at the schedule's base; ``c_i`` its cut factor (1 but for ``ScheduledLR``).
-    The saved per-group list of initial values is ``state[SAVED]``, re-expressed on resume against the
-    adopted schedule's base so each group keeps its multiplier through a replan.
-    """
-
-    SAVED = "initial"
-    optimizer: Optimizer
-    field: str
-    cuts: list[float]
-
-    def _start_field(self, optimizer: Optimizer, schedule: AnySchedule, field: str) -> None:
-        """The one guard (``base > 0``), then the optimizer and field to write and a cut factor of 1 per group."""
-        _require_positive_base(schedule)
-        self.optimizer, self.field = optimizer, field
-        self.cuts = [1.0] * len(optimizer.param_groups)
-
-    def _initials(self) -> list[Any]:
-        """Each group's value at the schedule's base (``initial_i``)."""
-        raise NotImplementedError
-
-    def _set_initials(self, values: list[float]) -> None:
-        raise NotImplementedError
-
-    def _values(self, t: int) -> list[Any]:
-        """``initial_i * schedule(t) / schedule.base * c_i`` for each group ``i``."""
-        scale = self.schedule(t) / self.schedule.base
-        return [initial * scale * cut for initial, cut in zip(self._initials(), self.cuts)]
-
-    def _write(self, values: list[Any]) -> None:
-        for group, value in zip(self.optimizer.param_groups, values):
-            group[self.field] = value
-
-    def _resume(self, state: dict[str, Any]) -> int:
-        """The one resume path of a field: adopt the schedule, take the saved initial values (rescaled)
-        and cuts, write the field at the saved step, and return that step."""
-        step = self._adopt(state, (self.optimizer, self.SAVED))
-        self._set_initials(_rescaled(list(state[self.SAVED]), state, self.schedule))
-        self.cuts = [float(c) for c in state.get("cuts", self.cuts)]
-        self._write(self._values(step))
-        return step
-
-
-class ScheduledLR(_FieldScheduler, LRScheduler):
-    """An ``LRScheduler`` following ``schedule`` in closed form, ``t = last_epoch``: the ``"lr"`` case of
-    the field scheduler (``ScheduledField`` is any other field).
-
-    How a group's lr is computed, ``group_lr``, with ``c`` the group's cut factor (below):
-
-    - ``"relative"`` (default, torch's ``LambdaLR`` convention):
-      ``group["lr"] = group["initial_lr"] * schedule(t) / schedule.base * c``. Build the
-      optimizer with ``lr=schedule.base`` for the groups that should follow the schedule
-      exactly; other groups keep their ratio to it. If no group's lr equals
-      ``schedule.base`` (compared in the lr's own precision: a float32 tensor lr holds 1e-3
-      as 0.0010000000475), a ``PeakMismatchWarning`` is raised once, at construction:
-      ``AdamW(params)`` (lr 1e-3) with a ``base=5e-4`` schedule would train at a 1e-3 peak.
-      With ``on_mismatch="replan"`` the check waits for the first ``step()``, and a
-      ``load_state_dict`` before it (which brings the peak of the resumed run) cancels it.
-    - ``"lr_mult"`` (DINOv2's convention): ``group["lr"] = schedule(t) * group.get("lr_mult", 1) * c``,
-      ``lr_mult`` read at every step (a change takes effect at the next ``step()``);
-      the optimizer's own lr is ignored and the schedule carries the LR.
-
-    Cuts from outside (``ReduceLROnPlateau`` and friends) compose with the schedule: each group
-    has a cut factor ``c``, 1 at the start. At each ``step()``, a group whose lr is lower than the
-    value this scheduler last set was cut from outside, and ``c *= lr_now / lr_set``; the cut then
-    scales every later step and is saved in ``state_dict`` (``"cuts"``). A rise from outside (or a
-    change from 0) is not a cut: the schedule sets the lr back, with one ``OutsideChangeWarning``.
-
-    ``scheduler.step()`` once per optimizer update. Works wherever an ``LRScheduler`` does
-    (plain loops, HF ``Trainer``, Lightning with ``interval="step"``, Accelerate). Under
-    Accelerate with several processes, ``accelerator.prepare(..., scheduler)`` steps the
-    scheduler ``num_processes`` times per update (it expects ``T`` counted on the unsharded
-    data); either
-
-    - A: leave the scheduler out of ``prepare`` and call ``scheduler.step()`` yourself after
-      each update, when ``accelerator.sync_gradients`` is true (``T`` = updates per rank), or
-    - B: prepare it and size the schedule Accelerate's way: ``warmup`` and ``total`` in
-      per-rank updates times ``accelerator.num_processes``; the LR of update ``k`` is then
-      ``schedule(k * num_processes)``.
-
-    After ``load_state_dict`` replanned (``on_mismatch="replan"``), ``replanned`` says what
-    the replan does, in words; otherwise it is ``None``. A state saved for another number of
-    param groups is refused there (``UsageError``).
-    """
-
-    SAVED = "base_lrs"
 
     def __init__(
         self,
         optimizer: Optimizer,
         schedule: AnySchedule,
+        field: str = "lr",
         *,
+        per_group: str = SAME,
         on_mismatch: OnMismatch = "error",
-        group_lr: GroupLR = "relative",
-        last_epoch: int = -1,
+        check_base: bool = True,
     ) -> None:
-        self._start_field(optimizer, schedule, "lr")
-        if group_lr not in ("relative", "lr_mult"):
-            raise UsageError(f'group_lr={group_lr!r}: must be "relative" or "lr_mult"')
-        self._follow(schedule, on_mismatch)
-        self.group_lr = group_lr
-        self._peak_pending = False
+        self._check_groups_have(optimizer, field, per_group)
+        if per_group == RATIO and not schedule.base > 0:
+            raise UsageError(f"schedule base={schedule.base}: must be > 0 to scale param groups by their ratio")
+        self.optimizer, self.field, self.per_group = optimizer, field, per_group
+        self.schedule = self.target = schedule
+        self.on_mismatch: OnMismatch = on_mismatch
+        self.replanned: str | None = None
+        self.cuts = [1.0] * len(optimizer.param_groups)
+        self.starts: list[Any] = []
+        if per_group == RATIO:
+            self.starts = [_copy(g.setdefault(f"initial_{field}", _copy(g[field]))) for g in optimizer.param_groups]
+            if check_base:
+                _warn_if_no_group_at_base(field, self.starts, schedule.base)
+        self.t = 0
+        self._written = self._write(self.values(0))
         self._warned_outside = False
-        if group_lr == "lr_mult":
-            for group in optimizer.param_groups:
-                group["initial_lr"] = schedule.base * group.get("lr_mult", 1.0)
-        super().__init__(optimizer, last_epoch)
-        if group_lr == "relative" and on_mismatch == "replan":
-            self._peak_pending = True  # a load_state_dict may bring another peak: check at the first step
-        elif group_lr == "relative":
-            _warn_if_no_group_at_base(list(self.base_lrs), schedule.base)
+
+    @staticmethod
+    def _check_groups_have(optimizer: Optimizer, field: str, per_group: str) -> None:
+        """Every group has ``field``; a multiplier key is in at least one group (a typo is not a silent 1)."""
+        for i, group in enumerate(optimizer.param_groups):
+            if field not in group:
+                have = ", ".join(k for k in group if k != "params")
+                raise UsageError(f"ScheduledField: param group {i} has no field {field!r} (it has {have})")
+        keyed = per_group not in (SAME, RATIO)
+        if keyed and not any(per_group in group for group in optimizer.param_groups):
+            raise UsageError(
+                f'ScheduledField: per_group={per_group!r}: no param group has that key; per_group is "same", '
+                '"ratio" or the key of a multiplier that the groups carry (such as "lr_mult")'
+            )
 
     def __repr__(self) -> str:
+        mode = "" if self.per_group == SAME else f", per_group={self.per_group!r}"
         cuts = "" if all(c == 1.0 for c in self.cuts) else f", cuts={self.cuts}"
-        mode = "" if self.group_lr == "relative" else f", group_lr={self.group_lr!r}"
-        return f"{type(self).__name__}({self.schedule!r}, step={self.last_epoch}{mode}{cuts})"
+        return f"ScheduledField({self.schedule!r}, field={self.field!r}, step={self.t}{mode}{cuts})"
 
-    def _initials(self) -> list[Any]:
-        """Each group's lr at the schedule's base: ``initial_lr``, or ``base * lr_mult`` read now."""
-        if self.group_lr == "relative":
-            return list(self.base_lrs)
-        return [self.schedule.base * group.get("lr_mult", 1.0) for group in self.optimizer.param_groups]
+    def multipliers(self) -> list[Any]:
+        """Each group's value at the schedule's base over that base: 1, ``group[key]`` or ``start_i / base``."""
+        if self.per_group == SAME:
+            return [1.0] * len(self.cuts)
+        if self.per_group == RATIO:
+            return [start / self.schedule.base for start in self.starts]
+        return [group.get(self.per_group, 1.0) for group in self.optimizer.param_groups]
 
-    def _set_initials(self, values: list[float]) -> None:
-        self.base_lrs = [*values]
+    def values(self, t: int) -> list[Any]:
+        """``v_i(t) * c_i`` for each group ``i`` (the ratio mode as ``start_i * (schedule(t) / base)``)."""
+        value = self.schedule(t)
+        if self.per_group == SAME:
+            return [value * cut for cut in self.cuts]
+        if self.per_group == RATIO:
+            scale = value / self.schedule.base
+            return [start * scale * cut for start, cut in zip(self.starts, self.cuts)]
+        return [
+            value * group.get(self.per_group, 1.0) * cut for group, cut in zip(self.optimizer.param_groups, self.cuts)
+        ]
 
-    def _step_now(self) -> int:
-        return self.last_epoch
+    def step(self) -> None:
+        """Move to the next step: ``set_step(t + 1)``."""
+        self.set_step(self.t + 1)
 
-    def get_lr(self) -> list[float | torch.Tensor]:
-        """``base_i * schedule(t) / schedule.base * c_i`` for each group ``i``."""
-        return self._values(self.last_epoch)
+    def set_step(self, t: int) -> None:
+        """Write the values of step ``t``, after taking in any cut made from outside since the last write."""
+        self._take_outside_cuts()
+        self.t = t
+        self._written = self._write(self.values(t))
 
-    def _get_closed_form_lr(self) -> list[float | torch.Tensor]:
-        return self.get_lr()
-
-    def step(self, epoch: int | None = None) -> None:
-        """Advance ``t`` by one update; first take in any cut made from outside since the last step."""
-        if hasattr(self, "_last_lr"):  # not the step torch's constructor takes
-            self._take_outside_cuts()
-        if self._peak_pending:
-            self._peak_pending = False
-            _warn_if_no_group_at_base(list(self.base_lrs), self.schedule.base)
-        super().step(epoch)
+    def _write(self, values: list[Any]) -> list[float]:
+        """Put ``values`` in the groups (a tensor value is filled in place, as torch does); returns them as floats."""
+        for group, value in zip(self.optimizer.param_groups, values):
+            if isinstance(group[self.field], torch.Tensor):
+                group[self.field].fill_(value)
+            else:
+                group[self.field] = value
+        return [float(v) for v in values]
 
     def _take_outside_cuts(self) -> None:
-        """``c_i *= lr_now / lr_set`` for each group lowered from outside; a rise is undone, warned once."""
-        for i, (group, last) in enumerate(zip(self.optimizer.param_groups, self._last_lr)):
-            now, before = float(group["lr"]), float(last)
+        """``c_i *= now / written`` for each group lowered from outside; a rise is undone, warned once."""
+        for i, (group, before) in enumerate(zip(self.optimizer.param_groups, self._written)):
+            now = float(group[self.field])
             if now == before:
                 continue
             if 0 <= now < before:
@@ -310,100 +208,146 @@ class ScheduledLR(_FieldScheduler, LRScheduler):
             elif not self._warned_outside:
                 self._warned_outside = True
                 warnings.warn(
-                    f"ScheduledLR: param group {i}'s lr was changed outside the scheduler from {before:g} to "
-                    f"{now:g}; only a cut (a lower lr, as ReduceLROnPlateau makes) is kept, as a factor on the "
-                    "schedule: the schedule sets this one back",
+                    f"ScheduledField: param group {i}'s {self.field} was changed outside the scheduler from "
+                    f"{before:g} to {now:g}; only a cut (a lower value, as ReduceLROnPlateau makes) is kept, "
+                    "as a factor on the schedule: the schedule sets this one back",
                     OutsideChangeWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
 
     def state_dict(self) -> dict[str, Any]:
-        return {**self._saved(), "base_lrs": list(self.base_lrs), "cuts": list(self.cuts)}
+        state = {
+            "step": self.t,
+            "schedule": describe(self.schedule),
+            "target": describe(self.target),
+            "per_group": self.per_group,
+            "cuts": list(self.cuts),
+        }
+        return {**state, "initial": [float(s) for s in self.starts]} if self.per_group == RATIO else state
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Resume from ``state_dict``; refuses a foreign state (``ForeignState``), another number of
-        param groups (``UsageError``) or another schedule (``ScheduleMismatch``)."""
-        self.last_epoch = self._resume(state_dict)
-        self._peak_pending = False
-        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+    def load_state_dict(self, state_dict: dict[str, Any], owner: str = "ScheduledField") -> None:
+        """Resume from ``state_dict``: refuses a foreign state (``ForeignState``), another number of param
+        groups or another ``per_group`` (``UsageError``), or another schedule (``ScheduleMismatch``);
+        nothing changes before every check passes."""
+        state = state_dict
+        _check_state(owner, state)
+        self._check_same_groups(owner, state)
+        adopted = adopt(self.target, state, self.on_mismatch)
+        step = int(state["step"])
+        if self.per_group == RATIO:
+            saved = state.get("initial", state.get("base_lrs", self.starts))
+            factor = adopted.base / from_description(state["schedule"]).base  # keep each group's ratio
+            self.starts = [float(s) * factor for s in saved]
+        self.schedule, self.replanned = adopted, replan_note(adopted, step)
+        self.cuts = [float(c) for c in state.get("cuts", self.cuts)]
+        self.t = step
+        self._written = self._write(self.values(step))
 
-
-class ScheduledValue(_Followed):
-    """A value that follows ``schedule`` in the step ``t``: ``value`` is ``schedule(t)``, ``step()`` adds one.
-
-    For values outside the optimizer (DINO's teacher momentum and temperature), and the base of
-    ``ScheduledField``. ``state_dict`` is the form every scheduler here saves (``step``, ``schedule``,
-    ``target``); ``load_state_dict`` adopts it by ``adopt``, and ``replanned`` then says in words what
-    a replan at the saved step does (``None`` otherwise).
-    """
-
-    def __init__(self, schedule: AnySchedule, *, on_mismatch: OnMismatch = "error") -> None:
-        self._follow(schedule, on_mismatch)
-        self.t = 0
-        """The step: optimizer updates done."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.schedule!r}, step={self.t})"
-
-    @property
-    def value(self) -> float:
-        return self.schedule(self.t)
-
-    def step(self) -> None:
-        self.t += 1
-        self._apply()
-
-    def _apply(self) -> None:
-        """Put the value where it acts (``ScheduledField``: the param groups); here nothing to do."""
-
-    def _step_now(self) -> int:
-        return self.t
-
-    def state_dict(self) -> dict[str, Any]:
-        return self._saved()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Resume from ``state_dict``; refuses a foreign state (``ForeignState``) or another schedule
-        (``ScheduleMismatch``)."""
-        self.t = self._adopt(state_dict)
+    def _check_same_groups(self, owner: str, state: dict[str, Any]) -> None:
+        saved, have = _saved_groups(state), len(self.optimizer.param_groups)
+        if saved is not None and len(saved) != have:
+            raise UsageError(
+                f"{owner}.load_state_dict: the state was saved for {len(saved)} param group(s), "
+                f"but the optimizer has {have}; build the optimizer with the same groups as the run that saved it"
+            )
+        mode = state.get("per_group", RATIO if ("initial" in state or "base_lrs" in state) else SAME)
+        if "per_group" in state and mode != self.per_group:
+            raise UsageError(
+                f"{owner}.load_state_dict: the state was saved with per_group={mode!r}, this scheduler has "
+                f"per_group={self.per_group!r}; build it as the run that saved it was built"
+            )
 
 
-class ScheduledField(_FieldScheduler, ScheduledValue):
-    """The same closed form for any other param-group field (``weight_decay``, ``momentum``...).
+def _copy(value: Any) -> Any:
+    """A tensor value cloned (it is filled in place later), any other value as it is."""
+    return value.clone() if isinstance(value, torch.Tensor) else value
 
-    ``group[field] = group["initial_" + field] * schedule(t) / schedule.base``; a group whose
-    initial value is 0 (no weight decay on biases) stays at 0. A ``field`` that a param group
-    lacks (``momentum`` on Adam) is a ``UsageError`` naming it.
+
+class ScheduledLR(LRScheduler):
+    """The ``LRScheduler`` adapter on ``ScheduledField(optimizer, schedule, "lr", ...)``: ``t = last_epoch``.
+
+    Everything is the field's (``per_group``, cuts, resume); this layer gives what HF ``Trainer``,
+    Lightning (``interval="step"``) and Accelerate read: ``last_epoch`` (the field's step, not a second
+    counter), ``base_lrs`` (each group's lr at the schedule's base), ``get_last_lr()``,
+    ``state_dict``/``load_state_dict``. ``scheduler.step()`` once per optimizer update.
+
+    Under Accelerate with several processes, ``accelerator.prepare(..., scheduler)`` steps the
+    scheduler ``num_processes`` times per update (it expects ``T`` counted on the unsharded data);
+    either A: leave the scheduler out of ``prepare`` and call ``scheduler.step()`` yourself when
+    ``accelerator.sync_gradients`` is true (``T`` = updates per rank), or B: prepare it and give
+    ``warmup`` and ``total`` in per-rank updates times ``accelerator.num_processes``.
     """
 
     def __init__(
-        self, optimizer: Optimizer, schedule: AnySchedule, field: str, *, on_mismatch: OnMismatch = "error"
+        self,
+        optimizer: Optimizer,
+        schedule: AnySchedule,
+        *,
+        per_group: str = SAME,
+        on_mismatch: OnMismatch = "error",
+        last_epoch: int = -1,
     ) -> None:
-        self._start_field(optimizer, schedule, field)
-        for i, group in enumerate(optimizer.param_groups):
-            if field not in group:
-                have = ", ".join(k for k in group if k != "params")
-                raise UsageError(f"ScheduledField: param group {i} has no field {field!r} (it has {have})")
-        ScheduledValue.__init__(self, schedule, on_mismatch=on_mismatch)
-        self.initial = [group.setdefault(f"initial_{field}", group[field]) for group in optimizer.param_groups]
-        self._apply()
+        self._base_pending = per_group == RATIO and on_mismatch == "replan"  # a load may bring another base
+        self.field = ScheduledField(
+            optimizer, schedule, "lr", per_group=per_group, on_mismatch=on_mismatch, check_base=not self._base_pending
+        )
+        for group, multiplier in zip(optimizer.param_groups, self.field.multipliers()):
+            group.setdefault("initial_lr", schedule.base * multiplier)
+        super().__init__(optimizer, last_epoch)
+
+    @property
+    def last_epoch(self) -> int:
+        return self.field.t
+
+    @last_epoch.setter
+    def last_epoch(self, value: int) -> None:
+        self.field.t = value
+
+    @property
+    def schedule(self) -> AnySchedule:
+        return self.field.schedule
+
+    @property
+    def target(self) -> AnySchedule:
+        return self.field.target
+
+    @property
+    def replanned(self) -> str | None:
+        return self.field.replanned
+
+    @property
+    def cuts(self) -> list[float]:
+        return self.field.cuts
 
     def __repr__(self) -> str:
-        return f"ScheduledField({self.schedule!r}, field={self.field!r}, step={self.t})"
+        mode = "" if self.field.per_group == SAME else f", per_group={self.field.per_group!r}"
+        cuts = "" if all(c == 1.0 for c in self.cuts) else f", cuts={self.cuts}"
+        return f"{type(self).__name__}({self.schedule!r}, step={self.last_epoch}{mode}{cuts})"
 
-    def _initials(self) -> list[Any]:
-        return self.initial
+    def get_lr(self) -> list[float | torch.Tensor]:
+        """The field's values at ``last_epoch``."""
+        return self.field.values(self.last_epoch)
 
-    def _set_initials(self, values: list[float]) -> None:
-        self.initial = values
+    def _get_closed_form_lr(self) -> list[float | torch.Tensor]:
+        return self.get_lr()
 
-    def _apply(self) -> None:
-        self._write(self._values(self.t))
+    def step(self, epoch: int | None = None) -> None:
+        """Advance ``t`` by one update (or to ``epoch``), taking in any cut made from outside first."""
+        if self._base_pending and hasattr(self, "_last_lr"):
+            self._base_pending = False
+            _warn_if_no_group_at_base("lr", self.field.starts, self.schedule.base)
+        if not hasattr(self, "_last_lr"):  # torch's constructor: the values of the field's step are written
+            self.field.set_step(self.field.t + 1)
+        else:
+            self.field.set_step(self.field.t + 1 if epoch is None else epoch)
+        self._step_count = getattr(self, "_step_count", 0) + 1
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def state_dict(self) -> dict[str, Any]:
-        return {**self._saved(), "initial": list(self.initial)}
+        return {**self.field.state_dict(), "base_lrs": list(self.base_lrs)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Resume from ``state_dict``; refuses a foreign state (``ForeignState``), another number of
-        param groups (``UsageError``) or another schedule (``ScheduleMismatch``)."""
-        self.t = self._resume(state_dict)
+        """Resume from ``state_dict`` (see ``ScheduledField.load_state_dict``)."""
+        self.field.load_state_dict(state_dict, owner=type(self).__name__)
+        self._base_pending = False
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]

@@ -302,7 +302,7 @@ def _cli_cases(program: str) -> list[Case]:
         Case(program, "--warmup-ratio", ("--warmup-ratio", "0.5"), "not with --warmup-steps", "0.5"),
         Case(program, "--cosine-restarts", ("--cosine-restarts", "--lr-strategy", "linear"), "not with another"),
         Case(program, "--lr", ("--lr", "0.1", "--num-epochs", "2", "--steps-per-epoch", "10"), "phase5 only", "0.1"),
-        Case(program, "--replan", ("--replan",), "only for resuming phase5_big_run.py"),
+        Case(program, "--replan", ("--replan",), "only for resuming a run"),
         Case(program, "--steps", ("--steps", "50"), "only for open-ended plans", "50"),
         Case(program, "--unknown-flag", ("--unknown-flag",), "no such flag", "--unknown-flag"),
     ]

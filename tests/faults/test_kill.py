@@ -65,7 +65,7 @@ def dino_run(total: int) -> Program:
         ("--resume", "latest"),
         total,
         ("step", "lr", "weight_decay", "momentum", "teacher_temp", "loss", "grad_norm", "last_layer_frozen"),
-        ("step", "student", "teacher", "optimizer", "lr_scheduler", "wd_scheduler", "center", "schedules"),
+        ("step", "student", "teacher", "optimizer", "center", "schedules"),
     )
 
 

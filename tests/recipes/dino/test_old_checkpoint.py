@@ -48,7 +48,7 @@ def test_a_checkpoint_of_the_previous_version_resumes_to_the_same_values(
         before = expected[int(row["step"])]
         for name in SCHEDULED:  # the old code scaled by each group's value: the last bit may differ
             assert float(row[name]) == pytest.approx(float(before[name]), rel=1e-15, abs=1e-18), name
-        assert float(row["loss"]) == pytest.approx(float(before["loss"]), rel=1e-5)
+        assert row["loss"] == before["loss"]  # bit for bit: the ulp of an lr did not reach the weights here
 
 
 def test_a_changed_schedule_is_still_refused_in_one_line(

@@ -33,7 +33,7 @@ from lrsched.recipes.dino.model import build_networks, ema_update, param_groups,
 from lrsched.recipes.dino.resume import restore, save
 from lrsched.recipes.dino.state import TIMING_WINDOW, Settings, State
 from lrsched.recipes.dino.stream import Batch, train_loader
-from lrsched.torch_sched import ScheduledField, ScheduledLR, ScheduledValue
+from lrsched.torch_sched import ScheduledField
 
 MIN_BAD_IMAGES = 100
 """A run skips at least this many unreadable images (with a warning each) before it stops."""
@@ -56,7 +56,10 @@ LOG_COLUMNS = (
 
 
 def build_run(s: Settings, world: World, device: torch.device) -> State:
-    """Networks, optimizer, schedulers, loss and data order; restored from the checkpoint if resuming."""
+    """Networks, optimizer, scheduled fields, loss and data order; restored from the checkpoint if resuming.
+
+    A group's lr is ``lr(t) * lr_mult`` and its weight decay ``wd(t) * wd_mult`` (docs/design.md section 5).
+    """
     a, sch = s.args, s.schedules
     student, teacher = build_networks(s.preset, s.data.channels, a.seed)
     student.to(device)
@@ -64,8 +67,8 @@ def build_run(s: Settings, world: World, device: torch.device) -> State:
     groups = param_groups(student, sch.lr.schedule.base, sch.weight_decay.base, a.layer_decay)
     optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999))
     on_mismatch: OnMismatch = "replan" if a.replan else "error"  # every scheduled value, one rule
-    lr_sched = ScheduledLR(optimizer, sch.lr.schedule, on_mismatch=on_mismatch)
-    wd_sched = ScheduledField(optimizer, sch.weight_decay, "weight_decay", on_mismatch=on_mismatch)
+    lr = ScheduledField(optimizer, sch.lr.schedule, "lr", per_group="lr_mult", on_mismatch=on_mismatch)
+    wd = ScheduledField(optimizer, sch.weight_decay, "weight_decay", per_group="wd_mult", on_mismatch=on_mismatch)
     ddp: nn.Module = student
     if world.distributed:
         ids = [device.index] if device.type == "cuda" else None
@@ -78,10 +81,10 @@ def build_run(s: Settings, world: World, device: torch.device) -> State:
         teacher=teacher,
         ddp=ddp,
         optimizer=optimizer,
-        lr_sched=lr_sched,
-        wd_sched=wd_sched,
-        momentum=ScheduledValue(sch.momentum, on_mismatch=on_mismatch),
-        teacher_temp=ScheduledValue(sch.teacher_temp, on_mismatch=on_mismatch),
+        lr=lr,
+        weight_decay=wd,
+        momentum=sch.momentum,
+        teacher_temp=sch.teacher_temp,
         loss=DINOLoss(s.preset.out_dim, a.student_temp, a.center_momentum).to(device),
         geometry=_geometry(s),
         photometric=Photometric(s.data.mean, s.data.std),
@@ -150,7 +153,8 @@ def _backward(
 
 
 def _update(run: State, momentum: float) -> tuple[torch.Tensor, bool]:
-    """Clip, AdamW (the last layer held while frozen), EMA, schedulers, ``t += 1``: (gradient norm, frozen)."""
+    """Clip, AdamW (the last layer held while frozen), EMA, ``t += 1`` and the fields of the new step:
+    (gradient norm, frozen)."""
     s = run.settings
     params = [p for p in run.student.parameters() if p.grad is not None]
     norm = torch.nn.utils.clip_grad_norm_(params, s.args.clip_grad if s.args.clip_grad > 0 else math.inf)
@@ -159,9 +163,8 @@ def _update(run: State, momentum: float) -> tuple[torch.Tensor, bool]:
         run.student.head.last_layer.weight.grad = None
     run.optimizer.step()
     ema_update(run.teacher, run.student, momentum)
-    for scheduled in run.scheduled().values():
-        scheduled.step()
     run.t += 1
+    run.follow_step()
     run.mid_step = False
     return norm, frozen
 
@@ -181,7 +184,7 @@ def train_step(run: State, batches: Iterator[Batch], stop: StopRequest) -> tuple
     _count_skipped(run, batch)
     run.mid_step = True  # from here until t += 1 the state in memory is not one a checkpoint may hold
     lr, wd = reference_group(run.optimizer)["lr"], reference_group(run.optimizer)["weight_decay"]
-    momentum, temp = run.momentum.value, run.teacher_temp.value
+    momentum, temp = run.momentum(t), run.teacher_temp(t)
     loss, entropy, spread = _losses(run, batch, temp)
     stats = _backward(run, loss, entropy, spread, stop)
     norm, frozen = _update(run, momentum)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lrsched.adoption import adopt, describe, from_description
+from lrsched.adoption import OnMismatch, adopt, describe, from_description
 from lrsched.errors import ScheduleError, ScheduleMismatch, UsageError
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.distributed import barrier
@@ -42,7 +42,7 @@ CHANGEABLE_UNRECORDED = ("resume", "replan", "accept_data_change", "output_dir")
 
 def check_resume(state: dict[str, Any], args: argparse.Namespace, schedules: Schedules, path: Path) -> None:
     """Refuse a checkpoint that is incomplete, of another model, or with other schedules (without --replan)."""
-    needed = ("step", "student", "teacher", "optimizer", "lr_scheduler", "wd_scheduler", "schedules", "center")
+    needed = ("step", "student", "teacher", "optimizer", "schedules", "center")
     missing = [k for k in (*needed, "flags", "data", "metrics") if k not in state]
     if missing:
         raise ckpt.CheckpointError(f"--resume {path}: not a complete {PROG} checkpoint (missing {', '.join(missing)})")
@@ -50,7 +50,7 @@ def check_resume(state: dict[str, Any], args: argparse.Namespace, schedules: Sch
     fixed = [f"{spelling(k)} {saved.get(k)!r} -> {now[k]!r}" for k in FIXED_ON_RESUME if saved.get(k) != now[k]]
     if fixed:
         raise UsageError(f"--resume {path}: these flags cannot change on resume: {'; '.join(fixed)}")
-    step, states, changes = int(state["step"]), saved_states(state), []
+    step, states, changes = int(state["step"]), saved_states(state, path), []
     for name, target in schedules.targets().items():
         try:
             adopt(target, states[name])
@@ -80,15 +80,35 @@ def _as_flags(message: str) -> str:
     return message
 
 
-def saved_states(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The four scheduled values' saved states, in the one form (``step``, ``schedule``, ``target``)."""
-    s, step = state["schedules"], state["step"]
-    return {
-        "lr": state["lr_scheduler"],
-        "weight_decay": state["wd_scheduler"],
-        "momentum": {"step": step, **s["momentum"]},
-        "teacher_temp": {"step": step, **s["teacher_temp"]},
-    }
+SCHEDULED = ("lr", "weight_decay", "momentum", "teacher_temp")
+"""The four schedules a checkpoint describes, each once, under ``schedules``."""
+
+
+def saved_states(state: dict[str, Any], path: Path | str = "checkpoint") -> dict[str, dict[str, Any]]:
+    """Each schedule's saved state in the one form ``adopt`` reads: the checkpoint's one ``step``, and the
+    ``schedule`` followed and ``target`` asked for from ``schedules``.
+
+    A checkpoint written before the run had one step counter keeps the lr and the weight decay in
+    ``lr_scheduler`` and ``wd_scheduler``, each with its own step; it is read when every step is the
+    checkpoint's, else refused in one line (``CheckpointError``).
+    """
+    saved, step = dict(state["schedules"]), int(state["step"])
+    if "lr" not in saved:
+        saved.update({"lr": state.get("lr_scheduler"), "weight_decay": state.get("wd_scheduler")})
+    for name in SCHEDULED:
+        entry = saved.get(name)
+        if not isinstance(entry, dict) or "schedule" not in entry:
+            raise ckpt.CheckpointError(f"--resume {path}: not a complete {PROG} checkpoint (no {name} schedule)")
+        if int(entry.get("step", step)) != step:
+            raise ckpt.CheckpointError(
+                f"--resume {path}: the checkpoint's {name} schedule is at step {entry['step']}, its run at "
+                f"step {step}: the checkpoint is damaged"
+            )
+    return {name: {"step": step, "schedule": saved[name]["schedule"], **_target(saved[name])} for name in SCHEDULED}
+
+
+def _target(entry: dict[str, Any]) -> dict[str, Any]:
+    return {"target": entry["target"]} if "target" in entry else {}
 
 
 PATCH_WEIGHT = "backbone.patch_embed.weight"
@@ -126,13 +146,16 @@ def restore(run: State, state: dict[str, Any]) -> None:
     run.teacher.load_state_dict(state["teacher"])
     run.optimizer.load_state_dict(state["optimizer"])
     states = saved_states(state)
-    for name, scheduled in run.scheduled().items():
-        scheduled.load_state_dict(states[name])
+    on_mismatch: OnMismatch = "replan" if run.settings.args.replan else "error"
+    run.lr.load_state_dict(states["lr"])
+    run.weight_decay.load_state_dict(states["weight_decay"])
+    run.momentum = adopt(run.settings.schedules.momentum, states["momentum"], on_mismatch)
+    run.teacher_temp = adopt(run.settings.schedules.teacher_temp, states["teacher_temp"], on_mismatch)
     run.loss.center.copy_(state["center"].to(run.device))
     ckpt.set_rng_state(state["rng"])
     run.metrics = dict(state["metrics"])
     run.t = t0
-    if describe(run.lr_sched.schedule) != describe(from_description(states["lr"]["schedule"])):
+    if describe(run.lr.schedule) != describe(from_description(states["lr"]["schedule"])):
         run.replanned_at = t0
 
 
@@ -144,9 +167,7 @@ def checkpoint_state(run: State) -> dict[str, Any]:
         "student": run.student.state_dict(),
         "teacher": run.teacher.state_dict(),
         "optimizer": run.optimizer.state_dict(),
-        "lr_scheduler": run.lr_sched.state_dict(),
-        "wd_scheduler": run.wd_sched.state_dict(),
-        "schedules": {"momentum": run.momentum.state_dict(), "teacher_temp": run.teacher_temp.state_dict()},
+        "schedules": {name: _described(run, name, schedule) for name, schedule in run.followed().items()},
         "center": run.loss.center.detach().cpu(),
         "data": {
             "fingerprint": run.settings.data.fingerprint(),
@@ -161,6 +182,11 @@ def checkpoint_state(run: State) -> dict[str, Any]:
         "flags": flag_strings(run.settings.args),
         "metrics": run.metrics,
     }
+
+
+def _described(run: State, name: str, schedule: AnySchedule) -> dict[str, Any]:
+    """One schedule in a checkpoint: the one followed and the one the flags ask for (no step: ``step`` is once)."""
+    return {"schedule": describe(schedule), "target": describe(run.settings.schedules.targets()[name])}
 
 
 def save(run: State, together: bool = True) -> Path:
@@ -195,11 +221,11 @@ def plan_json(run: State) -> dict[str, Any]:
         return {"schedule": describe(schedule), "target": describe(target), "sources": {k: src[k] for k in keys}}
 
     return {
-        "lr": {**sch.lr.to_json(), "schedule": describe(run.lr_sched.schedule), "target": describe(sch.lr.schedule)},
-        "weight_decay": entry(run.wd_sched.schedule, sch.weight_decay, ("weight_decay", "weight_decay_end")),
-        "momentum": entry(run.momentum.schedule, sch.momentum, ("momentum_teacher",)),
+        "lr": {**sch.lr.to_json(), "schedule": describe(run.lr.schedule), "target": describe(sch.lr.schedule)},
+        "weight_decay": entry(run.weight_decay.schedule, sch.weight_decay, ("weight_decay", "weight_decay_end")),
+        "momentum": entry(run.momentum, sch.momentum, ("momentum_teacher",)),
         "teacher_temp": entry(
-            run.teacher_temp.schedule,
+            run.teacher_temp,
             sch.teacher_temp,
             ("warmup_teacher_temp", "teacher_temp", "warmup_teacher_temp_steps"),
         ),

@@ -1,7 +1,9 @@
 """phase5's records: ``Schedules`` and ``Settings`` (what ``validate.settle`` resolves from the flags) and
-``State``, what the loop changes. Every scheduled value is a function of the step ``t``: the LR
-(``ScheduledLR``), the weight decay (``ScheduledField``), the teacher momentum and temperature
-(``ScheduledValue``), all saved and resumed by one rule (``lrsched.adoption.adopt``).
+``State``, what the loop changes. The run has one step, ``State.t``; every scheduled value is computed
+from it: the lr and weight decay of each param group (``ScheduledField``, set to the step by
+``State.follow_step``), the teacher momentum and temperature (``schedule(t)``) and the last layer's
+freeze (``t < freeze_last_layer``). A checkpoint saves the step once and one description per schedule,
+all resumed by one rule (``lrsched.adoption.adopt``).
 """
 
 from __future__ import annotations
@@ -23,11 +25,9 @@ from lrsched.recipes.dino.data import Dataset, Sampler
 from lrsched.recipes.dino.head import DINONet
 from lrsched.recipes.dino.loss import DINOLoss
 from lrsched.recipes.dino.vit import Preset
-from lrsched.schedules import (
-    Schedule,
-)
+from lrsched.schedules import AnySchedule, Schedule
 from lrsched.strategy import Plan
-from lrsched.torch_sched import ScheduledField, ScheduledLR, ScheduledValue
+from lrsched.torch_sched import ScheduledField
 
 TIMING_WINDOW = 1000
 """Steps whose durations are kept for the median: a run of any length holds the same amount."""
@@ -87,10 +87,11 @@ class State:
     teacher: DINONet
     ddp: nn.Module
     optimizer: torch.optim.AdamW
-    lr_sched: ScheduledLR
-    wd_sched: ScheduledField
-    momentum: ScheduledValue
-    teacher_temp: ScheduledValue
+    lr: ScheduledField
+    weight_decay: ScheduledField
+    momentum: AnySchedule
+    """The teacher momentum schedule followed (its target, or a replan of the checkpoint's)."""
+    teacher_temp: AnySchedule
     loss: DINOLoss
     geometry: Geometry
     photometric: Photometric
@@ -111,11 +112,16 @@ class State:
     mid_step: bool = False
     """True while a step changes the state (loss centre, weights, schedulers): not a state to save."""
 
-    def scheduled(self) -> dict[str, ScheduledLR | ScheduledValue]:
-        """The four scheduled values by name; each is stepped, saved and resumed the same way."""
+    def follow_step(self) -> None:
+        """Set every param group's lr and weight decay to their values at step ``t``."""
+        self.lr.set_step(self.t)
+        self.weight_decay.set_step(self.t)
+
+    def followed(self) -> dict[str, AnySchedule]:
+        """The four schedules the run follows, by name (each its target, or a replan of the checkpoint's)."""
         return {
-            "lr": self.lr_sched,
-            "weight_decay": self.wd_sched,
+            "lr": self.lr.schedule,
+            "weight_decay": self.weight_decay.schedule,
             "momentum": self.momentum,
             "teacher_temp": self.teacher_temp,
         }
