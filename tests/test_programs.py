@@ -291,3 +291,11 @@ def test_the_programs_parsers_define_warmup_ratio_once_from_the_table() -> None:
         actions = [a for a in parser._actions if a.dest == "warmup_ratio"]
         assert len(actions) == 1 and actions[0].option_strings == ["--warmup-ratio", "--warmup_ratio"]
         assert actions[0].type is flags.FLAGS["warmup_ratio"]["type"]
+
+
+def test_lrsched_show_counts_a_typed_default_as_given(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert cli.main(["show", "--warmup-steps", "2500", "--lr", "5e-4", "--max-steps", "10000", "--json"]) == 0
+    sources = json.loads(capsys.readouterr().out)["plan"]["sources"]
+    assert (sources["warmup"], sources["peak"], sources["min_lr"]) == ("--warmup-steps 2500", "--lr 0.0005", "default")
