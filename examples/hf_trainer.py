@@ -1,4 +1,4 @@
-"""An ordinary HF ``Trainer`` fine-tuning script, given note 004's LR strategy by three lines (docs/hf.md).
+"""An ordinary HF ``Trainer`` fine-tuning script, given the run-length LR strategy by three lines (docs/hf.md).
 
 The lines marked ``lrsched (k/3)`` are the whole change from the plain script: the import, the
 arguments class, the trainer class. Everything is local: all-MiniLM-L6-v2 from PyPI's
