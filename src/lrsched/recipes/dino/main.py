@@ -103,8 +103,8 @@ def plan_lines(run: State) -> list[str]:
     sch, total = run.settings.schedules, run.settings.schedules.lr.schedule.total
     wd, m, tt = sch.weight_decay, sch.momentum, sch.teacher_temp
     lines = ["learning rate:", *sch.lr.lines()]
-    if run.lr_sched.replanned is not None:
-        lines.append(f"  note: --replan {run.lr_sched.replanned}")
+    if run.lr.replanned is not None:
+        lines.append(f"  note: --replan {run.lr.replanned}")
     lines += [
         f"weight decay:     {_cosine_text(wd.base, wd.final, total)}",
         f"teacher momentum: {_cosine_text(m.base, m.final, total)}",
