@@ -42,6 +42,14 @@ def test_typed_in_code_is_what_the_constructor_was_given(tmp_path: Path) -> None
     assert typed_names(args, names=("output_dir", "learning_rate", "lr_strategy")) == {"output_dir", "learning_rate"}
 
 
+def test_a_copy_by_dataclasses_replace_keeps_what_was_typed(tmp_path: Path) -> None:
+    import dataclasses
+
+    copy = dataclasses.replace(parsed(tmp_path, "--learning_rate", "5e-5"), num_train_epochs=2.0)
+    names = ("learning_rate", "num_train_epochs", "lr_scheduler_type", "warmup_steps")
+    assert typed_names(copy, names=names) == {"learning_rate", "num_train_epochs"}
+
+
 def test_separate_strategy_arguments_record_the_whole_command_line(tmp_path: Path) -> None:
     parser = HfArgumentParser((TrainingArguments, StrategyArguments))
     args, strategy = parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--learning_rate", "5e-5"])

@@ -70,12 +70,18 @@ def _typed_at_construction(cls: type, args: tuple[Any, ...], kwargs: dict[str, A
     """``(covered, typed)``: built by ``HfArgumentParser.parse_args_into_dataclasses``, every option of its
     parser is covered and the typed ones are those its command line sets; otherwise (in code, or by
     ``parse_dict``/``parse_json_file``, which pass only the keys given) the class's own fields are
-    covered and the typed ones are those passed."""
+    covered and the typed ones are those passed. A copy made by ``dataclasses.replace`` keeps its
+    original's record, plus the fields it changes."""
     if caller is not None and caller.f_code is HfArgumentParser.parse_args_into_dataclasses.__code__:
         parser, argv = caller.f_locals["self"], caller.f_locals["args"]
         argv = sys.argv[1:] if argv is None else list(argv)
         covered = frozenset(a.dest for a in parser._actions)
         return covered, _typed_in_argv(parser, argv)
+    obj = caller.f_locals.get("obj") if caller is not None else None
+    if caller is not None and caller.f_code is dataclasses.replace.__code__ and hasattr(obj, TYPED):
+        changes = frozenset(k for k, v in kwargs.items() if v is not getattr(obj, k))  # replace passes the rest as is
+        covered, typed = getattr(obj, TYPED)
+        return covered | changes, typed | changes
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     return frozenset(names), frozenset(names[: len(args)]) | frozenset(kwargs)
 
