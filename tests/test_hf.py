@@ -230,22 +230,20 @@ def _checkpointed(tmp_path: Path) -> tuple[list[str], UpdateLog]:
 def test_resume_with_more_epochs_is_refused_without_replan(tmp_path: Path) -> None:
     argv, _ = _checkpointed(tmp_path)
     longer = [*argv, "--num_train_epochs", "4"]
+    kept = (tmp_path / "run" / "plan.json").read_text()
     with pytest.raises(UsageError) as err:
         train(longer, tmp_path / "run", 20, resume=str(tmp_path / "run" / "checkpoint-6"))
     message = str(err.value)
     assert "the plan differs from the checkpoint's" in message and "pass --replan" in message
     assert "total: 10 -> 20" in message and "\n" not in message
+    assert (tmp_path / "run" / "plan.json").read_text() == kept  # a refused resume writes nothing
 
 
 def test_replan_on_resume_continues_without_a_jump(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Resumed at update 6 of 10 with 4 epochs (20 updates) and --replan: the LR at 6 is the old plan's."""
     argv, before = _checkpointed(tmp_path)
-    _, log = train(
-        [*argv, "--num_train_epochs", "4", "--replan"],
-        tmp_path / "run",
-        20,
-        resume=str(tmp_path / "run" / "checkpoint-6"),
-    )
+    longer = [*argv, "--num_train_epochs", "4", "--replan"]
+    _, log = train(longer, tmp_path / "run", 20, resume=str(tmp_path / "run" / "checkpoint-6"))
     assert [t for t, _ in log.seen] == list(range(6, 20))
     assert log.seen[0][1] == before.seen[6][1]  # no jump: the LR the old plan gave at step 6
     lrs = first_lrs(log)
@@ -254,6 +252,11 @@ def test_replan_on_resume_continues_without_a_jump(tmp_path: Path, capsys: pytes
     kept = json.loads((tmp_path / "run" / "plan.json").read_text())
     assert kept["replanned"] and kept["schedule"]["type"] == "Replanned" and kept["schedule"]["t0"] == 6
     assert kept["lr"][6:20] == pytest.approx(lrs, rel=1e-12, abs=1e-18)
+    # resumed again with the same arguments, the replanned schedule continues (no --replan needed)
+    again = [a for a in longer if a != "--replan"]
+    _, later = train(again, tmp_path / "run", 20, resume=str(tmp_path / "run" / "checkpoint-12"))
+    assert later.seen == log.seen[6:]
+    assert json.loads((tmp_path / "run" / "plan.json").read_text())["replanned"] == kept["replanned"]
 
 
 # --- 2 processes under torchrun ---------------------------------------------------------------

@@ -161,10 +161,10 @@ def test_max_steps_without_a_dataloader_length_notes_the_default_epochs(tmp_path
 
 def test_plan_json_lists_every_step_or_every_nth(tmp_path: Path) -> None:
     small = resolve_plan(StrategyArguments(), hf_args(tmp_path, num_train_epochs=2), 10)
-    content = plan_json(small, {"batches": 10}, small.schedule, None)
+    content = plan_json(small, {"batches": 10}, small.schedule)
     assert content["lr"] == [small.schedule(t) for t in range(21)] and "steps" not in content
     big = resolve_plan(StrategyArguments(), hf_args(tmp_path, num_train_epochs=2), 50_000)
-    content = plan_json(big, {}, big.schedule, None)
+    content = plan_json(big, {}, big.schedule)
     assert content["steps"][:3] == [0, 11, 22] and content["steps"][-1] == 100_000 and len(content["lr"]) <= 10_001
     path = write_plan_json(tmp_path / "new", content)
     assert json.loads(path.read_text())["plan"]["total_steps"] == 100_000

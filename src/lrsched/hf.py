@@ -161,6 +161,7 @@ class StrategyTrainerMixin(Trainer):
             strategy = self.args if isinstance(self.args, StrategyArguments) else StrategyArguments()
         self.strategy = strategy
         self.plan: Plan | None = None
+        self._resuming = False
         self._train_batches: int | None = None
         self._typed = hf_plan.typed_names(
             strategy, self.args, names=(*STRATEGY_FLAGS, "learning_rate", "num_train_epochs", "lr_scheduler_type")
@@ -197,18 +198,22 @@ class StrategyTrainerMixin(Trainer):
         self._created_lr_scheduler = True
         if self.is_world_process_zero():
             print(hf_plan.plan_text(self.plan, self._train_batches, self.args), flush=True)
-            self._keep_plan()
+            if not self._resuming:  # a resume keeps it once the checkpoint is adopted (a refusal writes nothing)
+                self._keep_plan()
         return self.lr_scheduler
 
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """HF's ``train``; a resumed run writes ``plan.json`` only once the checkpoint's schedule is adopted."""
+        self._resuming = bool(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
     def _keep_plan(self) -> None:
-        """``<output_dir>/plan.json``: the plan, the run size and the schedule followed (after a replan, the replan)."""
+        """``<output_dir>/plan.json``: the plan, the run size and the schedule followed (a replan, after one)."""
         sched = self.lr_scheduler
         if self.plan is None or not isinstance(sched, ScheduledLR):
             return
         run = hf_plan.run_size(self._train_batches, self.args)
-        hf_plan.write_plan_json(
-            self.args.output_dir, hf_plan.plan_json(self.plan, run, sched.schedule, sched.replanned)
-        )
+        hf_plan.write_plan_json(self.args.output_dir, hf_plan.plan_json(self.plan, run, sched.schedule))
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         """HF's resume, the checkpoint's schedule adopted by the library's rule: the same plan continues, another
@@ -223,9 +228,11 @@ class StrategyTrainerMixin(Trainer):
         except ScheduleError as err:
             raise UsageError(f"--replan from {checkpoint}: {err}") from None
         sched = self.lr_scheduler
-        if isinstance(sched, ScheduledLR) and sched.replanned is not None and self.is_world_process_zero():
+        if checkpoint is None or not isinstance(sched, ScheduledLR) or not self.is_world_process_zero():
+            return
+        if sched.replanned is not None:
             print(f"  replanned at step {sched.last_epoch}: {sched.replanned}", flush=True)
-            self._keep_plan()
+        self._keep_plan()
 
 
 @dataclass

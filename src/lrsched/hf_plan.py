@@ -30,7 +30,7 @@ from lrsched import flags
 from lrsched.adoption import describe
 from lrsched.atomic import atomic_write
 from lrsched.errors import UsageError
-from lrsched.schedules import AnySchedule
+from lrsched.schedules import AnySchedule, Replanned
 from lrsched.strategy import Plan, count, resolve_finetune, updates_per_epoch
 
 STRATEGY_FIELDS = (
@@ -313,9 +313,10 @@ LISTED = 10_000
 """``plan.json`` lists the LR of every step up to this many; a longer plan every ``N``-th (and ``"steps"``)."""
 
 
-def plan_json(plan: Plan, run: dict[str, Any], followed: AnySchedule, replanned: str | None) -> dict[str, Any]:
+def plan_json(plan: Plan, run: dict[str, Any], followed: AnySchedule) -> dict[str, Any]:
     """``lrsched show --json``'s object for ``plan`` (``"plan"`` with sources and notes, ``"lr"``; with
-    ``"steps"`` when every ``N``-th step is listed), plus the run size and the schedule followed."""
+    ``"steps"`` when every ``N``-th step is listed), plus the run size, the schedule followed and, when
+    that is a replan, the replan in words; ``"lr"`` is the followed schedule's."""
     total = plan.schedule.total
     last = total if total is not None else plan.schedule.warmup + max(plan.schedule.warmup, 1000)
     every = max(1, math.ceil((last + 1) / LISTED))
@@ -323,6 +324,7 @@ def plan_json(plan: Plan, run: dict[str, Any], followed: AnySchedule, replanned:
     out: dict[str, Any] = {"plan": plan.to_json(), "lr": [followed(t) for t in steps]}
     if every > 1:
         out["steps"] = steps
+    replanned = followed.summary() if isinstance(followed, Replanned) else None
     return {**out, "run": run, "schedule": describe(followed), "replanned": replanned}
 
 
