@@ -8,20 +8,25 @@ exits with its documented status (stream.py, main.py) well within 30 s.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from helpers import DINO_ENTRY, PYTHON, child_env, read_rows, wait_for
+from helpers import DINO_ENTRY, PYTHON, child_env, read_rows, start_program, wait_for
 from recipes.dino.dino_helpers import make_image_folder
 
 from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint
 from lrsched.recipes.common.exits import EXIT_DATA, EXIT_ERROR
-from lrsched.recipes.common.faults import FAIL_AT, STALL_AT
+from lrsched.recipes.common.faults import FAIL_AT, STALL_AT, STOP_AT
+from lrsched.recipes.dino.data import Sampler, _sample, open_folder
+from lrsched.recipes.dino.files import list_folder
 from lrsched.recipes.dino.flags import PROGRAM_ID
+from lrsched.recipes.dino.stream import SHUTDOWN_GRACE
 
 FOLDER_RUN = [
     *("--preset", "micro", "--batch-size", "8", "--local-crops", "1", "--global-size", "32", "--local-size", "16"),
@@ -132,3 +137,229 @@ def test_a_few_unreadable_images_are_skipped_counted_and_reported(images: Path, 
     assert skipped > 0
     assert f"skipped {skipped} unreadable image(s)" in stdout + err
     assert str(broken[0]) in stdout + err
+
+
+# --- issue 30: a deadline at every worker count, distinct bad files, no orphans, evaluations redone ----
+
+
+def many_images(tmp_path: Path) -> Path:
+    """200 small labelled images: 180 train (22 steps of 8 an epoch), so a step's files come once an epoch."""
+    return make_image_folder(tmp_path / "many", 200, classes=2, sizes=(40, 60))
+
+
+def become_fifos(images: Path, step: int, count: int) -> list[str]:
+    """The first ``count`` files of ``step``'s batch (seed 0, 8 a step) made FIFOs: opening one blocks."""
+    ds = open_folder(images)
+    names = [ds.train.name(i) for i in Sampler(len(ds.train), 8, 1, seed=0).indices(step, 0).tolist()][:count]
+    for name in names:
+        os.remove(name)
+        os.mkfifo(name)
+    return names
+
+
+STALLS = [
+    *((0, stalled) for stalled in (1, 2, 8)),
+    *(pytest.param(w, stalled, marks=pytest.mark.slow) for w in (1, 2) for stalled in (1, 2, 8)),
+]
+"""(workers, reads that block in one batch of 8)."""
+
+
+@pytest.mark.parametrize(("workers", "stalled"), STALLS)
+def test_reads_that_block_end_the_run_at_its_deadline_saved_at_any_worker_count(
+    tmp_path: Path, workers: int, stalled: int
+) -> None:
+    images, out = many_images(tmp_path), tmp_path / "run"
+    proc = start(images, out, "--workers", str(workers), "--data-timeout", "2", "--max-steps", "400")
+    wait_rows(proc, out, 2)
+    step = steps_logged(out) + 8  # in this epoch, past what the workers fetched ahead
+    assert step < 22
+    become_fifos(images, step, stalled)
+    status, err, seconds = ended(proc, 120)
+    assert status == EXIT_DATA, err
+    assert err.strip().splitlines()[-1] == (
+        "phase5_big_run.py: error: the data path failed: --data-timeout 2: no training batch from the data path "
+        f"for 2 s; stopped at step {step}; checkpoint {out / 'checkpoints' / f'step-{step:08d}.pt'}"
+    )
+    assert saved_step(out) == step == steps_logged(out)
+    assert seconds < 2 + 8 * 2 + SHUTDOWN_GRACE + 15  # the steps before it, the deadline, closing the workers
+
+
+LISTED_THEN_FIFOS = (
+    "import os, runpy, sys\n"
+    "from lrsched.recipes.dino import data\n"
+    "_list = data.list_folder\n"
+    "def listed_then_fifos(*args, **kwargs):\n"
+    "    listing = _list(*args, **kwargs)\n"
+    "    for i in range(len(listing)):\n"
+    "        os.remove(listing.path(i))\n"
+    "        os.mkfifo(listing.path(i))\n"
+    "    return listing\n"
+    "data.list_folder = listed_then_fifos\n"
+    "sys.argv = sys.argv[1:]\n"
+    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+)
+"""Runs phase5 with every file of its folder made a FIFO right after the listing (the program unchanged)."""
+
+
+def test_the_images_sampled_at_start_stall_within_the_deadline_and_nothing_is_written(
+    images: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    proc = start_program(
+        DINO_ENTRY,
+        [*FOLDER_RUN, "--data-dir", str(images), "--output-dir", str(out), "--data-timeout", "2"],
+        prefix=["-c", LISTED_THEN_FIFOS],
+    )
+    status, err, _ = ended(proc, 120)
+    assert status == EXIT_DATA, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("phase5_big_run.py: error: the data path failed: --data-timeout 2: the 40 images")
+    assert lines[-1].endswith("were not read within 2 s (0 were); nothing was written") and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_run_stopped_and_continued_longer_than_its_deadline_is_not_blamed_on_the_data(
+    images: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    proc = start(images, out, "--workers", "0", "--data-timeout", "1", "--max-steps", "80")
+    wait_rows(proc, out, 2)
+    for _ in range(5):  # Ctrl-Z for 2.5 s (SIGSTOP: the same for the process), then fg
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(2.5)
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.7)
+    status, err, _ = ended(proc, 240)
+    assert status == 0, err
+    assert steps_logged(out) == 80
+
+
+def children(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper is dead)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def gone_within(pids: list[int], seconds: float) -> bool:
+    ends = time.monotonic() + seconds
+    while any(alive(p) for p in pids) and time.monotonic() < ends:
+        time.sleep(0.05)
+    return not any(alive(p) for p in pids)
+
+
+def kill_survivors(pids: list[int]) -> None:
+    for pid in pids:
+        with suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_workers_blocked_in_a_read_die_with_a_main_process_killed_by_sigkill(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = start(images, out, "--workers", "2", "--data-timeout", "0", **{STALL_AT: "3"})
+    wait_rows(proc, out, 3)  # the workers now sleep in the batch of step 3
+    workers = children(proc.pid)
+    assert len(workers) >= 2
+    proc.kill()
+    proc.wait(timeout=30)
+    try:
+        assert gone_within(workers, 10), "a data worker outlived the main process"
+    finally:
+        kill_survivors(workers)
+
+
+@pytest.mark.slow
+def test_a_main_process_killed_as_its_workers_start_leaves_no_worker(images: Path, tmp_path: Path) -> None:
+    for attempt in range(3):
+        out = tmp_path / f"run{attempt}"
+        proc = start(images, out, "--workers", "2", "--eval-every", "0", "--no-knn")
+        started = wait_for(proc, lambda pid=proc.pid: bool(children(pid)), 240, poll=0.001)
+        workers = children(proc.pid)
+        proc.kill()
+        proc.wait(timeout=30)
+        assert started and workers, proc.communicate()[1]
+        time.sleep(0.5)
+        try:
+            assert gone_within(workers + [c for w in workers for c in children(w)], 10), f"attempt {attempt}"
+        finally:
+            kill_survivors(workers)
+
+
+def test_one_unreadable_image_met_in_150_epochs_is_counted_once_and_named(tmp_path: Path) -> None:
+    images, out = make_image_folder(tmp_path / "few", 16, classes=0, sizes=(40, 60)), tmp_path / "run"
+    proc = start(images, out, "--workers", "0", "--max-steps", "300")
+    wait_rows(proc, out, 1)
+    bad = sorted(images.glob("*.jpg"))[5]
+    bad.write_bytes(b"no longer an image")  # in every epoch (2 steps of 8 of the 16 images): met ~150 times
+    stdout, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["unreadable_files"] == [str(bad)] and metrics["skipped_images"] == 1
+    assert (stdout + err).count("cannot read image") == 1
+    assert f"skipped 1 unreadable image(s), each replaced by the next readable one: {bad}" in stdout + err
+
+
+def test_a_resume_keeps_the_files_known_unreadable(tmp_path: Path) -> None:
+    images, out = make_image_folder(tmp_path / "many", 300, classes=0, sizes=(40, 60)), tmp_path / "run"
+    outside_the_sample = min(set(range(300)) - set(_sample(list_folder(images))))  # a resume reads the sample
+    proc = start(images, out, "--workers", "0", "--max-steps", "150", **{STOP_AT: "80"})
+    wait_rows(proc, out, 1)
+    bad = sorted(images.glob("*.jpg"))[outside_the_sample]
+    bad.write_bytes(b"no longer an image")  # met once in each epoch of 37 steps after this one
+    stdout, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0 and (stdout + err).count("cannot read image") == 1, err
+    saved = load_checkpoint(out / "checkpoints" / "step-00000080.pt", PROGRAM_ID)["metrics"]
+    assert saved["unreadable_files"] == [str(bad)]
+    again = start(images, out, "--workers", "0", "--max-steps", "150", "--resume", "latest")
+    stdout, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["unreadable_files"] == [str(bad)] and metrics["skipped_images"] == 1
+    assert "cannot read image" not in stdout + err  # known from the checkpoint: met again, not reported again
+    assert f"skipped 1 unreadable image(s), each replaced by the next readable one: {bad}" in stdout + err
+
+
+def test_an_evaluation_a_stop_cut_short_is_done_on_resume(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = start(images, out, "--eval-every", "4", "--max-steps", "6", **{STOP_AT: "4"})
+    status, err, _ = ended(first, 240)
+    assert status == 0 and saved_step(out) == 4, err
+    assert [p[0] for p in json.loads((out / "metrics.json").read_text())["knn_history"]] == [0]
+    again = start(images, out, "--eval-every", "4", "--max-steps", "6", "--resume", "latest")
+    status, err, _ = ended(again, 240)
+    assert status == 0, err
+    assert [p[0] for p in json.loads((out / "metrics.json").read_text())["knn_history"]] == [0, 4, 6]
+
+
+def test_an_output_folder_inside_the_data_folder_is_not_data_and_the_run_resumes(images: Path) -> None:
+    out = images / "runs" / "first"
+    status, err, _ = ended(start(images, out, "--max-steps", "6", **{STOP_AT: "3"}), 240)
+    assert status == 0 and (out / "curves.png").exists(), err
+    status, err, _ = ended(start(images, out, "--max-steps", "6", "--resume", "latest"), 240)
+    assert status == 0, err
+    assert saved_step(out) == 6
+
+
+def test_a_data_timeout_beyond_a_day_is_refused_at_parse_time(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    status, err, _ = ended(start(images, out, "--data-timeout", "1e10"), 120)
+    assert status == 2
+    assert err.strip().splitlines() == [
+        "phase5_big_run.py: error: argument --data-timeout/--data_timeout: 1e10: must be in [0, 86400]"
+    ]
+    assert not out.exists()

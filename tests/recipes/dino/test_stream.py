@@ -111,7 +111,8 @@ def test_unreadable_images_are_replaced_by_the_next_readable_one_and_reported(fo
     for i in range(3):
         ds.train.listing.path(i).write_bytes(b"not an image")  # type: ignore[attr-defined]
     image, skipped = readable(ds.train, 0)
-    assert len(skipped) == 3 and all("cannot read image" in reason for reason in skipped)
+    assert len(skipped) == 3 and all("cannot read image" in reason for _, reason in skipped)
+    assert [file for file, _ in skipped] == [str(ds.train.listing.path(i)) for i in range(3)]  # type: ignore[attr-defined]
     assert image.tobytes() == readable(ds.train, 3)[0].tobytes() != before.tobytes()
     sampler = Sampler(len(ds.train), len(ds.train), 1, seed=0)
     with train_loader(ds.train, Geometry(32, 16, 1, 3), sampler, rank=0, start=0, stop=1, workers=1) as stream:

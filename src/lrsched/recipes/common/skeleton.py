@@ -143,6 +143,10 @@ def run(recipe: Recipe[S, R], argv: Sequence[str] | None = None) -> int:
                 return 0
             except (UsageError, ScheduleError) as err:
                 return _refuse(recipe, world, err)
+            except DataFailure as err:  # the data stalled before the run started (phase5's start-up sample)
+                if world.is_main:
+                    print(f"{recipe.prog}: error: the data path failed: {err}; nothing was written", file=sys.stderr)
+                return EXIT_DATA
             return _claim_and_train(recipe, state, stop)
         finally:
             close_world(world)

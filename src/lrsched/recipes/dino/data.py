@@ -21,6 +21,7 @@ import torch
 from lrsched.errors import UsageError
 from lrsched.recipes.dino.files import IMAGE_SUFFIXES, Listing, list_folder
 from lrsched.recipes.dino.images import ImageTooLarge, read_image
+from lrsched.recipes.dino.liveness import deadline
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 INSTALL_HINT = "apt-get install dataset-fashion-mnist"
@@ -47,6 +48,10 @@ class Source:
 
     def image(self, i: int) -> Any:
         raise NotImplementedError
+
+    def name(self, i: int) -> str:
+        """What names image ``i`` in messages and in the run's record of unreadable files."""
+        return f"image #{i}"
 
 
 class ArraySource(Source):
@@ -82,6 +87,10 @@ class FileSource(Source):
     def image(self, i: int) -> Any:
         """Image ``i`` decoded; ``UsageError`` when it cannot be (``stream.readable`` picks a replacement)."""
         return read_image(self.listing.path(int(i if self.ids is None else self.ids[i])), self.mode)
+
+    def name(self, i: int) -> str:
+        """The path of image ``i`` as given to ``--data-dir``."""
+        return str(self.listing.path(int(i if self.ids is None else self.ids[i])))
 
 
 # --- Fashion-MNIST (idx files) -----------------------------------------------------------
@@ -178,40 +187,52 @@ def _sample(listing: Listing) -> list[int]:
     return sorted({i * n // min(n, STATS_SAMPLE) for i in range(min(n, STATS_SAMPLE))})
 
 
-def _sampled_images(listing: Listing) -> tuple[list[Any], int]:
+def _sampled_images(listing: Listing, timeout: float = 0.0) -> tuple[list[Any], int]:
     """The ``STATS_SAMPLE`` images decoded and the channels: 3 if any has colour.
 
     Each must be readable (a ``UsageError`` otherwise), but for images over the size limits,
-    which are skipped with a warning as in training and k-NN; at least one must remain.
+    which are skipped with a warning as in training and k-NN; at least one must remain. All of
+    them within ``timeout`` seconds (``liveness.deadline``; 0: no deadline), else ``Stalled``.
     """
-    images = []
-    for i in _sample(listing):
-        try:
-            images.append(read_image(listing.path(i), None))
-        except ImageTooLarge as err:
-            print(f"warning: {err}", file=sys.stderr)
+    images: list[Any] = []
+
+    def stalled() -> str:
+        return (
+            f"--data-timeout {timeout:g}: the {len(_sample(listing))} images sampled at start from --data-dir "
+            f"{listing.root} were not read within {timeout:g} s ({len(images)} were)"
+        )
+
+    with deadline(timeout, stalled):
+        for i in _sample(listing):
+            try:
+                images.append(read_image(listing.path(i), None))
+            except ImageTooLarge as err:
+                print(f"warning: {err}", file=sys.stderr)
     if not images:
         raise UsageError(f"--data-dir {listing.root}: every sampled image is over the size limits")
     channels = 1 if all(img.mode == "L" for img in images) else 3
     return [img.convert("RGB" if channels == 3 else "L") for img in images], channels
 
 
-def open_folder(root: Path, progress: bool = False, follow_links: bool = False) -> Dataset:
-    """A folder of images: listed, never decoded up front (but for ``STATS_SAMPLE`` images).
+def open_folder(
+    root: Path, progress: bool = False, follow_links: bool = False, *, timeout: float = 0.0, exclude: Path | None = None
+) -> Dataset:
+    """A folder of images: listed, never decoded up front (but for ``STATS_SAMPLE`` images, within ``timeout``).
 
     ``train/`` + ``test/`` (or ``val/``) sub-folders are used as they are; otherwise a labelled
     folder holds every ``HELD_OUT_EVERY``-th file out for k-NN testing, and an unlabelled one
-    (no class sub-folders) trains on everything and skips k-NN. ``follow_links``: see ``_walk``.
+    (no class sub-folders) trains on everything and skips k-NN. ``follow_links``: see ``_walk``;
+    ``exclude`` (the run's own output folder) is never listed.
     """
     if not root.is_dir():
         raise UsageError(f"--data-dir {root}: no such directory")
     split = _split_dirs(root)
     folders = split or (root,)
-    listings = tuple(list_folder(d, progress, follow_links) for d in folders)
+    listings = tuple(list_folder(d, progress, follow_links, exclude) for d in folders)
     first = listings[0]
     if len(first) == 0:
         raise UsageError(f"--data-dir {root}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    sample, channels = _sampled_images(first)
+    sample, channels = _sampled_images(first, timeout)
     source = FileSource(first, None, channels)
     train: Source = source
     knn_train: Source | None = None
@@ -245,9 +266,18 @@ def fashion_mnist() -> Dataset:
     return Dataset("fashion-mnist", train, train, test, tuple(mean.tolist()), tuple(std.tolist()))
 
 
-def load_dataset(data_dir: Path | None, progress: bool = False, follow_links: bool = False) -> Dataset:
-    """Fashion-MNIST (``data_dir`` None) or an image folder, streamed."""
-    return fashion_mnist() if data_dir is None else open_folder(Path(data_dir), progress, follow_links)
+def load_dataset(
+    data_dir: Path | None,
+    progress: bool = False,
+    follow_links: bool = False,
+    *,
+    timeout: float = 0.0,
+    exclude: Path | None = None,
+) -> Dataset:
+    """Fashion-MNIST (``data_dir`` None) or an image folder, streamed (``open_folder``)."""
+    if data_dir is None:
+        return fashion_mnist()
+    return open_folder(Path(data_dir), progress, follow_links, timeout=timeout, exclude=exclude)
 
 
 def data_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:

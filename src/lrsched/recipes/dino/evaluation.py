@@ -85,6 +85,15 @@ def evaluate(run: State, stop: StopRequest) -> None:
     stop_together(stop, run.world, run.device)
 
 
+def missed(run: State) -> bool:
+    """Whether step ``t`` is an evaluation step (``--eval-every``, not the last) whose k-NN point is not in the
+    history: a stop cut that evaluation (or came just before it), so a resume at ``t`` does it first."""
+    every, total = run.settings.args.eval_every, run.settings.schedules.lr.schedule.total
+    if not every or run.t == 0 or run.t % every != 0 or run.t == total:
+        return False
+    return all(point[0] != run.t for point in run.metrics.get("knn_history", []))
+
+
 def baselines(run: State, stop: StopRequest) -> None:
     """k-NN on raw pixels and on the network at initialisation (until both are recorded)."""
     if run.world.is_main and "knn_top1_at_init" not in run.metrics:

@@ -129,15 +129,30 @@ def _kind(entry: os.DirEntry[str], base: str, follow_links: bool, skipped: Skipp
         return ""
 
 
-def _walk(root: Path, follow_links: bool = False, skipped: Skipped | None = None) -> Iterator[str]:
+def _identity(path: Path | None) -> tuple[int, int] | None:
+    """``(device, inode)`` of the folder at ``path``, or None (no path, or nothing there)."""
+    try:
+        st = os.stat(path) if path is not None else None
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if st is not None else None
+
+
+def _walk(
+    root: Path, follow_links: bool = False, skipped: Skipped | None = None, exclude: Path | None = None
+) -> Iterator[str]:
     """Relative paths of image files under ``root`` in sorted depth-first order.
 
     Symbolic links are followed only when they resolve inside ``root`` (anywhere with
     ``follow_links``); a folder reached twice (a link loop) is listed once. Entries that cannot be
-    stat'ed or listed are counted in ``skipped``; ``root`` itself must be listable.
+    stat'ed or listed are counted in ``skipped``; ``root`` itself must be listable. The folder
+    ``exclude`` (the run's own output folder, by device and inode) is never entered.
     """
     skipped = skipped if skipped is not None else Skipped()
     base, seen = os.path.realpath(root), set[tuple[int, int]]()
+    excluded = _identity(exclude)
+    if excluded is not None and excluded != _identity(root):
+        seen.add(excluded)  # as if visited already
     try:
         os.scandir(root).close()
     except OSError as err:
@@ -156,17 +171,16 @@ def _walk(root: Path, follow_links: bool = False, skipped: Skipped | None = None
         stack.extend(reversed(subdirs))
 
 
-def list_folder(root: Path, progress: bool = False, follow_links: bool = False) -> Listing:
-    """Every image file under ``root`` (sorted); its class is its first sub-folder (none at top level).
-
-    What the walk skipped (unreadable entries, links leading outside ``root``) is one warning line each.
+def list_folder(root: Path, progress: bool = False, follow_links: bool = False, exclude: Path | None = None) -> Listing:
+    """Every image file under ``root`` (sorted), but in ``exclude``; its class is its first sub-folder (none
+    at top level). What the walk skipped (unreadable entries, links leading outside) is one warning line each.
     """
     from tqdm import tqdm
 
     blob, offsets, label_ids = bytearray(), array.array("q", [0]), array.array("i")
     classes: list[str] = []
     digest, skipped = hashlib.sha256(), Skipped()
-    walk = _walk(root, follow_links, skipped)
+    walk = _walk(root, follow_links, skipped, exclude)
     for rel in tqdm(walk, desc=f"listing {root}", unit=" files", disable=not progress, mininterval=2):
         cls = rel.split("/", 1)[0] if "/" in rel else ""
         if cls and (not classes or classes[-1] != cls):

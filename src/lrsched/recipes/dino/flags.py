@@ -7,6 +7,7 @@ table of DINO's schedule defaults; ``validate.resolve_schedules`` is the one fun
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,9 +57,26 @@ _probability = shared.Checked(shared.number, 0, 1)
 _unit_interval = shared.Checked(shared.number, 0, 1, low_open=True, high_closed=True)
 
 
+RECIPES: dict[str, tuple[str, ...]] = {
+    "cpu-demo": (
+        *("--preset", "micro", "--max-steps", "6000", "--warmup-steps", "500", "--batch-size", "48"),
+        *("--local-crops", "2", "--lr", "2e-3", "--out-dim", "512", "--warmup-teacher-temp", "0.04"),
+        *("--teacher-temp", "0.04", "--momentum-teacher", "0.99", "--koleo-weight", "0.1", "--decay-ratio", "0.2"),
+        *("--eval-every", "1000", "--save-every", "1000", "--workers", "0"),
+    ),
+}
+"""Named recipes (``--recipe``): flags read as if typed before the command line, so a flag typed
+there wins. ``cpu-demo``: the 10-minute CPU recipe of ``make demo-dino`` (docs/phase5.md)."""
+
+
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The flags (argparse's own errors exit 2)."""
-    return build_parser().parse_args(argv)
+    """The flags (argparse's own errors exit 2); with ``--recipe``, its flags first, then ``argv``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.recipe is None:
+        return args
+    typed = list(sys.argv[1:] if argv is None else argv)
+    return parser.parse_args([*RECIPES[args.recipe], *typed])
 
 
 def build_parser() -> shared.ArgumentParser:
@@ -273,4 +291,12 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
         help="checkpoint every N steps (0: only at the end and on stop; default 1000)",
     )
     add(r, "keep_checkpoints", type=shared.positive_int, default=3, help="step checkpoints kept (default 3)")
+    add(
+        r,
+        "recipe",
+        choices=sorted(RECIPES),
+        help="a named recipe: its flags as if typed first (flags typed here win). cpu-demo: "
+        + " ".join(RECIPES["cpu-demo"])
+        + " (default: none)",
+    )
     add_device_flags(r)

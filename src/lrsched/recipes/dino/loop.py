@@ -20,12 +20,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from lrsched.adoption import OnMismatch
-from lrsched.recipes.common.device import autocast, describe_device
+from lrsched.recipes.common.device import autocast, describe_device, uses_bf16
 from lrsched.recipes.common.distributed import World, every_rank
 from lrsched.recipes.common.faults import FAIL_AT, INJECT_NAN, STOP_AT, DataFailure, NonFiniteLoss, hook_step
 from lrsched.recipes.common.runlog import say, write_json
 from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.dino.augment import Crops, Geometry, Photometric
+from lrsched.recipes.dino.collapse import watch
 from lrsched.recipes.dino.data import Sampler, mix
 from lrsched.recipes.dino.evaluation import evaluate
 from lrsched.recipes.dino.loss import DINOLoss, koleo
@@ -243,6 +244,7 @@ def train(run: State, stop: StopRequest) -> str:
             row, stop_now = train_step(run, batches, stop)
             if run.log is not None:
                 run.log.write(row)
+            watch(run, row)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.3g}", img_s=f"{row['images_per_s']:.0f}")
             if stop_now:
@@ -256,6 +258,7 @@ def train(run: State, stop: StopRequest) -> str:
         batches.close()  # ends the workers (within a deadline) before evaluation starts its own
         _say_data_wait(run)
     evaluate(run, stop)
+    watch(run)
     save(run)
     return "finished"
 
@@ -307,8 +310,8 @@ def write_metrics(run: State, status: str) -> None:
         "knn_top1_at_init": run.metrics.get("knn_top1_at_init"),
         "knn_top1_raw_pixels": run.metrics.get("knn_top1_raw_pixels"),
         "knn_history": run.metrics.get("knn_history", []),
-        "knn_train_samples": run.settings.args.knn_train_samples,
-        "knn_test_samples": run.settings.args.knn_test_samples,
+        **knn_used(run),
+        "collapse": run.metrics.get("collapse"),
         "step": run.t,
         "status": status,
         "seconds_per_step_median": med,
@@ -317,9 +320,21 @@ def write_metrics(run: State, status: str) -> None:
         "skipped_images": run.metrics.get("skipped_images", 0),
         "world_size": run.world.size,
         "device": describe_device(run.device),
+        "precision": "bf16" if uses_bf16(run.device, run.settings.args.bf16) else "fp32",
     }
     data.update({k: v for k, v in run.metrics.items() if k == "ranks"})
     write_json(run.settings.output_dir / "metrics.json", data)
+
+
+def knn_used(run: State) -> dict[str, int | None]:
+    """The k-NN's images as used (``knn.subset``: all of a split when its flag is 0 or above its size),
+    not the flag values; None when no k-NN ran (``--no-knn``, no labels)."""
+    s = run.settings
+    if s.args.no_knn or s.data.knn_train is None or s.data.knn_test is None:
+        return {"knn_train_samples": None, "knn_test_samples": None}
+    sizes = ((len(s.data.knn_train), s.args.knn_train_samples), (len(s.data.knn_test), s.args.knn_test_samples))
+    train, test = (n if limit <= 0 or limit >= n else limit for n, limit in sizes)
+    return {"knn_train_samples": train, "knn_test_samples": test}
 
 
 def rank_fingerprints(run: State) -> None:

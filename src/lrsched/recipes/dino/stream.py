@@ -11,14 +11,16 @@ Evaluation: ``eval_batches`` yields whole images (``center_view``) with their la
 Liveness (docs/phase5.md, "When the data path fails"). Every ``Stream`` is closed on every path
 out (normal end, exception, signal: it is a context manager, and ``close`` is idempotent);
 closing asks the workers to leave, waits at most ``SHUTDOWN_GRACE`` seconds, then SIGKILLs the
-ones left. Each wait for a batch has a deadline (``--data-timeout``) and gives way at once to a
-stop signal. Workers run in their own process group, so a Ctrl-C in the terminal reaches only the
-main process (which saves first), while their parent can always end them. A worker that dies is
-reported at the next wait, as a ``DataFailure``, never in the middle of an update.
+ones left. Each wait for a batch has a deadline (``--data-timeout``, ``liveness.deadline``: it bounds
+the whole batch, however many reads in it block, in time the process could run) and gives way at
+once to a stop signal. Workers run in their own process group, so a Ctrl-C in the terminal reaches
+only the main process (which saves first), while their parent can always end them; they die with
+it (``liveness.watched_context``). A worker that dies is reported at the next wait, as a
+``DataFailure``, never in the middle of an update.
 
 Unreadable images are replaced by the next readable one of the same source (the same one every
-time) and reported with the batch (``Batch.skipped``); ``MAX_IN_A_ROW`` failures in a row mean the
-data went away (``Batch.lost``).
+time) and reported with the batch (``Batch.skipped``: the file and why); ``MAX_IN_A_ROW`` failures
+in a row mean the data went away (``Batch.lost``).
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 import torch
@@ -42,6 +44,7 @@ from lrsched.recipes.common.faults import STALL_AT, DataFailure, hook_step, one_
 from lrsched.recipes.common.stopping import StopRequest
 from lrsched.recipes.dino.augment import Geometry, Photometric, center_view
 from lrsched.recipes.dino.data import Sampler, Source, mix
+from lrsched.recipes.dino.liveness import Stalled, deadline, watched_context
 
 MAX_DEFAULT_WORKERS = 8
 MAX_IN_A_ROW = 100
@@ -79,17 +82,17 @@ def _worker_excepthook(kind: type[BaseException], err: BaseException, tb: Traceb
 # --- one image, read or replaced ------------------------------------------------------------
 
 
-def readable(source: Source, i: int) -> tuple[Any, list[str]]:
-    """Image ``i`` of ``source``, or the next readable one after it (cyclically), and why each one before
-    it was skipped. ``DataFailure`` after ``MAX_IN_A_ROW`` unreadable images in a row."""
-    skipped: list[str] = []
+def readable(source: Source, i: int) -> tuple[Any, list[tuple[str, str]]]:
+    """Image ``i`` of ``source``, or the next readable one after it (cyclically), and each one before it
+    that was skipped, as ``(file, why)``. ``DataFailure`` after ``MAX_IN_A_ROW`` unreadable images in a row."""
+    skipped: list[tuple[str, str]] = []
     n = len(source)
     for k in range(min(n, MAX_IN_A_ROW)):
         try:
             return source.image((i + k) % n), skipped
         except UsageError as err:
-            skipped.append(str(err))
-    raise DataFailure(f"{skipped[-1]}; and the {len(skipped) - 1} images before it in a row: the data went away")
+            skipped.append((source.name((i + k) % n), str(err)))
+    raise DataFailure(f"{skipped[-1][1]}; and the {len(skipped) - 1} images before it in a row: the data went away")
 
 
 # --- training batches --------------------------------------------------------------------------
@@ -101,15 +104,15 @@ class Batch:
 
     ``coloured`` False: uint8 crops ``global_px (B, 2, G, G, C)`` and ``local_px (B, N, L, L, C)``, the
     colour work still to do on the device. True: ``Photometric``'s normalised views, ``global_px
-    (2B, C, G, G)`` and ``local_px (N B, C, L, L)``. ``skipped``: why each replaced image was
-    unreadable; ``lost``: set when the data went away (the tensors then hold nothing useful).
+    (2B, C, G, G)`` and ``local_px (N B, C, L, L)``. ``skipped``: each replaced image, ``(file, why it was
+    unreadable)``; ``lost``: set when the data went away (the tensors then hold nothing useful).
     """
 
     step: int
     global_px: torch.Tensor
     local_px: torch.Tensor
     coloured: bool = False
-    skipped: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
     lost: str | None = None
 
 
@@ -127,19 +130,26 @@ class StepSamples:
             step += 1
 
 
+Skips = list[tuple[str, str]]
+"""Images a sample replaced: ``(file, why it was unreadable)`` each."""
+
+
 class CropSet(torch.utils.data.Dataset):
     """``dataset[(index, seed, step)]`` -> ``(step, global, local, skipped, lost)``: the crops ``Geometry``
-    cuts with ``seed`` from image ``index`` (or the readable one that replaces it)."""
+    cuts with ``seed`` from image ``index`` (or the readable one that replaces it). A deadline that
+    passes (``Stalled``, with ``--workers 0``) ends the whole batch, never just this image."""
 
     def __init__(self, source: Source, geometry: Geometry) -> None:
         self.source, self.geometry = source, geometry
 
-    def __getitem__(self, item: tuple[int, int, int]) -> tuple[int, torch.Tensor, torch.Tensor, list[str], str | None]:
+    def __getitem__(self, item: tuple[int, int, int]) -> tuple[int, torch.Tensor, torch.Tensor, Skips, str | None]:
         index, seed, step = item
         if hook_step(STALL_AT) == step:
             time.sleep(10**6)
         try:
             image, skipped = readable(self.source, index)
+        except Stalled:
+            raise
         except DataFailure as err:
             return step, *self._nothing(), [], str(err)
         return step, *self.geometry(image, seed), skipped, None
@@ -161,7 +171,7 @@ class StepCollate:
     rank: int
     photometric: Photometric | None
 
-    def __call__(self, samples: list[tuple[int, torch.Tensor, torch.Tensor, list[str], str | None]]) -> dict[str, Any]:
+    def __call__(self, samples: list[tuple[int, torch.Tensor, torch.Tensor, Skips, str | None]]) -> dict[str, Any]:
         step = samples[0][0]
         global_px = torch.stack([s[1] for s in samples])
         local_px = torch.stack([s[2] for s in samples])
@@ -175,20 +185,27 @@ class StepCollate:
             "global": global_px,
             "local": local_px,
             "coloured": self.photometric is not None,
-            "skipped": [reason for s in samples for reason in s[3]],
+            "skipped": [skip for s in samples for skip in s[3]],
             "lost": next((s[4] for s in samples if s[4] is not None), None),
         }
 
 
 def _as_batch(d: dict[str, Any]) -> Batch:
-    return Batch(d["step"], d["global"], d["local"], d["coloured"], tuple(d["skipped"]), d["lost"])
+    skipped = tuple((str(file), str(why)) for file, why in d["skipped"])
+    return Batch(d["step"], d["global"], d["local"], d["coloured"], skipped, d["lost"])
 
 
 def loader_options(workers: int, pin_memory: bool) -> dict[str, Any]:
-    """DataLoader settings shared by training and evaluation."""
+    """DataLoader settings shared by training and evaluation: workers that die with the main process."""
     if workers == 0:
         return {"num_workers": 0, "pin_memory": pin_memory}
-    return {"num_workers": workers, "pin_memory": pin_memory, "worker_init_fn": _init_worker, "prefetch_factor": 2}
+    return {
+        "num_workers": workers,
+        "pin_memory": pin_memory,
+        "worker_init_fn": _init_worker,
+        "prefetch_factor": 2,
+        "multiprocessing_context": watched_context(),
+    }
 
 
 def train_loader(
@@ -233,7 +250,7 @@ class WholeImages(torch.utils.data.Dataset):
         assert self.source.labels is not None
         index = int(self.ids[i])
         image, skipped = readable(self.source, index)
-        for reason in skipped:
+        for _, reason in skipped:
             print(f"warning: {reason}; k-NN uses the next image", flush=True)
         used = (index + len(skipped)) % len(self.source)
         return center_view(image, self.size, self.source.channels), int(self.source.labels[used])
@@ -334,24 +351,3 @@ class Stream(Generic[T]):
     def __del__(self) -> None:
         with suppress(Exception):  # at interpreter exit the modules it needs may be gone
             self.close()
-
-
-@contextmanager
-def deadline(seconds: float, message: Callable[[], str]) -> Iterator[None]:
-    """Within: ``DataFailure(message())`` once ``seconds`` pass (SIGALRM, so a blocked read is interrupted
-    too); no deadline for 0, off the main thread, or where the platform has no interval timer."""
-    usable = seconds > 0 and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-    if not usable:
-        yield
-        return
-
-    def expire(signum: int, frame: FrameType | None) -> None:
-        raise DataFailure(message())
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)

@@ -109,7 +109,9 @@ def settle(args: argparse.Namespace, world: World) -> Settings:
     state, path = _read_resume(args, schedules)
     output = resolve_output(args, path)
     show_progress = sys.stderr.isatty() and world.is_main
-    data = load_dataset(args.data_dir, progress=show_progress, follow_links=args.follow_links)
+    data = load_dataset(
+        args.data_dir, show_progress, args.follow_links, timeout=args.data_timeout, exclude=output
+    )  # the run's own folder is never data
     if len(data.train) < args.batch_size * world.size:
         raise UsageError(
             f"--batch-size {args.batch_size}: more than the {len(data.train)} training images "
