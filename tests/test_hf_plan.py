@@ -145,6 +145,29 @@ def test_a_typed_lr_scheduler_type_is_refused_even_at_hf_s_default(tmp_path: Pat
         resolve_plan(args, args, 10)
 
 
+def test_a_schedule_a_class_brings_is_noted_not_refused(tmp_path: Path) -> None:
+    """A TrainingArguments subclass defaulting to cosine and to scheduler keywords: not typed, so noted."""
+    from dataclasses import dataclass, field
+
+    from lrsched.hf import with_strategy
+
+    @dataclass
+    class CosineArguments(TrainingArguments):
+        lr_scheduler_type: str = "cosine"
+        lr_scheduler_kwargs: dict[str, Any] = field(default_factory=lambda: {"num_cycles": 0.5})
+
+    made = with_strategy(CosineArguments)
+    args = made(str(tmp_path), use_cpu=True)
+    plan = resolve_plan(args, args, 10)
+    assert (
+        "--lr_scheduler_type cosine (StrategyCosineArguments's default) is not used: the plan sets the LR" in plan.notes
+    )
+    assert '--lr_scheduler_kwargs {"num_cycles": 0.5} (StrategyCosineArguments\'s default) is not used' in plan.notes
+    typed = made(str(tmp_path), use_cpu=True, lr_scheduler_type="cosine")
+    with pytest.raises(UsageError, match="--lr_scheduler_type cosine: the strategy sets the schedule"):
+        resolve_plan(typed, typed, 10)
+
+
 def test_the_trainer_s_other_count_is_noted(tmp_path: Path) -> None:
     plan = resolve_plan(StrategyArguments(), hf_args(tmp_path, num_train_epochs=0.07), 100, trainer_steps=8)
     assert plan.schedule.total == 7

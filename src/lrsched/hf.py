@@ -163,9 +163,7 @@ class StrategyTrainerMixin(Trainer):
         self.plan: Plan | None = None
         self._resuming = False
         self._train_batches: int | None = None
-        self._typed = hf_plan.typed_names(
-            strategy, self.args, names=(*STRATEGY_FLAGS, "learning_rate", "num_train_epochs", "lr_scheduler_type")
-        )
+        self._typed = hf_plan.typed_names(strategy, self.args, names=(*STRATEGY_FLAGS, *hf_plan.HF_TYPED))
         typed_strategy = [name for name in STRATEGY_FLAGS if name in self._typed]
         if self.lr_scheduler is not None and typed_strategy:
             raise UsageError(

@@ -56,6 +56,8 @@ HF_NAMES = {
     **{name: f"--{name}" for name in STRATEGY_FIELDS},
 }
 """How an HF script's command line names each keyword of the policy: for the plan's sources and messages."""
+HF_TYPED = ("learning_rate", "num_train_epochs", "lr_scheduler_type", "lr_scheduler_kwargs")
+"""HF's arguments whose being typed changes the plan (or refuses it)."""
 
 
 # --- given means typed --------------------------------------------------------------------------
@@ -187,17 +189,24 @@ HF_SCHEDULER_KWARGS = {
 }
 
 
-def refuse_hf_schedule(args: TrainingArguments, typed: frozenset[str]) -> None:
-    """HF's own schedule settings are not followed by the strategy: typed, each is refused in one line."""
+def hf_schedule_notes(args: TrainingArguments, typed: frozenset[str]) -> list[str]:
+    """HF's own schedule settings, which the strategy does not follow: typed, each is refused in one line
+    (``UsageError``); brought by the arguments' class (not HF's ``linear``, no keywords), each is noted."""
+    notes = []
+    kind = str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type))
     if "lr_scheduler_type" in typed:
-        kind = str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type))
         say = HF_SCHEDULERS.get(kind, "--lr_strategy with one of its shapes")
         raise UsageError(f"--lr_scheduler_type {kind}: the strategy sets the schedule; give {say} instead")
+    if kind != "linear":
+        notes.append(f"--lr_scheduler_type {kind} ({type(args).__name__}'s default) is not used: the plan sets the LR")
     given = getattr(args, "lr_scheduler_kwargs", None) or {}
-    if given:
+    if given and "lr_scheduler_kwargs" in typed:
         instead = sorted({HF_SCHEDULER_KWARGS[k] for k in given if k in HF_SCHEDULER_KWARGS})
         hint = f"give {', '.join(instead)} instead" if instead else "the strategy takes none"
         raise UsageError(f"--lr_scheduler_kwargs {json.dumps(given)}: not read by the strategy; {hint}")
+    if given:
+        notes.append(f"--lr_scheduler_kwargs {json.dumps(given)} ({type(args).__name__}'s default) is not used")
+    return notes
 
 
 def _epochs(args: TrainingArguments, typed: frozenset[str], upe: int | None) -> tuple[Fraction, str | None]:
@@ -223,7 +232,7 @@ def _epochs(args: TrainingArguments, typed: frozenset[str], upe: int | None) -> 
 def check_arguments(strategy: object, args: TrainingArguments, typed: frozenset[str]) -> None:
     """Refuse a bad argument before any training (one ``UsageError`` naming it): what ``resolve_plan``
     checks that does not depend on the run size."""
-    refuse_hf_schedule(args, typed)
+    hf_schedule_notes(args, typed)
     values = {name: checked(name, getattr(strategy, name)) for name in STRATEGY_FIELDS}
     warmup_keywords(args)
     resolve_finetune(
@@ -252,8 +261,8 @@ def resolve_plan(
     the Trainer will make, noted when that differs from the plan's total. Raises ``UsageError``.
     """
     if typed is None:
-        typed = typed_names(strategy, args, names=("learning_rate", "num_train_epochs", "lr_scheduler_type"))
-    refuse_hf_schedule(args, typed)
+        typed = typed_names(strategy, args, names=HF_TYPED)
+    schedule_notes = hf_schedule_notes(args, typed)
     upe = None if batches is None else updates_per_epoch(batches, args.gradient_accumulation_steps)
     max_steps = args.max_steps if args.max_steps > 0 else None
     if upe is None and max_steps is None:
@@ -272,7 +281,7 @@ def resolve_plan(
         names=HF_NAMES,
     )
     flags.check_peak(plan, "--learning_rate")
-    notes = [] if epochs_note is None else [epochs_note]
+    notes = [*schedule_notes, *([] if epochs_note is None else [epochs_note])]
     if not given_lr:
         notes.append(
             f"--learning_rate {args.learning_rate:g} is {type(args).__name__}'s default, not typed: "
