@@ -18,6 +18,10 @@ from lrsched.recipes.dino.augment import GLOBAL_SCALE, LOCAL_SCALE
 from lrsched.recipes.dino.stream import default_workers
 from lrsched.recipes.dino.vit import PRESETS
 
+MAX_DATA_TIMEOUT = 86_400
+"""``--data-timeout`` at most one day: a longer wait is no deadline (0 says so)."""
+DATA_TIMEOUT = shared.Checked(shared.number, 0, MAX_DATA_TIMEOUT, high_closed=True)
+
 PROG = "phase5_big_run.py"
 """The program's name in its messages and --help."""
 PROGRAM_ID = "phase5_big_run"
@@ -211,11 +215,11 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     add(
         d,
         "data_timeout",
-        type=shared.nonnegative_float,
+        type=DATA_TIMEOUT,
         default=600.0,
         metavar="SECONDS",
-        help="stop the run (checkpoint saved, exit status 4) when no batch arrives for this long "
-        "(default 600; 0: wait for ever)",
+        help="stop the run (checkpoint saved, exit status 4) when no batch arrives for this long, counted while "
+        f"the process can run (default 600, at most {MAX_DATA_TIMEOUT:g}; 0: wait for ever)",
     )
     add(
         d,

@@ -28,7 +28,7 @@ from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.dino.augment import Crops, Geometry, Photometric
 from lrsched.recipes.dino.collapse import watch
 from lrsched.recipes.dino.data import Sampler, mix
-from lrsched.recipes.dino.evaluation import evaluate
+from lrsched.recipes.dino.evaluation import evaluate, missed
 from lrsched.recipes.dino.loss import DINOLoss, koleo
 from lrsched.recipes.dino.model import build_networks, ema_update, param_groups, reference_group
 from lrsched.recipes.dino.resume import restore, save
@@ -37,9 +37,11 @@ from lrsched.recipes.dino.stream import Batch, train_loader
 from lrsched.torch_sched import ScheduledField
 
 MIN_BAD_IMAGES = 100
-"""A run skips at least this many unreadable images (with a warning each) before it stops."""
+"""A run skips at least this many distinct unreadable images (with a warning each) before it stops."""
 SKIPPED_LINES = 20
 """Unreadable images named one per line; later ones are only counted."""
+NAMED_AT_END = 10
+"""Unreadable images the end line names; metrics.json (``unreadable_files``) names all."""
 LOG_COLUMNS = (
     "step",
     "lr",
@@ -225,6 +227,8 @@ def train(run: State, stop: StopRequest) -> str:
     bar = tqdm(
         total=total, initial=run.t, disable=not run.world.is_main, unit="step", mininterval=interval, file=sys.stderr
     )
+    if missed(run):  # an evaluation a stop cut short: redone before training goes on
+        evaluate(run, stop)
     colour_in_workers = run.device.type == "cpu"  # on an accelerator the colour work is batched there
     batches = train_loader(
         run.settings.data.train,
@@ -264,27 +268,35 @@ def train(run: State, stop: StopRequest) -> str:
 
 
 def bad_image_budget(images: int) -> int:
-    """Unreadable images a run skips before it stops: 1% of its training images, at least ``MIN_BAD_IMAGES``."""
+    """Distinct unreadable images a run skips before it stops: 1% of its images, at least ``MIN_BAD_IMAGES``."""
     return max(MIN_BAD_IMAGES, images // 100)
 
 
 def _count_skipped(run: State, batch: Batch) -> None:
-    """Count (in the metrics) and report the images this batch replaced; stop when the data went away
-    or more than ``bad_image_budget`` were skipped."""
+    """Record (``metrics["unreadable_files"]``, kept in every checkpoint) and report the images this batch
+    replaced; a file known bad already (in an earlier epoch, before a resume) is not counted again.
+    Stop when the data went away or more than ``bad_image_budget`` distinct files were unreadable."""
     if batch.lost is not None:
         raise DataFailure(batch.lost)
     if not batch.skipped:
         return
-    before = run.metrics.get("skipped_images", 0)
-    total = before + len(batch.skipped)
-    run.metrics["skipped_images"] = total
-    for reason in batch.skipped[: max(0, SKIPPED_LINES - before)]:
-        say(run.world, f"warning: {reason}; using the next image")
-    if before < SKIPPED_LINES <= total:
-        say(run.world, "note: further unreadable images are counted in metrics.json (skipped_images), not printed")
+    known: list[str] = run.metrics.setdefault("unreadable_files", [])
+    seen = set(known)
+    for file, reason in batch.skipped:
+        if file in seen:
+            continue
+        seen.add(file)
+        known.append(file)
+        if len(known) <= SKIPPED_LINES:
+            say(run.world, f"warning: {reason}; using the next image")
+        elif len(known) == SKIPPED_LINES + 1:
+            say(run.world, "note: further unreadable images are named in metrics.json (unreadable_files), not here")
+    run.metrics["skipped_images"] = len(known)
     budget = bad_image_budget(len(run.settings.data.train))
-    if total > budget:
-        raise DataFailure(f"{total} unreadable images, more than the budget of {budget} (1% of the images)")
+    if len(known) > budget:
+        raise DataFailure(
+            f"{len(known)} distinct unreadable images, more than the budget of {budget} (1% of the images)"
+        )
 
 
 def _say_data_wait(run: State) -> None:
@@ -292,10 +304,13 @@ def _say_data_wait(run: State) -> None:
         share = run.waiting / run.seconds
         hint = " (the device starved: try more --workers)" if share > 0.2 else ""
         say(run.world, f"waited for data {share:.1%} of {run.seconds:.1f} s of training{hint}")
-    if run.metrics.get("skipped_images"):
+    known = run.metrics.get("unreadable_files", [])
+    if known:
+        more = f" and {len(known) - NAMED_AT_END} more (metrics.json)" if len(known) > NAMED_AT_END else ""
+        named = ", ".join(known[:NAMED_AT_END])
         say(
             run.world,
-            f"skipped {run.metrics['skipped_images']} unreadable image(s), each replaced by the next readable one",
+            f"skipped {len(known)} unreadable image(s), each replaced by the next readable one: {named}{more}",
         )
 
 
@@ -317,7 +332,8 @@ def write_metrics(run: State, status: str) -> None:
         "seconds_per_step_median": med,
         "seconds_per_step_window": TIMING_WINDOW,
         "data_wait_fraction": run.waiting / run.seconds if run.seconds else None,
-        "skipped_images": run.metrics.get("skipped_images", 0),
+        "skipped_images": len(run.metrics.get("unreadable_files", [])),
+        "unreadable_files": run.metrics.get("unreadable_files", []),
         "world_size": run.world.size,
         "device": describe_device(run.device),
         "precision": "bf16" if uses_bf16(run.device, run.settings.args.bf16) else "fp32",
