@@ -184,7 +184,9 @@ def test_a_custom_optimizer_s_groups_keep_their_ratios_with_a_note(tmp_path: Pat
         assert high == trainer.plan.schedule(t) and low == pytest.approx(high / 4, rel=1e-15)
 
 
-def test_a_scheduler_of_one_s_own_is_refused_with_strategy_flags(tmp_path: Path) -> None:
+def test_a_scheduler_of_one_s_own_is_refused_with_strategy_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     model = tiny_model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0)
@@ -197,6 +199,7 @@ def test_a_scheduler_of_one_s_own_is_refused_with_strategy_flags(tmp_path: Path)
         )
     kept = StrategyTrainer(model=model, args=parse([], tmp_path), train_dataset=Tokens(8), optimizers=(opt, sched))
     assert kept.create_scheduler(10) is sched and kept.plan is None  # no strategy flag: the user's scheduler
+    assert "the scheduler passed in optimizers= sets the LR" in capsys.readouterr().out
 
 
 def test_the_output_folder_is_the_first_positional_argument() -> None:

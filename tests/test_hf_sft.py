@@ -166,6 +166,8 @@ def test_the_example_under_torchrun_with_two_processes(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("plan for HF Trainer") == 1 and "(2 epochs x 2 updates)" in done.stdout
     assert "the batches of each of 2 process(es)" in done.stdout
+    kept = json.loads((tmp_path / "plan.json").read_text())  # written by the main process
+    assert kept["run"]["processes"] == 2 and kept["plan"]["total_steps"] == 4
 
 
 def _env() -> dict[str, str]:

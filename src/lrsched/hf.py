@@ -161,7 +161,7 @@ class StrategyTrainerMixin(Trainer):
             strategy = self.args if isinstance(self.args, StrategyArguments) else StrategyArguments()
         self.strategy = strategy
         self.plan: Plan | None = None
-        self._resuming = False
+        self._resuming = self._said_own = False
         self._train_batches: int | None = None
         self._typed = hf_plan.typed_names(strategy, self.args, names=(*STRATEGY_FLAGS, *hf_plan.HF_TYPED))
         typed_strategy = [name for name in STRATEGY_FLAGS if name in self._typed]
@@ -182,6 +182,9 @@ class StrategyTrainerMixin(Trainer):
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
         """The plan's ``ScheduledLR``, the plan printed and written to ``plan.json`` by the main process."""
         if self.lr_scheduler is not None:
+            if not self._created_lr_scheduler and self.is_world_process_zero() and not self._said_own:
+                self._said_own = True
+                print("lrsched.hf: the scheduler passed in optimizers= sets the LR (no strategy argument typed)")
             return self.lr_scheduler
         optimizer = self.optimizer if optimizer is None else optimizer
         if optimizer is None:
