@@ -40,10 +40,8 @@ demo: $(STAMP)
 
 demo-dino: $(STAMP) data
 	rm -rf runs/demo-dino
-	OMP_NUM_THREADS=1 $(BIN)/python phase5_big_run.py --preset micro --max-steps 6000 --warmup-steps 500 \
-	  --batch-size 48 --local-crops 2 --lr 2e-3 --out-dim 512 --warmup-teacher-temp 0.04 --teacher-temp 0.04 \
-	  --momentum-teacher 0.99 --koleo-weight 0.1 --decay-ratio 0.2 --eval-every 1000 --save-every 1000 \
-	  --workers 0 --output-dir runs/demo-dino
+	@# --recipe cpu-demo: the CPU recipe's 15 flags (recipes/dino/flags.py RECIPES, docs/phase5.md)
+	OMP_NUM_THREADS=1 $(BIN)/python phase5_big_run.py --recipe cpu-demo --output-dir runs/demo-dino
 
 bench: $(STAMP) data
 	$(BIN)/python bench/overhead.py

@@ -247,12 +247,25 @@ def plot_run(
     x: Sequence[int],
     title: str = "training run",
     extra: Extra | None = None,
+    marks: Mapping[str, int] | None = None,
 ) -> Path:
     """One panel per column (LR, loss, weight decay, ...) stacked over the shared step axis ``x``.
 
     ``extra`` maps a name to ``(xs, ys)`` points drawn as markers (e.g. a per-epoch eval
-    loss): on the panel of the same name, else on a panel of its own below.
+    loss): on the panel of the same name, else on a panel of its own below. ``marks`` maps a
+    label to a step marked by a red vertical line in every panel (e.g. where a collapse was seen).
     """
+    return save_figure(run_figure(columns, x, title, extra, marks), path)
+
+
+def run_figure(
+    columns: Mapping[str, Sequence[float]],
+    x: Sequence[int],
+    title: str = "training run",
+    extra: Extra | None = None,
+    marks: Mapping[str, int] | None = None,
+) -> Figure:
+    """The figure ``plot_run`` writes."""
     extra = extra or {}
     names = [*columns, *(k for k in extra if k not in columns)]
     if not names:
@@ -270,6 +283,10 @@ def plot_run(
             ax.legend(loc="best")
         ax.set_ylabel(name)
         format_axes(ax, (-3, 4))
+    for label, step in (marks or {}).items():
+        for i, ax in enumerate(axes):
+            ax.axvline(step, color="tab:red", linewidth=1.2, label=label if i == 0 else None)
+        axes[0].legend(loc="best", fontsize="small")
     axes[0].set_title(title)
     axes[-1].set_xlabel("optimizer step")
-    return save_figure(fig, path)
+    return fig

@@ -54,6 +54,7 @@ RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "best_metric": ("one of accuracy, macro_f1, loss", ("f1", "ACC", "")),
     "true_false": ("true or false", ("maybe", "2", "")),
     "knn_features": ("one of cls, cls+patch", ("patch", "CLS", "")),
+    "recipe": ("one of cpu-demo", ("gpu", "CPU-DEMO", "")),
     "switch": ("takes no value", ("=yes",)),
 }
 
@@ -96,6 +97,7 @@ DINO_FLAGS = {
     "--no-knn": "switch",
     "--save-every": "nonneg_int",
     "--keep-checkpoints": "pos_int",
+    "--recipe": "recipe",
     "--bf16": "switch",
 }
 

@@ -15,6 +15,11 @@ from pathlib import Path
 from lrsched.errors import UsageError
 
 LOCK_FILE = "run.lock"
+LOCK_NOTE = (
+    "# the process above holds a lock on this file while it runs this folder's run; once it has "
+    "ended, however it ended, nothing is locked and this file is only a leftover (safe to keep or delete)"
+)
+"""The plain words under the pid in ``run.lock``: a leftover file with a dead pid is not alarming."""
 
 
 class RunDirError(UsageError):
@@ -106,7 +111,7 @@ def acquire_lock(path: Path, program: str, output_flag: str = "--output-dir") ->
             raise RunDirError(f"{output_flag} {path}: cannot lock {LOCK_FILE} ({reason})") from None
         raise _in_use(path, output_flag, holder) from None
     os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()} {program} {now()}\n".encode())
+    os.write(fd, f"{os.getpid()} {program} {now()}\n{LOCK_NOTE}\n".encode())
     st = os.fstat(fd)
     _HELD[fd] = (st.st_dev, st.st_ino)
     return fd

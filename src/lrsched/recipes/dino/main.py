@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from lrsched import flags as shared
+from lrsched.paths import PathKind
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common import skeleton
 from lrsched.recipes.common.device import describe_device, precision_text
@@ -51,6 +52,11 @@ class Phase5(skeleton.Recipe[Settings, State]):
 
     prog = PROG
     folder = Folder(PROGRAM_ID, RUN_FILES, output_flag="--output-dir", resume_flag="--resume")
+    path_flags = (
+        ("data_dir", "--data-dir", PathKind.FOLDER),
+        ("output_dir", "--output-dir", PathKind.FOLDER),
+        ("resume", "--resume", PathKind.FILE),
+    )
 
     def parse(self, argv: Sequence[str] | None) -> argparse.Namespace:
         return flags.parse(argv)
@@ -137,8 +143,18 @@ def start_outputs(run: State) -> RunLog:
     precision = precision_text(run.device, run.settings.args.bf16)
     print(f"{PROG}: {describe_device(run.device)}, {precision}, {run.world.size} process(es), output {out}")
     print("\n".join(plan_lines(run)), flush=True)
+    if run.settings.resume is not None:
+        print(resume_line(run), flush=True)
     _say_data(run)
     return RunLog(out, loop.LOG_COLUMNS, resume_step=run.t if run.settings.resume is not None else None)
+
+
+def resume_line(run: State) -> str:
+    """The one line a resumed run prints: ``resume from step N of T`` (``T``: the planned total, or
+    ``open-ended``), then ``, replanned at N`` when ``--replan`` adopted a new plan there."""
+    total = run.settings.schedules.lr.schedule.total
+    line = f"resume from step {run.t} of {'open-ended' if total is None else total}"
+    return line + (f", replanned at {run.t}" if run.lr.replanned is not None else "")
 
 
 def _say_data(run: State) -> None:

@@ -101,7 +101,7 @@ OTHER_FLAGS = {
     **dict.fromkeys(("center_momentum", "koleo_weight", "student_temp", "preset", "out_dim", "global_size"), 1),
     **dict.fromkeys(("local_size", "local_crops", "data_dir", "workers", "batch_size", "eval_every"), 1),
     **dict.fromkeys(("knn_train_samples", "knn_test_samples", "knn_features", "resume", "save_every"), 1),
-    **dict.fromkeys(("keep_checkpoints",), 1),
+    **dict.fromkeys(("keep_checkpoints", "recipe"), 1),
     **dict.fromkeys(("global_crops_scale", "local_crops_scale"), 2),
     **dict.fromkeys(("data_timeout",), 1),
     **dict.fromkeys(("accept_data_change", "follow_links", "no_knn"), 0),
