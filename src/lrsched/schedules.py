@@ -7,6 +7,10 @@ step is an error.
 Every schedule here is a frozen dataclass, so it pickles, compares and prints;
 ``lrsched.adoption`` turns it into plain JSON-able data and back for a checkpoint.
 Only the standard library is used: no torch.
+
+A shape is one function of ``(schedule, t, T)`` giving the value for ``W <= t <= T``, and one row of
+``SHAPE_TABLE`` (the function, the ``Schedule`` parameters only that shape reads, and their check);
+``SHAPES`` and the strategies of ``lrsched.strategy`` are the table's keys.
 """
 
 from __future__ import annotations
@@ -14,14 +18,15 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
 from lrsched.errors import ScheduleError as ScheduleError  # re-exported: raised by this module
 
-Shape = Literal["constant", "linear", "cosine", "cosine_restarts", "wsd"]
-SHAPES: tuple[Shape, ...] = ("constant", "linear", "cosine", "cosine_restarts", "wsd")
+Shape = str
+"""A key of ``SHAPE_TABLE``."""
 DecayType = Literal["cosine", "linear", "1-sqrt"]
 DECAY_TYPES: tuple[DecayType, ...] = ("cosine", "linear", "1-sqrt")
 DEFAULT_DECAY_RATIO = Fraction(1, 5)
@@ -82,21 +87,12 @@ def decay_steps(ratio: Fraction | str | int, total: int) -> int:
 class Schedule:
     """Linear warm-up, then a decay shape from ``base`` to ``final`` over ``[W, T]``.
 
-    With ``W = warmup``, ``T = total`` and ``p = (t - W) / (T - W)``:
+    With ``W = warmup`` and ``T = total``:
 
     - warm-up, ``t < W``: ``start + (base - start) * t / W``
-      (``start = 0`` gives the design's ``base * t / W``);
-    - ``constant``: ``base``;
-    - ``linear``: ``final + (base - final) * (T - t) / (T - W)`` (HF's form, exact at ``T - 1``);
-    - ``cosine``: ``final + 0.5 * (base - final) * (1 + cos(pi * p))``;
-    - ``cosine_restarts`` with ``c = cycles`` (SGDR hard restarts, fractional
-      ``c`` allowed): ``final + 0.5 * (base - final) * (1 + cos(pi * ((c * p) mod 1)))``
-      for ``p < 1``, and ``final`` at ``p = 1``;
-    - ``wsd`` (warmup-stable-decay) with ``D = decay`` steps and ``q = (t - (T - D)) / D``:
-      ``base`` for ``t < T - D``, then by ``decay_type``:
-      ``cosine`` ``final + 0.5 * (base - final) * (1 + cos(pi * q))``,
-      ``linear`` ``final + (base - final) * (T - t) / D``,
-      ``1-sqrt`` ``final + (base - final) * (1 - sqrt(q))``;
+      (``start = 0`` gives docs/design.md section 3's ``base * t / W``);
+    - ``W <= t <= T``: the shape's function in ``SHAPE_TABLE`` (``constant``, ``linear``, ``cosine``,
+      ``cosine_restarts``, ``wsd``: each function's docstring has its formula);
     - after ``T``: the value at ``T`` is held;
     - open-ended (``total=None``): warm-up, then ``base`` for ever, whatever the shape.
 
@@ -122,7 +118,7 @@ class Schedule:
     decay_type: DecayType = "cosine"
 
     def __post_init__(self) -> None:
-        _require(self.shape in SHAPES, "shape", self.shape, f"must be one of {', '.join(SHAPES)}")
+        _require(self.shape in SHAPE_TABLE, "shape", self.shape, f"must be one of {', '.join(SHAPE_TABLE)}")
         for name in ("base", "final", "start", "cycles"):
             _require(_finite(getattr(self, name)), name, getattr(self, name), "must be a finite number")
             object.__setattr__(self, name, float(getattr(self, name)))
@@ -132,70 +128,116 @@ class Schedule:
             _require(_count(self.total), "total", self.total, f"must be None or an integer <= 2**53 = {MAX_STEPS}")
             object.__setattr__(self, "total", int(self.total))
             _require(self.total > self.warmup, "total", self.total, f"must be greater than warmup={self.warmup}")
-        self._check_cycles()
-        self._check_decay()
-
-    def _check_cycles(self) -> None:
-        if self.shape == "cosine_restarts":
-            _require(self.cycles > 0, "cycles", self.cycles, "must be a finite number > 0")
-        else:
-            _require(self.cycles == 1.0, "cycles", self.cycles, f"only for cosine_restarts, not {self.shape}")
-
-    def _check_decay(self) -> None:
-        if self.shape != "wsd":
-            _require(self.decay is None, "decay", self.decay, f"only for wsd, not {self.shape}")
-            _require(self.decay_type == "cosine", "decay_type", self.decay_type, f"only for wsd, not {self.shape}")
-            return
-        _require(self.decay_type in DECAY_TYPES, "decay_type", self.decay_type, f"must be one of {DECAY_TYPES}")
-        if self.decay is None and self.total is not None:
-            object.__setattr__(self, "decay", decay_steps(DEFAULT_DECAY_RATIO, self.total))
-        if self.decay is not None:
-            ok = _count(self.decay) and self.decay >= 1
-            _require(ok, "decay", self.decay, "must be an integer >= 1 (at most 2**53)")
-            object.__setattr__(self, "decay", int(self.decay))
-        if self.decay is not None and self.total is not None:
-            room = self.total - self.warmup
-            _require(self.decay <= room, "decay", self.decay, f"must be at most total - warmup = {room}")
+        row = SHAPE_TABLE[self.shape]
+        for name, default in SHAPE_PARAMETERS.items():
+            if name not in row.parameters:
+                users = " or ".join(k for k, r in SHAPE_TABLE.items() if name in r.parameters)
+                _require(
+                    getattr(self, name) == default, name, getattr(self, name), f"only for {users}, not {self.shape}"
+                )
+        if row.check is not None:
+            row.check(self)
 
     def __call__(self, t: int) -> float:
         t = step_index(t)
         if t < self.warmup:
             _require(t >= 0, "t", t, "a step must be >= 0")
             return self.start + (self.base - self.start) * t / self.warmup
-        if self.total is None or self.shape == "constant":
+        if self.total is None:
             return self.base
-        return self._decay(min(t, self.total), self.total)
-
-    def _decay(self, t: int, total: int) -> float:
-        span, w = self.base - self.final, self.warmup
-        if self.shape == "linear":
-            return self.final + span * ((total - t) / (total - w))
-        if self.shape == "wsd":
-            return self._wsd(t, total)
-        p = (t - w) / (total - w)
-        if self.shape == "cosine":
-            return self.final + 0.5 * span * (1.0 + math.cos(math.pi * p))
-        if p >= 1.0:
-            return self.final
-        return self.final + 0.5 * span * (1.0 + math.cos(math.pi * ((self.cycles * p) % 1.0)))
-
-    def _wsd(self, t: int, total: int) -> float:
-        d = self.decay
-        assert d is not None  # set in __post_init__ whenever total is
-        if t < total - d:
-            return self.base
-        span = self.base - self.final
-        if self.decay_type == "linear":
-            return self.final + span * ((total - t) / d)
-        q = (t - (total - d)) / d
-        if self.decay_type == "cosine":
-            return self.final + 0.5 * span * (1.0 + math.cos(math.pi * q))
-        return self.final + span * (1.0 - math.sqrt(q))
+        return SHAPE_TABLE[self.shape].value(self, min(t, self.total), self.total)
 
     @property
     def end_value(self) -> float:
         """The value held after the end (``base`` for open-ended or constant schedules)."""
         return self(self.total) if self.total is not None else self.base
+
+
+# --- the shapes: each one function of (schedule, t, T) for W <= t <= T, and one row of SHAPE_TABLE ---
+
+
+def constant(s: Schedule, t: int, total: int) -> float:
+    """``base``."""
+    return s.base
+
+
+def linear(s: Schedule, t: int, total: int) -> float:
+    """``final + (base - final) * (T - t) / (T - W)`` (HF's form, exact at ``T - 1``)."""
+    return s.final + (s.base - s.final) * ((total - t) / (total - s.warmup))
+
+
+def cosine(s: Schedule, t: int, total: int) -> float:
+    """``final + 0.5 * (base - final) * (1 + cos(pi * p))``, ``p = (t - W) / (T - W)`` (docs/design.md section 3)."""
+    p = (t - s.warmup) / (total - s.warmup)
+    return s.final + 0.5 * (s.base - s.final) * (1.0 + math.cos(math.pi * p))
+
+
+def cosine_restarts(s: Schedule, t: int, total: int) -> float:
+    """SGDR hard restarts, ``c = cycles``: ``final + 0.5 * (base - final) * (1 + cos(pi * ((c * p) mod 1)))``
+    for ``p < 1``, ``final`` at ``p = 1``."""
+    p = (t - s.warmup) / (total - s.warmup)
+    if p >= 1.0:
+        return s.final
+    return s.final + 0.5 * (s.base - s.final) * (1.0 + math.cos(math.pi * ((s.cycles * p) % 1.0)))
+
+
+def wsd(s: Schedule, t: int, total: int) -> float:
+    """Warmup-stable-decay, ``D = decay``, ``q = (t - (T - D)) / D``: ``base`` for ``t < T - D``, then by
+    ``decay_type``: ``cosine`` ``final + 0.5 * (base - final) * (1 + cos(pi * q))``, ``linear``
+    ``final + (base - final) * (T - t) / D``, ``1-sqrt`` ``final + (base - final) * (1 - sqrt(q))``."""
+    d = s.decay
+    assert d is not None  # set by _check_wsd whenever total is
+    if t < total - d:
+        return s.base
+    span = s.base - s.final
+    if s.decay_type == "linear":
+        return s.final + span * ((total - t) / d)
+    q = (t - (total - d)) / d
+    if s.decay_type == "cosine":
+        return s.final + 0.5 * span * (1.0 + math.cos(math.pi * q))
+    return s.final + span * (1.0 - math.sqrt(q))
+
+
+def _check_cosine_restarts(s: Schedule) -> None:
+    _require(s.cycles > 0, "cycles", s.cycles, "must be a finite number > 0")
+
+
+def _check_wsd(s: Schedule) -> None:
+    """``decay_type`` one of ``DECAY_TYPES``; ``decay`` ``ceil(0.2 * T)`` when not given, ``1 <= D <= T - W``."""
+    _require(s.decay_type in DECAY_TYPES, "decay_type", s.decay_type, f"must be one of {DECAY_TYPES}")
+    if s.decay is None and s.total is not None:
+        object.__setattr__(s, "decay", decay_steps(DEFAULT_DECAY_RATIO, s.total))
+    if s.decay is not None:
+        _require(_count(s.decay) and s.decay >= 1, "decay", s.decay, "must be an integer >= 1 (at most 2**53)")
+        object.__setattr__(s, "decay", int(s.decay))
+    if s.decay is not None and s.total is not None:
+        room = s.total - s.warmup
+        _require(s.decay <= room, "decay", s.decay, f"must be at most total - warmup = {room}")
+
+
+@dataclass(frozen=True)
+class ShapeRow:
+    """One shape: ``value(schedule, t, T)`` for ``W <= t <= T``, the ``Schedule`` parameters only it reads
+    (every other shape must leave them at their defaults, ``SHAPE_PARAMETERS``), and their check."""
+
+    value: Callable[[Schedule, int, int], float]
+    parameters: tuple[str, ...] = ()
+    check: Callable[[Schedule], None] | None = None
+
+
+SHAPE_PARAMETERS: dict[str, object] = {"cycles": 1.0, "decay": None, "decay_type": "cosine"}
+"""The ``Schedule`` fields that belong to one shape each, with the default every other shape keeps."""
+
+SHAPE_TABLE: dict[str, ShapeRow] = {
+    "constant": ShapeRow(constant),
+    "linear": ShapeRow(linear),
+    "cosine": ShapeRow(cosine),
+    "cosine_restarts": ShapeRow(cosine_restarts, ("cycles",), _check_cosine_restarts),
+    "wsd": ShapeRow(wsd, ("decay", "decay_type"), _check_wsd),
+}
+"""Every shape, by name: adding one is a function above, a row here, and its tests (which read this table)."""
+
+SHAPES: tuple[Shape, ...] = tuple(SHAPE_TABLE)
 
 
 @dataclass(frozen=True)

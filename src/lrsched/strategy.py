@@ -13,17 +13,18 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any
 
 from lrsched.errors import UsageError as UsageError  # re-exported: raised by this module
-from lrsched.schedules import DEFAULT_DECAY_RATIO, DecayType, Schedule, Shape, decay_steps
+from lrsched.schedules import DEFAULT_DECAY_RATIO, SHAPES, DecayType, Schedule, Shape, decay_steps
 
 FlagNames = Mapping[str, str]
 """How the caller's command line names each keyword of a policy, for the plan's sources and messages:
 ``{"epochs": "--num_epochs", "learning_rate": "--learning_rate"}``; a keyword left out is named as itself."""
 
-Strategy = Literal["auto", "constant", "linear", "cosine", "cosine_restarts", "wsd"]
-STRATEGIES: tuple[Strategy, ...] = ("auto", "constant", "linear", "cosine", "cosine_restarts", "wsd")
+Strategy = str
+STRATEGIES: tuple[Strategy, ...] = ("auto", *SHAPES)
+"""``auto`` (the run-length row's shape) and every shape of ``lrsched.schedules.SHAPE_TABLE``."""
 
 
 @dataclass(frozen=True)
