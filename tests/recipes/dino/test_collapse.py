@@ -47,13 +47,16 @@ def fake_run(warmup: int, out_dim: int = 64, labels: torch.Tensor | None = None)
     return SimpleNamespace(settings=settings, metrics={}, t=0, world=SimpleNamespace(is_main=True))
 
 
-def test_the_monitor_waits_for_the_warmup_and_warns_once(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_monitor_waits_for_the_warmup_and_warns_once(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(collapse, "ENTROPY_WINDOW", 3)
     fake = fake_run(warmup=5)
     for t in range(1, 12):
         fake.t = t
         collapse.watch(fake, {"teacher_entropy": math.log(64)})
     lines = [line for line in capsys.readouterr().out.splitlines() if "collapse" in line]
-    assert lines == [fake.metrics["collapse"]["text"]] and fake.metrics["collapse"]["step"] == 6
+    assert lines == [fake.metrics["collapse"]["text"]] and fake.metrics["collapse"]["step"] == 9
 
 
 def test_the_monitor_reads_each_new_knn_point(capsys: pytest.CaptureFixture[str]) -> None:
@@ -72,19 +75,20 @@ def test_the_monitor_reads_each_new_knn_point(capsys: pytest.CaptureFixture[str]
 
 @needs_data
 def test_a_uniform_teacher_warns_once_in_console_metrics_and_curves(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(collapse, "ENTROPY_WINDOW", 1)
     out = tmp_path / "run"
     hot = ("--teacher-temp", "1000", "--warmup-teacher-temp", "1000", "--warmup-teacher-temp-steps", "0")
     assert run(out, "--max-steps", "4", "--warmup-steps", "1", "--no-knn", *hot) == 0
     printed = [line for line in capsys.readouterr().out.splitlines() if "collapse" in line]
-    assert len(printed) == 1 and "collapse at step 2" in printed[0], printed
+    assert len(printed) == 1 and "collapse at step 3" in printed[0], printed
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["collapse"]["step"] == 2 and metrics["collapse"]["signal"] == "teacher_entropy"
+    assert metrics["collapse"]["step"] == 3 and metrics["collapse"]["signal"] == "teacher_entropy"
     fig = build_figure(out, metrics)
     assert fig is not None
     for ax in fig.axes:
-        assert [ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_color() == "tab:red"] == [2]
+        assert [ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_color() == "tab:red"] == [3]
 
 
 @needs_data
