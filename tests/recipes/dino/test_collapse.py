@@ -121,7 +121,9 @@ def test_a_resume_says_so_in_one_line_and_a_replan_too(tmp_path: Path, capsys: p
     with pytest.MonkeyPatch.context() as env:
         env.setenv("LRSCHED_STOP_AT_STEP", "3")
         assert run(out, "--max-steps", "4", *base, "--resume", "latest") == 0
-    assert [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("resume")] == ["resume from step 2 of 4"]
+    printed = capsys.readouterr().out
+    assert [ln for ln in printed.splitlines() if ln.startswith("resume")] == ["resume from step 2 of 4"]
+    assert "note 00" not in printed
     assert run(out, "--max-steps", "6", *base, "--resume", "latest", "--replan") == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("resume")]
     assert lines == ["resume from step 3 of 6, replanned at 3"]
