@@ -22,6 +22,7 @@ from typing import IO, Any, NoReturn, overload
 
 from lrsched import flags, programs, render
 from lrsched.errors import UsageError
+from lrsched.paths import PathKind, check_path
 from lrsched.programs import Program
 from lrsched.schedules import Schedule
 from lrsched.strategy import STRATEGIES, Plan, count
@@ -309,6 +310,7 @@ def cmd_show(ns: argparse.Namespace, values: Mapping[str, Any], known: Sequence[
 
 def check_output(path: Path) -> None:
     """Refuse an output path that cannot be written before anything is computed."""
+    check_path(path, "--output", PathKind.FILE)  # a name too long, a folder that cannot be entered
     if path.suffix.lstrip(".").lower() not in render.FORMATS:
         raise UsageError(f"--output {path}: must end with .{', .'.join(render.FORMATS)}")
     parent = path.parent

@@ -265,7 +265,7 @@ def _train_cases() -> list[Case]:
         Case(p, "--output_dir", ("--output_dir", "{in}/oldrun"), "not a finished run without --overwrite", "oldrun"),
         Case(p, "--output_dir", ("--output_dir",), "needs a value", "--output_dir"),
         Case(p, "--output_dir", ("--output_dir", "{in}/loop1/run"), "no symbolic link loop", "symbolic link loop"),
-        Case(p, "--output_dir", ("--output_dir", "{in}/good.csv/run"), "not under a file", "under a file"),
+        Case(p, "--output_dir", ("--output_dir", "{in}/good.csv/run"), "not under a file", "is a file, not a folder"),
         Case(p, "--output_dir", ("--output_dir", "{in}/otherrun"), "not a run with checkpoints", "otherrun"),
         Case(p, "--learning_rate", ("--learning_rate", "1e300"), "at most 1e36 (float32 AdamW)", "1e+300"),
         Case(p, "--seed", ("--seed", str(2**63 - 1)), "below 2**32", str(2**63 - 1)),

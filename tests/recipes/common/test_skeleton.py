@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import torch
+from safetensors import SafetensorError
 
 from lrsched.errors import UsageError
 from lrsched.recipes.common import skeleton
@@ -64,6 +65,9 @@ class Toy(skeleton.Recipe[Settings, State]):
         p.add_argument("--error", default="")
         p.add_argument("--mid-step", action="store_true")
         p.add_argument("--refuse-in", default="")
+        p.add_argument("--save-error", default="")
+        p.add_argument("--report-error", default="")
+        p.add_argument("--no-error-log", action="store_true")
         return p.parse_args(argv)
 
     def settle(self, args: argparse.Namespace, world: World, device: torch.device) -> Settings:
@@ -83,6 +87,8 @@ class Toy(skeleton.Recipe[Settings, State]):
     def start(self, run: State) -> None:
         self.calls.append("start")
         (run.settings.output_dir / "log.txt").write_text("started\n")
+        if run.settings.args.no_error_log:  # error.log cannot be written (as in a read-only folder)
+            (run.settings.output_dir / "error.log").mkdir()
 
     def train(self, run: State, stop: StopRequest) -> str:
         self.calls.append("train")
@@ -96,6 +102,8 @@ class Toy(skeleton.Recipe[Settings, State]):
 
     def save(self, run: State, together: bool = True) -> Path | None:
         self.calls.append(f"save together={together}")
+        if run.settings.args.save_error:
+            raise ERRORS[run.settings.args.save_error]
         path = run.settings.output_dir / "checkpoints" / f"step-{run.t:08d}.pt"
         path.parent.mkdir(exist_ok=True)
         path.write_text(str(run.t))
@@ -108,6 +116,8 @@ class Toy(skeleton.Recipe[Settings, State]):
     def report(self, run: State, status: str) -> None:
         self.calls.append("report")
         self.close(run, status)
+        if run.settings.args.report_error:
+            raise ERRORS[run.settings.args.report_error]
 
 
 ERRORS: dict[str, BaseException] = {
@@ -116,7 +126,9 @@ ERRORS: dict[str, BaseException] = {
     "data": DataFailure("--data-timeout 5: no training batch for 5 s"),
     "bug": ZeroDivisionError("division by zero"),
     "full": OSError(errno.ENOSPC, "No space left on device", "/x/log.txt"),
+    "full-safetensors": SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
 }
+"""``full-safetensors``: the error safetensors raised when a full tmpfs stopped ``best/`` being written."""
 
 
 def run_toy(tmp_path: Path, *flags: str) -> tuple[int, Toy]:
@@ -227,3 +239,44 @@ def test_a_folder_holding_a_run_is_refused_at_the_claim_and_left_as_it_was(
     assert status == EXIT_USAGE and toy.calls == ["settle"]  # refused by the check, before building
     assert "pass --resume" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+
+
+# --- issue 30: the report, a second signal, a full disk anywhere, error.log only when written ----
+
+
+def test_a_second_signal_during_the_report_after_a_stop_is_one_quiet_line_exit_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, toy = run_toy(tmp_path, "--fail-at", "2", "--error", "stop", "--report-error", "stop")
+    assert status == 0 and toy.calls[-2:] == ["report", "close"]
+    out = capsys.readouterr().out
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-00000002.pt"
+    assert out.splitlines()[-1] == f"toy: stopped by SIGTERM during the report; the newest checkpoint is {checkpoint}"
+    assert "nothing was written" not in out
+
+
+@pytest.mark.parametrize("error", ["full", "full-safetensors"])
+@pytest.mark.parametrize("where", ["--report-error", "--save-error"])
+def test_a_full_disk_in_the_report_or_a_stops_save_is_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], error: str, where: str
+) -> None:
+    status, _ = run_toy(tmp_path, "--fail-at", "2", "--error", "stop", where, error)
+    assert status == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("toy: error: no space left on the device")
+
+
+def test_a_full_disk_reported_in_another_writers_words_is_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _ = run_toy(tmp_path, "--fail-at", "1", "--error", "full-safetensors")
+    assert status == EXIT_FAILED
+    assert capsys.readouterr().err.startswith("toy: error: no space left on the device; no checkpoint was written yet")
+
+
+def test_an_error_log_that_cannot_be_written_is_not_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _ = run_toy(tmp_path, "--fail-at", "2", "--error", "bug", "--no-error-log")
+    assert status == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "error.log" not in err and err.count("\n") == 1
+    assert f"ZeroDivisionError: division by zero (its traceback could not be saved in {tmp_path / 'run'}: " in err

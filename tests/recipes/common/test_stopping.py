@@ -1,13 +1,24 @@
-"""recipes/common/stopping.py: SIGINT, SIGTERM and SIGHUP, recorded in the loop, raised outside it."""
+"""recipes/common/stopping.py: SIGINT, SIGTERM and SIGHUP, recorded in the loop, raised outside it; a closed
+output asks for a stop."""
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import signal
+import sys
 
 import pytest
 
-from lrsched.recipes.common.stopping import STOP_SIGNALS, Stopped, StopRequest
+from lrsched.recipes.common.stopping import (
+    CLOSED_OUTPUT,
+    STOP_SIGNALS,
+    GuardedOutput,
+    Stopped,
+    StopRequest,
+    guarded_output,
+)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
@@ -41,3 +52,41 @@ def test_the_previous_handlers_come_back() -> None:
 
 def test_stopped_is_not_an_exception_that_except_exception_swallows() -> None:
     assert not issubclass(Stopped, Exception) and issubclass(Stopped, BaseException)
+
+
+def test_a_closed_pipe_goes_to_dev_null_and_asks_for_a_stop_once() -> None:
+    read_end, write_end = os.pipe()
+    stream = io.TextIOWrapper(os.fdopen(write_end, "wb"), encoding="utf-8")
+    os.close(read_end)  # the reader exited (`| head`)
+    with StopRequest() as stop:
+        guarded = GuardedOutput(stream, lambda: stop.request(CLOSED_OUTPUT))
+        assert guarded.write("a line\n") == 7
+        guarded.flush()  # EPIPE here: the stream now writes to /dev/null
+        guarded.write("more\n")
+        guarded.flush()
+        assert stop.requested == CLOSED_OUTPUT
+        assert os.path.samefile(f"/proc/self/fd/{stream.fileno()}", os.devnull)
+    stream.close()
+
+
+def test_a_closed_output_in_immediate_mode_raises_stopped_and_not_once_reporting() -> None:
+    with StopRequest(immediate=True) as stop, guarded_output(stop):
+        with pytest.raises(Stopped) as err:
+            stop.request(CLOSED_OUTPUT)
+        assert err.value.signal_name == CLOSED_OUTPUT
+    reporting = StopRequest()
+    reporting.output_stops = False  # the skeleton's setting once the training is over
+    with reporting, guarded_output(reporting):
+        assert isinstance(sys.stdout, GuardedOutput)
+        sys.stdout._on_gone()
+        assert reporting.requested is None
+    assert not isinstance(sys.stdout, GuardedOutput)
+
+
+def test_other_write_errors_are_not_swallowed() -> None:
+    class Failing(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        GuardedOutput(Failing(), lambda: None).write("x")

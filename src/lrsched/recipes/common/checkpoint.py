@@ -50,11 +50,22 @@ class DiskFull(OSError):
     """No space left on the device while writing run files; the message is one line."""
 
 
-def is_disk_full(err: BaseException) -> bool:
-    """An OSError with ENOSPC/EDQUOT, or torch's writer reporting the same in a RuntimeError."""
-    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    return isinstance(err, RuntimeError) and "No space left on device" in str(err)
+_FULL_TEXTS = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
+
+
+def is_disk_full(err: BaseException | None) -> bool:
+    """An OSError with ENOSPC/EDQUOT, or a writer reporting the same in its own words (torch's
+    RuntimeError, safetensors' ``SafetensorError`` under ``best/``: "No space left on device (os
+    error 28)"), the error itself or one it was raised from."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(err) for text in _FULL_TEXTS):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 class _HashingWriter:

@@ -36,6 +36,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import torch
 
 from lrsched.errors import ScheduleError, UsageError
+from lrsched.paths import PathKind, check_path
 from lrsched.recipes.common.checkpoint import is_disk_full, latest_checkpoint
 from lrsched.recipes.common.device import pick_device
 from lrsched.recipes.common.distributed import World, close_world, init_world
@@ -44,7 +45,7 @@ from lrsched.recipes.common.faults import DataFailure, NonFiniteLoss, one_line
 from lrsched.recipes.common.folders import print_any_path
 from lrsched.recipes.common.rundir import Folder, check_run_dir, claim_run_dir
 from lrsched.recipes.common.runlock import check_not_in_use
-from lrsched.recipes.common.stopping import Stopped, StopRequest
+from lrsched.recipes.common.stopping import CLOSED_OUTPUT, Stopped, StopRequest, guarded_output
 
 
 class RunSettings(Protocol):
@@ -86,6 +87,8 @@ class Recipe(ABC, Generic[S, R]):
     """Its output folders: its name, the files its runs leave, its flags."""
     unsaved: str = "no checkpoint was written"
     """What a stop says when ``save`` wrote nothing (the flags asked for no checkpoints)."""
+    path_flags: tuple[tuple[str, str, PathKind], ...] = ()
+    """Its path flags (attribute, flag, kind), checked first (``lrsched.paths.check_path``); ``latest`` is a word."""
 
     @abstractmethod
     def parse(self, argv: Sequence[str] | None) -> argparse.Namespace:
@@ -128,28 +131,36 @@ def run(recipe: Recipe[S, R], argv: Sequence[str] | None = None) -> int:
         args = recipe.parse(argv)
     except SystemExit as done:  # --help (0), or argparse's one-line refusal (2)
         return done.code if isinstance(done.code, int) else EXIT_USAGE
+    with StopRequest(immediate=True) as stop, guarded_output(stop):
+        status = _run(recipe, args, stop)
+        if argv is None:  # the program itself (tests pass their flags): its teardown is not interrupted
+            stop.quiet_from_now_on(status)
+    return status
+
+
+def _run(recipe: Recipe[S, R], args: argparse.Namespace, stop: StopRequest) -> int:
+    """Validate, claim, train and report, with ``stop`` installed; the exit status."""
     world = World()
-    with StopRequest(immediate=True) as stop:
+    try:
         try:
-            try:
-                device = _device(args.device)
-                world = init_world(device.type)
-                state = checked(recipe, args, world, _on_rank(device, world))
-                stop.defer()  # the model exists: from now on a signal saves the latest state
-            except Stopped as stopped:
-                if world.is_main:
-                    why = f"stopped by {stopped.signal_name} before the run started; nothing was written"
-                    print(f"{recipe.prog}: {why}", file=sys.stderr, flush=True)
-                return 0
-            except (UsageError, ScheduleError) as err:
-                return _refuse(recipe, world, err)
-            except DataFailure as err:  # the data stalled before the run started (phase5's start-up sample)
-                if world.is_main:
-                    print(f"{recipe.prog}: error: the data path failed: {err}; nothing was written", file=sys.stderr)
-                return EXIT_DATA
-            return _claim_and_train(recipe, state, stop)
-        finally:
-            close_world(world)
+            device = _device(args.device)
+            world = init_world(device.type)
+            state = checked(recipe, args, world, _on_rank(device, world))
+            stop.defer()  # the model exists: from now on a signal saves the latest state
+        except Stopped as stopped:
+            if world.is_main:
+                why = f"stopped by {stopped.signal_name} before the run started; nothing was written"
+                print(f"{recipe.prog}: {why}", file=sys.stderr, flush=True)
+            return 0
+        except (UsageError, ScheduleError) as err:
+            return _refuse(recipe, world, err)
+        except DataFailure as err:  # the data stalled before the run started (phase5's start-up sample)
+            if world.is_main:
+                print(f"{recipe.prog}: error: the data path failed: {err}; nothing was written", file=sys.stderr)
+            return EXIT_DATA
+        return _claim_and_train(recipe, state, stop)
+    finally:
+        close_world(world)
 
 
 def _device(name: str) -> torch.device:
@@ -169,6 +180,10 @@ def checked(recipe: Recipe[S, R], args: argparse.Namespace, world: World, device
     """The run ``args`` ask for, settled, its output folder checked, and built; nothing written.
 
     (What ``run`` does before it claims the folder; tests and benchmarks build a run with it.)"""
+    for attribute, flag, kind in recipe.path_flags:
+        value = getattr(args, attribute, None)
+        if value is not None and value != "latest":
+            check_path(value, flag, kind)  # a name too long, a folder that cannot be entered: one line
     if args.output_dir is not None:
         check_not_in_use(
             Path(args.output_dir), recipe.folder.output_flag
@@ -199,10 +214,10 @@ def _claim_and_train(recipe: Recipe[S, R], run: R, stop: StopRequest) -> int:
 def _train_and_report(recipe: Recipe[S, R], run: R, stop: StopRequest) -> int:
     """Start, train and report; whatever ends the run early is one line and its exit status."""
     try:
-        recipe.start(run)
-        status = recipe.train(run, stop)
-    except Stopped as stopped:
-        status = _stopped(recipe, run, stopped.signal_name)
+        status = _trained(recipe, run, stop)
+        stop.output_stops = False  # the training is over: a closed output no longer cuts the report short
+        if not _reported(recipe, run, status):
+            return 0
     except NonFiniteLoss as err:
         return _end(recipe, run, f"{err}; last good checkpoint: {_last(run) or 'none'}", str(err), EXIT_NONFINITE)
     except DataFailure as err:
@@ -210,19 +225,41 @@ def _train_and_report(recipe: Recipe[S, R], run: R, stop: StopRequest) -> int:
     except Exception as err:
         if is_disk_full(err):
             return _end(recipe, run, _disk_full(recipe, run, err), "no space left on the device", EXIT_FAILED)
-        return _fail(recipe, run, f"{one_line(err)} (traceback in {_write_traceback(run)})", EXIT_ERROR)
-    recipe.report(run, status)
+        return _fail(recipe, run, f"{one_line(err)} ({_traceback_saved(run)})", EXIT_ERROR)
     if run.world.is_main:
         print(f"{recipe.prog}: wrote {run.settings.output_dir}: {', '.join(_files(recipe, run))}", flush=True)
     return 0
+
+
+def _trained(recipe: Recipe[S, R], run: R, stop: StopRequest) -> str:
+    """Start and train; a stop saves the latest state (its failures, a full disk, end the run as any other)."""
+    try:
+        recipe.start(run)
+        return recipe.train(run, stop)
+    except Stopped as stopped:
+        return _stopped(recipe, run, stopped.signal_name)
+
+
+def _reported(recipe: Recipe[S, R], run: R, status: str) -> bool:
+    """The report; False when a signal cut it short (a second Ctrl-C after a stop's save): one quiet line."""
+    try:
+        recipe.report(run, status)
+    except Stopped as again:
+        if run.world.is_main:
+            newest = _last(run)
+            kept = f"the newest checkpoint is {newest}" if newest is not None else recipe.unsaved
+            print(f"{recipe.prog}: stopped by {again.signal_name} during the report; {kept}", flush=True)
+        return False
+    return True
 
 
 def _stopped(recipe: Recipe[S, R], run: R, signal_name: str) -> str:
     """A signal after the model exists: save (every rank), say so; the status for the report."""
     path = recipe.save(run)
     kept = recipe.unsaved if path is None else f"checkpoint {path}; continue with {recipe.folder.resume_flag} latest"
-    if run.world.is_main:
-        print(f"{recipe.prog}: stopped by {signal_name} at step {run.t}; {kept}", flush=True)
+    if run.world.is_main:  # a closed stdout: said on stderr, which may still be read (``| head``)
+        where = sys.stderr if signal_name == CLOSED_OUTPUT else sys.stdout
+        print(f"{recipe.prog}: stopped by {signal_name} at step {run.t}; {kept}", file=where, flush=True)
     return f"stopped at step {run.t}"
 
 
@@ -282,9 +319,13 @@ def _files(recipe: Recipe[S, R], run: R) -> list[str]:
     return names + ([f"checkpoints/{newest.name}"] if newest is not None else [])
 
 
-def _write_traceback(run: RunState) -> Path:
-    """The traceback of the exception being handled, appended to ``<output>/error.log``."""
+def _traceback_saved(run: RunState) -> str:
+    """The traceback of the exception being handled, appended to ``<output>/error.log``; where it went,
+    or why it could not be saved (a read-only folder: no file is named that does not exist)."""
     path = run.settings.output_dir / "error.log"
-    with contextlib.suppress(OSError), path.open("a", encoding="utf-8", errors="replace") as f:
-        f.write(f"{datetime.now().isoformat(timespec='seconds')}\n{traceback.format_exc()}\n")
-    return path
+    try:
+        with path.open("a", encoding="utf-8", errors="replace") as f:
+            f.write(f"{datetime.now().isoformat(timespec='seconds')}\n{traceback.format_exc()}\n")
+    except OSError as err:
+        return f"its traceback could not be saved in {run.settings.output_dir}: {err.strerror or type(err).__name__}"
+    return f"traceback in {path}"

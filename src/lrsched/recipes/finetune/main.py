@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from lrsched.flags import args_json
+from lrsched.paths import PathKind
 from lrsched.recipes.common import skeleton
 from lrsched.recipes.common.device import describe_device, precision_text
 from lrsched.recipes.common.distributed import World
@@ -51,6 +52,14 @@ class TrainPy(skeleton.Recipe[Settings, State]):
     prog = PROG
     folder = Folder(PROGRAM_ID, RUN_FILES, OUTPUT_FLAG, RESUME_FLAG, OVERWRITE_FLAG)
     unsaved = "--save_strategy no: no checkpoint to continue from"
+    path_flags = (
+        ("train_file", "--train_file", PathKind.FILE),
+        ("validation_file", "--validation_file", PathKind.FILE),
+        ("test_file", "--test_file", PathKind.FILE),
+        ("model", "--model", PathKind.FOLDER),
+        ("output_dir", OUTPUT_FLAG, PathKind.FOLDER),
+        ("resume_from_checkpoint", RESUME_FLAG, PathKind.FILE),
+    )
 
     def parse(self, argv: Sequence[str] | None) -> argparse.Namespace:
         return flags.parse(argv)
