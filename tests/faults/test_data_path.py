@@ -60,7 +60,12 @@ def wait_rows(proc: subprocess.Popen[str], out: Path, rows: int) -> None:
 def ended(proc: subprocess.Popen[str], within: float) -> tuple[int, str, float]:
     """Exit status, stderr and seconds until the exit (the test fails if it takes more than ``within``)."""
     started = time.monotonic()
-    _, err = proc.communicate(timeout=within)
+    try:
+        _, err = proc.communicate(timeout=within)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # a hang must fail the test, not outlive it
+        proc.communicate()
+        raise
     return proc.returncode, err, time.monotonic() - started
 
 

@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -98,15 +100,32 @@ def fifo_folder(tmp_path: Path, n: int) -> tuple[Path, list[Path]]:
     return root, paths
 
 
+def rescue(fifos: list[Path], after: float, done: threading.Event) -> None:
+    """After ``after`` seconds, open each FIFO for writing (and close it) until ``done``: a reader blocked
+    on one then gets an empty file, so a missing deadline fails the test instead of hanging it."""
+    if done.wait(after):
+        return
+    while not done.is_set():
+        for fifo in fifos:
+            with suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO while no reader waits
+        time.sleep(0.05)
+
+
 def test_the_images_sampled_at_start_are_read_within_the_deadline(tmp_path: Path) -> None:
     root, paths = fifo_folder(tmp_path, 6)
     listing = list_folder(root)
     for path in paths[2:]:
         path.unlink()
         os.mkfifo(path)
+    done = threading.Event()
+    threading.Thread(target=rescue, args=(paths[2:], 30.0, done), daemon=True).start()
     started = time.monotonic()
-    with pytest.raises(Stalled, match=r"^--data-timeout 1: the 6 images sampled at start .* \(2 were\)$"):
-        _sampled_images(listing, timeout=1.0)
+    try:
+        with pytest.raises(Stalled, match=r"^--data-timeout 1: the 6 images sampled at start .* \(2 were\)$"):
+            _sampled_images(listing, timeout=1.0)
+    finally:
+        done.set()
     assert time.monotonic() - started < 1.0 + MARGIN
 
 
