@@ -41,6 +41,7 @@ class Case:
 RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "pos_float": ("finite number > 0", ("0", "-1", "nan", "inf", "-inf", "abc", "")),
     "nonneg_float": ("finite number >= 0", ("-1", "-1e-9", "nan", "inf", "abc")),
+    "timeout": ("number in [0, 86400]", ("-1", "86400.5", "1e10", "nan", "inf", "abc")),
     "pos_int": ("integer >= 1", ("0", "-3", "1.5", "abc", "nan")),
     "nonneg_int": ("integer >= 0", ("-1", "2.5", "abc", "inf")),
     "unit": ("number in (0, 1]", ("0", "1.5", "-0.5", "nan", "x")),
@@ -84,7 +85,7 @@ DINO_FLAGS = {
     "--local-size": "pos_int",
     "--local-crops": "nonneg_int",
     "--workers": "nonneg_int",
-    "--data-timeout": "nonneg_float",
+    "--data-timeout": "timeout",
     "--lr-ref-batch": "pos_int",
     "--accept-data-change": "switch",
     "--follow-links": "switch",
