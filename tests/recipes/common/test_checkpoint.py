@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from lrsched.recipes.common import checkpoint as ckpt
+from lrsched.recipes.common.runlog import RunLog, read_log
 
 
 def test_save_then_load_round_trips_tensors_and_plain_data(tmp_path: Path) -> None:
@@ -175,3 +176,23 @@ def test_latest_in_a_run_that_never_saved_says_to_start_again(tmp_path: Path) ->
         ckpt.resolve_resume("latest", tmp_path, "--resume")
     assert "stopped before its first checkpoint; start it again without --resume" in str(err.value)
     assert "--resume latest to" not in str(err.value)
+
+
+def test_the_abandoned_future_keeps_its_log_and_a_resume_from_it_reads_that_log(tmp_path: Path) -> None:
+    directory = tmp_path / "checkpoints"
+    for step in (2, 4, 6):
+        ckpt.save_checkpoint({"step": step}, ckpt.step_path(directory, step), "prog")
+    log = tmp_path / "log.csv"
+    log.write_text("step,loss\n" + "".join(f"{s},{s / 10}\n" for s in range(6)))
+    moved = ckpt.set_aside_future(directory, 2)
+    assert moved is not None and (moved / "log.csv").read_text() == log.read_text()
+    assert os.path.samefile(moved / "log.csv", log)  # a hard link, not a copy
+    from_there = moved / "step-00000006.pt"
+    assert ckpt.abandoned_step(from_there) == 2 and ckpt.abandoned_step(ckpt.step_path(directory, 2)) is None
+    assert ckpt.history_log(from_there, tmp_path) == moved / "log.csv"
+    assert ckpt.history_log(ckpt.step_path(directory, 2), tmp_path) == log
+    RunLog(tmp_path, ["step", "loss"], resume_step=2).close()  # the run cuts its own log back: a new file
+    assert [r["step"] for r in read_log(log)] == ["0", "1"] and len(read_log(moved / "log.csv")) == 6
+    history = ckpt.history_log(from_there, tmp_path)
+    RunLog(tmp_path, ["step", "loss"], resume_step=6, history=history).close()
+    assert [r["step"] for r in read_log(log)] == ["0", "1", "2", "3", "4", "5"]

@@ -359,7 +359,7 @@ def test_resuming_from_an_older_checkpoint_sets_the_abandoned_future_aside(tmp_p
     assert run(out, *flags) == 0
     assert run_stopped_at(5, out, *flags, "--resume", str(out / "checkpoints" / "step-00000004.pt")) == 0
     assert latest_checkpoint(out / "checkpoints") == out / "checkpoints" / "step-00000005.pt"
-    aside = sorted(p.name for p in (out / "checkpoints").glob("abandoned-after-step-00000004/*"))
+    aside = sorted(p.name for p in (out / "checkpoints").glob("abandoned-after-step-00000004/*.pt"))
     assert aside == ["step-00000006.pt", "step-00000008.pt"]
     assert [int(r["step"]) for r in read_rows(out / "log.csv")] == list(range(5))
     assert json.loads((out / "metrics.json").read_text())["status"] == "stopped at step 5"

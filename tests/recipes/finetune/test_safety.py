@@ -319,10 +319,23 @@ def test_resuming_from_an_earlier_checkpoint_sets_the_abandoned_future_aside(
     assert run_train(argv(out, "--resume_from_checkpoint", str(out / "checkpoints" / "step-00000002.pt"))) == 0
     assert steps(out) == [2, 3]  # the resumed run's own: 2, and 3 where it stopped
     aside = out / "checkpoints" / "abandoned-after-step-00000002"
-    assert [p.name for p in aside.iterdir()] == ["step-00000004.pt"]
+    assert sorted(p.name for p in aside.iterdir()) == ["log.csv", "step-00000004.pt"]
+    assert (aside / "log.csv").read_bytes() == (run_a / "log.csv").read_bytes()  # the abandoned steps' own rows
     with (out / "log.csv").open(newline="") as f:
         assert [r["step"] for r in csv.DictReader(f)] == ["0", "1", "2"]
     assert ckpt.latest_checkpoint(out / "checkpoints") == out / "checkpoints" / "step-00000003.pt"
+    # issue 30: resuming from the abandoned checkpoint brings back its own rows, not the other branch's
+    assert run_train(argv(out, "--resume_from_checkpoint", str(aside / "step-00000004.pt"))) == 0
+    with (out / "log.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    with (run_a / "log.csv").open(newline="") as f:
+        original = list(csv.DictReader(f))
+    assert [r["step"] for r in rows] == [r["step"] for r in original] == ["0", "1", "2", "3"]
+    assert [(r["lr"], r["loss"]) for r in rows] == [(r["lr"], r["loss"]) for r in original]
+    again = out / "checkpoints" / "abandoned-after-step-00000002-2"  # the branch resumed at 2 and stopped at 3
+    assert sorted(p.name for p in again.iterdir()) == ["log.csv", "step-00000003.pt"]
+    with (again / "log.csv").open(newline="") as f:
+        assert [r["step"] for r in csv.DictReader(f)] == ["0", "1", "2"]
 
 
 # ---------------------------------------------------------------- issue 20: the checkpoint before the reports

@@ -22,6 +22,7 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 import struct
 from pathlib import Path
 from typing import IO, Any
@@ -40,6 +41,7 @@ _TRAILER_TAG = b"lrsched-sha256:"
 _TRAILER_LEN = len(_TRAILER_TAG) + 64
 _EOCD_EMPTY_COMMENT = b"\x00\x00"
 ABANDONED_PREFIX = "abandoned-after-step-"
+_ABANDONED_DIR = re.compile(rf"^{ABANDONED_PREFIX}(\d+)(-\d+)?$")
 
 
 class CheckpointError(UsageError):
@@ -217,28 +219,68 @@ def prune_checkpoints(directory: Path, keep: int) -> None:
             path.unlink(missing_ok=True)
 
 
-def set_aside_future(directory: Path, step: int) -> Path | None:
-    """Move the checkpoints of steps after ``step`` (an abandoned future) into a sub-folder.
+def set_aside_future(directory: Path, step: int, resumed_from: Path | None = None) -> Path | None:
+    """Move the checkpoints of steps after ``step`` (an abandoned future) into a sub-folder, with the log
+    that tells their history.
 
     Call it when a run resumes from a checkpoint at ``step`` older than the newest one in its
     folder, before anything of the resumed run is written: afterwards ``latest`` can only find
     the resumed run's own checkpoints. The files go to ``abandoned-after-step-NNNNNNNN[-k]/``
-    (returned; None when there was nothing to move), which ``latest`` and pruning ignore.
+    (returned; None when there was nothing to move), which ``latest`` and pruning ignore. The run's
+    ``log.csv`` (next to ``directory``) goes along as that folder's ``log.csv`` (a hard link: no copy;
+    the resumed run then rewrites its own), so a later resume from one of those checkpoints finds
+    their rows (``history_log``). When ``resumed_from`` lies in such a folder itself, the steps after
+    that folder's branch point are set aside: they are not in its history.
     """
-    future = [p for s, p in _steps(directory) if s > step]
+    branch = abandoned_step(resumed_from)
+    cut = step if branch is None else min(step, branch)
+    future = [p for s, p in _steps(directory) if s > cut]
     if not future:
         return None
-    base = directory / f"{ABANDONED_PREFIX}{step:08d}"
+    base = directory / f"{ABANDONED_PREFIX}{cut:08d}"
     target, k = base, 1
     while target.exists():
         k += 1
         target = base.with_name(f"{base.name}-{k}")
     target.mkdir()
+    _keep_log(directory.parent / LOG_FILE, target / LOG_FILE)
     for path in future:
         os.replace(path, target / path.name)
     fsync_dir(target)
     fsync_dir(directory)
     return target
+
+
+LOG_FILE = "log.csv"
+
+
+def _keep_log(log: Path, kept: Path) -> None:
+    """``log`` also at ``kept``: a hard link (the run replaces ``log`` by a new file when it cuts it
+    back), or a copy where the file system has no hard links."""
+    if not log.is_file():
+        return
+    try:
+        os.link(log, kept)
+    except OSError:
+        shutil.copyfile(log, kept)
+
+
+def abandoned_step(checkpoint: Path | None) -> int | None:
+    """The step after which the folder holding ``checkpoint`` was abandoned (``abandoned-after-step-N``:
+    N), or None when it is not in such a folder."""
+    if checkpoint is None:
+        return None
+    m = _ABANDONED_DIR.match(checkpoint.parent.name)
+    return int(m.group(1)) if m else None
+
+
+def history_log(checkpoint: Path | None, output_dir: Path) -> Path:
+    """The ``log.csv`` holding the rows that led to ``checkpoint``: its abandoned folder's own, or the run's."""
+    if abandoned_step(checkpoint) is not None and checkpoint is not None:
+        own = checkpoint.parent / LOG_FILE
+        if own.is_file():
+            return own
+    return output_dir / LOG_FILE
 
 
 def resolve_resume(value: str | None, output_dir: Path, flag: str) -> Path | None:

@@ -33,11 +33,16 @@ def write_json(path: Path, data: Any) -> None:
 class RunLog:
     """Appends rows to ``log.csv`` (and TensorBoard scalars when available)."""
 
-    def __init__(self, output_dir: Path, columns: Sequence[str], *, resume_step: int | None = None) -> None:
+    def __init__(
+        self, output_dir: Path, columns: Sequence[str], *, resume_step: int | None = None, history: Path | None = None
+    ) -> None:
+        """``resume_step``: the log keeps the rows of the steps before it, taken from ``history`` (the log
+        of the checkpoint's own past, ``checkpoint.history_log``; by default this log)."""
         self.path = output_dir / "log.csv"
         self.columns = list(columns)
-        if resume_step is not None and self.path.exists():
-            self._truncate_after(resume_step)
+        source = history or self.path
+        if resume_step is not None and source.exists():
+            self._truncate_after(resume_step, source)
         new = not self.path.exists()
         self._file = self.path.open("a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="ignore")
@@ -45,9 +50,9 @@ class RunLog:
             self._writer.writeheader()
         self._tb = _tensorboard(output_dir)
 
-    def _truncate_after(self, step: int) -> None:
-        """Keep the rows of steps before ``step``: a resumed run writes the rest again."""
-        with self.path.open(newline="") as old, atomic_write(self.path, newline="") as new:  # a kill keeps the old log
+    def _truncate_after(self, step: int, source: Path) -> None:
+        """The rows of ``source`` for the steps before ``step``: a resumed run writes the rest again."""
+        with source.open(newline="") as old, atomic_write(self.path, newline="") as new:  # a kill keeps the old log
             writer = csv.DictWriter(new, fieldnames=self.columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(r for r in csv.DictReader(old) if r.get("step", "").isdigit() and int(r["step"]) < step)

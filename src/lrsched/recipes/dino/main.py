@@ -131,8 +131,9 @@ def start_outputs(run: State) -> RunLog:
     """Rank 0, in the claimed folder: write plan.json and args.json (and the data index), print the plan,
     open log.csv."""
     out = run.settings.output_dir
+    history = ckpt.history_log(run.settings.resume_path, out)  # before the abandoned future moves
     if run.settings.resume is not None:
-        moved = ckpt.set_aside_future(out / "checkpoints", run.t)
+        moved = ckpt.set_aside_future(out / "checkpoints", run.t, run.settings.resume_path)
         if moved is not None:
             print(f"{PROG}: checkpoints after step {run.t} (an abandoned future) moved to {moved}")
     write_json(out / "plan.json", resume.plan_json(run))
@@ -146,7 +147,9 @@ def start_outputs(run: State) -> RunLog:
     if run.settings.resume is not None:
         print(resume_line(run), flush=True)
     _say_data(run)
-    return RunLog(out, loop.LOG_COLUMNS, resume_step=run.t if run.settings.resume is not None else None)
+    if run.settings.resume is None:
+        return RunLog(out, loop.LOG_COLUMNS)
+    return RunLog(out, loop.LOG_COLUMNS, resume_step=run.t, history=history)
 
 
 def resume_line(run: State) -> str:

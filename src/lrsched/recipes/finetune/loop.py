@@ -35,13 +35,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from lrsched.recipes.common.checkpoint import (
-    latest_checkpoint,
+    history_log,
     prune_checkpoints,
     rng_state,
     save_checkpoint,
     set_aside_future,
     set_rng_state,
-    step_of,
     step_path,
 )
 from lrsched.recipes.common.device import autocast
@@ -361,11 +360,11 @@ def open_log(run: State) -> RunLog | None:
     if run.settings.resume is None:
         return RunLog(run.settings.output_dir, COLUMNS)
     directory = run.settings.output_dir / "checkpoints"
-    newest = latest_checkpoint(directory)
-    if newest is not None and (step_of(newest) or 0) > run.t:
-        moved = set_aside_future(directory, run.t)
+    history = history_log(run.settings.resume_path, run.settings.output_dir)  # before the future moves
+    moved = set_aside_future(directory, run.t, run.settings.resume_path)
+    if moved is not None:
         print(f"resuming from step {run.t}: the checkpoints of later steps moved to {moved}", flush=True)
-    return RunLog(run.settings.output_dir, COLUMNS, resume_step=run.t)
+    return RunLog(run.settings.output_dir, COLUMNS, resume_step=run.t, history=history)
 
 
 def train(run: State, stop: StopRequest) -> str:
