@@ -26,7 +26,7 @@ def resolve_finetune(**kwargs: Any) -> Plan:
     return strategy.resolve_finetune(names=UNDERSCORED, **kwargs)
 
 
-def resolve_pretrain(**kwargs: Any) -> Plan:
+def plan_in_steps(**kwargs: Any) -> Plan:
     """A step plan with 5e-4, 2500 and 1e-6 as defaults, as a caller that spells its flags ``--warmup-steps``."""
     return resolve_steps(defaults=STEP_DEFAULTS, names=DASHED, **kwargs)
 
@@ -295,7 +295,7 @@ def test_plan_json_and_lines() -> None:
 
 
 def test_pretrain_defaults_are_open_ended() -> None:
-    plan = resolve_pretrain()
+    plan = plan_in_steps()
     s = plan.schedule
     assert (s.shape, s.base, s.warmup, s.final, s.total) == ("cosine", 5e-4, 2500, 1e-6, None)
     assert plan.notes == ("no --max-steps: holding 0.0005 after warm-up",)
@@ -306,7 +306,7 @@ def test_pretrain_defaults_are_open_ended() -> None:
 
 
 def test_pretrain_with_max_steps_decays_to_min_lr() -> None:
-    plan = resolve_pretrain(lr=1e-3, warmup_steps=100, min_lr=1e-5, max_steps=1100)
+    plan = plan_in_steps(lr=1e-3, warmup_steps=100, min_lr=1e-5, max_steps=1100)
     s = plan.schedule
     assert (s.shape, s.base, s.warmup, s.final, s.total) == ("cosine", 1e-3, 100, 1e-5, 1100)
     assert plan.notes == ()
@@ -319,7 +319,7 @@ def test_pretrain_with_max_steps_decays_to_min_lr() -> None:
 
 
 def test_pretrain_open_ended_note_uses_the_given_lr() -> None:
-    plan = resolve_pretrain(lr=2e-4, warmup_steps=10)
+    plan = plan_in_steps(lr=2e-4, warmup_steps=10)
     assert plan.notes == ("no --max-steps: holding 0.0002 after warm-up",)
 
 
@@ -335,13 +335,13 @@ def test_pretrain_open_ended_note_uses_the_given_lr() -> None:
 )
 def test_pretrain_errors(kwargs: dict, flag: str) -> None:
     with pytest.raises(UsageError) as err:
-        resolve_pretrain(**kwargs)
+        plan_in_steps(**kwargs)
     assert str(err.value).startswith(flag)
     assert "\n" not in str(err.value)
 
 
 def test_pretrain_schedule_is_the_design_cosine() -> None:
-    plan = resolve_pretrain(max_steps=12500)
+    plan = plan_in_steps(max_steps=12500)
     want = Schedule("cosine", base=5e-4, final=1e-6, warmup=2500, total=12500)
     assert plan.schedule == want
     t = 7500
@@ -368,18 +368,18 @@ def test_a_decay_longer_than_after_warmup_is_refused() -> None:
     with pytest.raises(UsageError, match=r"^--decay_ratio 0\.95: gives 285 decay steps, more than the 270 steps"):
         resolve_finetune(epochs=Fraction(3), steps_per_epoch=100, strategy="wsd", decay_ratio=Fraction("0.95"))
     with pytest.raises(UsageError, match=r"^--decay-ratio 1: gives 100 decay steps, more than the 90"):
-        resolve_pretrain(max_steps=100, warmup_steps=10, decay_ratio=Fraction(1))
+        plan_in_steps(max_steps=100, warmup_steps=10, decay_ratio=Fraction(1))
 
 
 def test_phase5_decay_ratio_selects_wsd() -> None:
-    plan = resolve_pretrain(max_steps=10_000, decay_ratio=Fraction("0.1"))
+    plan = plan_in_steps(max_steps=10_000, decay_ratio=Fraction("0.1"))
     s = plan.schedule
     assert (s.shape, s.base, s.warmup, s.final, s.decay, s.decay_type) == ("wsd", 5e-4, 2500, 1e-6, 1000, "cosine")
-    assert resolve_pretrain(max_steps=10_000, decay_type="linear").schedule.decay == 2000  # the default ratio
-    open_ended = resolve_pretrain(decay_ratio=Fraction("0.1"))
+    assert plan_in_steps(max_steps=10_000, decay_type="linear").schedule.decay == 2000  # the default ratio
+    open_ended = plan_in_steps(decay_ratio=Fraction("0.1"))
     assert open_ended.schedule.total is None and open_ended.schedule.decay is None
     assert open_ended.source("decay").startswith("--decay-ratio 0.1 of the --max-steps a resume gives")
-    assert resolve_pretrain(max_steps=10_000).schedule.shape == "cosine"  # unchanged without the flags
+    assert plan_in_steps(max_steps=10_000).schedule.shape == "cosine"  # unchanged without the flags
 
 
 @pytest.mark.parametrize(
@@ -409,7 +409,7 @@ def test_cycles_are_kept_only_for_cosine_restarts() -> None:
 
 @pytest.mark.parametrize(("ratio", "total", "warmup"), [("0.07", 100, 7), ("0.1", 1000, 100), ("0.15", 7, 2)])
 def test_phase5_warmup_ratio_is_an_exact_decimal_of_max_steps(ratio: str, total: int, warmup: int) -> None:
-    plan = resolve_pretrain(max_steps=total, warmup_ratio=Fraction(ratio))
+    plan = plan_in_steps(max_steps=total, warmup_ratio=Fraction(ratio))
     assert plan.schedule.warmup == warmup  # ceil(0.07 * 100) in floats is 8
     assert plan.source("warmup").startswith(f"--warmup-ratio {ratio}: ")
 
@@ -424,15 +424,15 @@ def test_phase5_warmup_ratio_is_an_exact_decimal_of_max_steps(ratio: str, total:
 )
 def test_phase5_warmup_ratio_is_refused_in_one_sentence(kwargs: dict, message: str) -> None:
     with pytest.raises(UsageError, match=message) as err:
-        resolve_pretrain(**kwargs)
+        plan_in_steps(**kwargs)
     assert "\n" not in str(err.value)
 
 
 def test_phase5_warmup_not_below_max_steps_suggests_the_ratio() -> None:
     with pytest.raises(UsageError, match=r"^--warmup-steps 2500 \(default\): must be less than --max-steps 1000; "):
-        resolve_pretrain(max_steps=1000)
+        plan_in_steps(max_steps=1000)
     with pytest.raises(UsageError, match=r"--warmup-ratio R \(e\.g\. 0\.1: 100 steps\)"):
-        resolve_pretrain(max_steps=1000, warmup_steps=1000)
+        plan_in_steps(max_steps=1000, warmup_steps=1000)
 
 
 @pytest.mark.parametrize(
@@ -493,10 +493,10 @@ def test_the_printed_plan_has_cycles_only_for_restarts_and_says_when_it_holds() 
     assert [line.split()[0] for line in linear.lines()] == ["shape", "peak", "min_lr", "warmup", "total"]
     restarts = resolve_finetune(epochs=Fraction(3), steps_per_epoch=100, strategy="cosine_restarts")
     assert restarts.lines()[-1].split()[:2] == ["cycles", "1"]
-    held = resolve_pretrain()
+    held = plan_in_steps()
     assert held.shape == "cosine" and held.to_json()["shape"] == "cosine"
     assert held.shape_text == "constant (open-ended: cosine needs --max-steps)"
-    assert resolve_pretrain(max_steps=10_000).shape_text == "cosine"
+    assert plan_in_steps(max_steps=10_000).shape_text == "cosine"
 
 
 # --- issue 27: the policy names no flag; the caller does ------------------------------------------
