@@ -281,6 +281,27 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous_chec
     assert not list((out / "checkpoints").glob(".*.tmp"))
 
 
+def test_a_full_disk_under_best_is_exit_1_not_5(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """safetensors says a full disk in its own words (seen on a full 64 kB tmpfs): it is still exit 1."""
+    from safetensors import SafetensorError
+
+    out = tmp_path / "full-best"
+    real = M.save_folder
+
+    def full_under_best(model: Any, tokenizer: Any, target: Path) -> None:
+        if target.name == "best":
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        real(model, tokenizer, target)
+
+    monkeypatch.setattr(M, "save_folder", full_under_best)
+    assert run_train(argv(out)) == 1
+    line = one_error_line(capsys)
+    assert line.startswith("train.py: error: no space left on the device;") and "step-00000002.pt is intact" in line
+    assert not (out / "error.log").exists()
+
+
 # ---------------------------------------------------------------- 9: integrity
 
 
