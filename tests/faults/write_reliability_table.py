@@ -32,6 +32,9 @@ CATEGORIES = {
     "test_signals": "SIGTERM / SIGINT in an open-ended run",
     "test_train_safety": "train.py: signals anywhere, one process per folder, a 50 MB line",
     "test_data_path": "phase5: the data path fails (images gone, a stall, a signal in a stall, an error)",
+    "test_closed_output": "a closed pipe or terminal is a stop; Ctrl-C again is quiet (both programs)",
+    "test_unusable_paths": "every path flag: a name over 255 bytes, a folder one cannot enter, a file on the way",
+    "test_whole_log": "phase5: resumed from an abandoned checkpoint, the log is its own past",
 }
 
 INTRO = """# Reliability: crashes, hostile input and bad flags lose nothing
