@@ -299,3 +299,10 @@ def test_lrsched_show_counts_a_typed_default_as_given(capsys: pytest.CaptureFixt
     assert cli.main(["show", "--warmup-steps", "2500", "--lr", "5e-4", "--max-steps", "10000", "--json"]) == 0
     sources = json.loads(capsys.readouterr().out)["plan"]["sources"]
     assert (sources["warmup"], sources["peak"], sources["min_lr"]) == ("--warmup-steps 2500", "--lr 0.0005", "default")
+
+
+def test_lrsched_show_help_states_each_program_s_default(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["show", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "floor at the end of the decay (phase5_big_run.py: default 1e-6; train.py: default 0)" in text
+    assert "peak learning rate (phase5_big_run.py: default 5e-4)" in text

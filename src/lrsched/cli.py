@@ -82,7 +82,8 @@ def _add_plan_flags(parser: argparse.ArgumentParser, known: Sequence[Program]) -
     for program in sorted(known, key=lambda p: not p.fallback):
         why = "" if program.fallback else f" (any of them selects {program.name}'s plan)"
         group = parser.add_argument_group(f"{program.name} flags{why}")
-        flags.add_schedule_flags(group, [n for n in program.schedule_flags if n not in added])
+        names = [n for n in program.schedule_flags if n not in added]
+        flags.add_schedule_flags(group, names, help={n: _schedule_help(n, known) for n in names})
         added.update(program.schedule_flags)
         for name, keywords in program.flags.items():
             if name not in added:
@@ -109,6 +110,13 @@ def _add_plan_flags(parser: argparse.ArgumentParser, known: Sequence[Program]) -
             flags.add_flag(other, name, action="store_true", help=argparse.SUPPRESS)
         else:
             flags.add_flag(other, name, nargs=None if nargs == 1 else nargs, metavar="X", help=argparse.SUPPRESS)
+
+
+def _schedule_help(name: str, known: Sequence[Program]) -> str:
+    """The table's help for ``name`` with each program's default: ``floor ... (train.py: default 0)``."""
+    said = [f"{p.name}: {p.defaults[name]}" for p in known if name in p.defaults]
+    text = str(flags.FLAGS[name].get("help", ""))
+    return f"{text} ({'; '.join(said)})" if said else text
 
 
 def build_parser(known: Sequence[Program] | None = None) -> CommandParser:

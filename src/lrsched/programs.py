@@ -46,7 +46,8 @@ class Program:
     ``other_flags``: its remaining flags, name -> number of values (0: a switch), accepted so that a
     command line can be pasted and noted as not used. ``dashed``: its messages spell flags
     ``--warmup-steps`` rather than ``--warmup_steps``. ``fallback``: it plans a command line that
-    types no program's own flag.
+    types no program's own flag. ``defaults``: its default for a schedule flag, as ``--help`` says it
+    (``"default 1e-6"``).
     """
 
     name: str
@@ -56,6 +57,7 @@ class Program:
     other_flags: Mapping[str, int] = field(default_factory=dict)
     dashed: bool = False
     fallback: bool = False
+    defaults: Mapping[str, str] = field(default_factory=dict)
 
     def names(self) -> tuple[str, ...]:
         """Every flag it takes, in order: schedule flags, its own, the others."""

@@ -44,6 +44,13 @@ SCHEDULE_HELP = {
     "typed; needs --max-steps, not with --warmup-steps (default: none, --warmup-steps counts)",
 }
 """phase5's --help for the schedule flags whose default or meaning is its own."""
+DEFAULT_TEXT = {
+    "lr": "default 5e-4",
+    "warmup_steps": "default 2500",
+    "min_lr": "default 1e-6",
+    "max_steps": "default none: open-ended",
+}
+"""phase5's defaults as ``lrsched show --help`` states them beside other programs'."""
 NAMES = flags.flag_names(dashed=True)
 """How phase5's messages and plan sources name the keywords (``--warmup-steps``, ...)."""
 SHAPE_SOURCE = "phase5_big_run.py: warm-up + cosine"
@@ -125,5 +132,6 @@ PROGRAM = Program(
     other_flags=OTHER_FLAGS,
     dashed=True,
     fallback=True,
+    defaults=DEFAULT_TEXT,
 )
 """phase5 as ``lrsched show`` knows it (entry point ``phase5_big_run.py`` in the group ``lrsched.programs``)."""

@@ -33,6 +33,14 @@ SCHEDULE_HELP = {
     "typed (default: the auto row's)",
 }
 """train.py's --help for the schedule flags whose default is its own."""
+DEFAULT_TEXT = {
+    "num_epochs": "default 3",
+    "warmup_steps": "default: from --warmup_ratio or the auto row",
+    "warmup_ratio": "default: the auto row's",
+    "min_lr": "default 0",
+    "max_steps": "default: epochs x updates per epoch",
+}
+"""train.py's defaults as ``lrsched show --help`` states them beside other programs'."""
 NAMES = flags.flag_names()
 """How train.py's messages and plan sources name the policy's keywords (``--num_epochs``, ...)."""
 ACCUMULATION_FLAG = "--gradient_accumulation_steps"
@@ -138,5 +146,6 @@ PROGRAM = Program(
     plan=show_plan,
     flags={"steps_per_epoch": STEPS_PER_EPOCH, **{k: {**v, "help": argparse.SUPPRESS} for k, v in RUN_SIZE.items()}},
     other_flags=OTHER_FLAGS,
+    defaults=DEFAULT_TEXT,
 )
 """train.py as ``lrsched show`` knows it (entry point ``train.py`` in the group ``lrsched.programs``)."""
