@@ -27,6 +27,7 @@ from lrsched.recipes.common.exits import EXIT_DATA, EXIT_ERROR, EXIT_FAILED, EXI
 from lrsched.recipes.common.faults import DataFailure, NonFiniteLoss
 from lrsched.recipes.common.rundir import Folder
 from lrsched.recipes.common.stopping import Stopped, StopRequest
+from lrsched.schedules import Schedule
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class Toy(skeleton.Recipe[Settings, State]):
         self.calls.append("settle")
         if args.refuse_in == "settle":
             raise UsageError("--steps 3: refused in settle")
+        if args.refuse_in == "schedule":  # a library rule no check of the program caught
+            Schedule("linear", base=1.0, warmup=5, total=3)
         return Settings(args, Path(args.output_dir))
 
     def build(self, settings: Settings, world: World, device: torch.device) -> State:
@@ -280,3 +283,13 @@ def test_an_error_log_that_cannot_be_written_is_not_named(tmp_path: Path, capsys
     err = capsys.readouterr().err
     assert "error.log" not in err and err.count("\n") == 1
     assert f"ZeroDivisionError: division by zero (its traceback could not be saved in {tmp_path / 'run'}: " in err
+
+
+def test_a_library_rule_is_said_with_the_flags_typed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _ = run_toy(tmp_path, "--refuse-in", "schedule")
+    assert status == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err == "toy: error: --max-steps 3: must be greater than --warmup-steps 5\n"
+    assert skeleton.in_flags("total=3: must be greater than warmup=5", "--output_dir") == (
+        "--max_steps 3: must be greater than --warmup_steps 5"
+    )

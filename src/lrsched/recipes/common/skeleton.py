@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 import traceback
 from abc import ABC, abstractmethod
@@ -297,10 +298,35 @@ def _disk_full(recipe: Recipe[S, R], run: R, err: BaseException) -> str:
 
 
 def _refuse(recipe: Recipe[S, R], world: World, err: Exception) -> int:
-    """Bad input: one line (rank 0: every rank reached the same answer), exit status 2."""
+    """Bad input: one line (rank 0: every rank reached the same answer), exit status 2. A library rule
+    (``ScheduleError``) is said with the flags the user types (``in_flags``)."""
+    text = in_flags(str(err), recipe.folder.output_flag) if isinstance(err, ScheduleError) else str(err)
     if world.is_main:
-        print(f"{recipe.prog}: error: {err}", file=sys.stderr, flush=True)
+        print(f"{recipe.prog}: error: {text}", file=sys.stderr, flush=True)
     return EXIT_USAGE
+
+
+LIBRARY_FLAGS = {
+    "warmup": "--warmup-steps",
+    "total": "--max-steps",
+    "base": "--lr",
+    "final": "--min-lr",
+    "decay": "--decay-ratio (decay steps)",
+    "cycles": "--num-cycles",
+}
+"""The schedule's parameters (``schedules.Schedule``) and the flags that set them."""
+_LIBRARY_NAME = re.compile(rf"\b({'|'.join(LIBRARY_FLAGS)})=")
+
+
+def in_flags(message: str, output_flag: str) -> str:
+    """A library message in the command line's words: ``warmup=5`` -> ``--warmup-steps 5``, spelt as the
+    program spells its flags (``--output_dir``: ``--warmup_steps``)."""
+
+    def flag(m: re.Match[str]) -> str:
+        name = LIBRARY_FLAGS[m.group(1)]
+        return (name.replace("-", "_").replace("__", "--", 1) if "_" in output_flag else name) + " "
+
+    return _LIBRARY_NAME.sub(flag, message)
 
 
 def _last(run: RunState) -> Path | None:
