@@ -38,6 +38,7 @@ def one_run(preset: str, bf16: bool, steps: int, work: Path) -> dict[str, Any]:
     cmd += ["--warmup-steps", "5", "--no-knn", "--workers", "0", "--save-every", "0", "--output-dir", str(out)]
     cmd += ["--batch-size", str(PRESETS[preset]), *(["--bf16"] if bf16 else [])]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT / "src")}
+    env["LRSCHED_FORCE_BF16"] = "1"  # bf16 even where it is emulated (--bf16 alone runs fp32 there)
     load = round(os.getloadavg()[0], 2)
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode:
