@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
@@ -152,14 +153,18 @@ def many_images(tmp_path: Path) -> Path:
     return make_image_folder(tmp_path / "many", 200, classes=2, sizes=(40, 60))
 
 
-def become_fifos(images: Path, step: int, count: int) -> list[str]:
-    """The first ``count`` files of ``step``'s batch (seed 0, 8 a step) made FIFOs: opening one blocks."""
+def batch_files(images: Path) -> Callable[[int], list[str]]:
+    """The files of a step's batch (seed 0, 8 a step), listed now: the run's own listing of ``images``."""
     ds = open_folder(images)
-    names = [ds.train.name(i) for i in Sampler(len(ds.train), 8, 1, seed=0).indices(step, 0).tolist()][:count]
+    sampler = Sampler(len(ds.train), 8, 1, seed=0)
+    return lambda step: [ds.train.name(i) for i in sampler.indices(step, 0).tolist()]
+
+
+def become_fifos(names: list[str]) -> None:
+    """Files made FIFOs: opening one blocks (no writer)."""
     for name in names:
         os.remove(name)
         os.mkfifo(name)
-    return names
 
 
 STALLS = [
@@ -174,19 +179,24 @@ def test_reads_that_block_end_the_run_at_its_deadline_saved_at_any_worker_count(
     tmp_path: Path, workers: int, stalled: int
 ) -> None:
     images, out = many_images(tmp_path), tmp_path / "run"
+    files_of = batch_files(images)
     proc = start(images, out, "--workers", str(workers), "--data-timeout", "2", "--max-steps", "400")
     wait_rows(proc, out, 2)
-    step = steps_logged(out) + 8  # in this epoch, past what the workers fetched ahead
-    assert step < 22
-    become_fifos(images, step, stalled)
+    planned = steps_logged(out) + 8  # in this epoch, past what the workers fetched ahead
+    assert planned < 22
+    stalled_files = files_of(planned)[:stalled]
+    become_fifos(stalled_files)
     status, err, seconds = ended(proc, 120)
     assert status == EXIT_DATA, err
+    step = saved_step(out)  # planned, or (had the log lagged behind the workers) where the next epoch meets them
+    next_epoch = next(t for t in range(22, 44) if set(files_of(t)) & set(stalled_files))
+    assert step in (planned, next_epoch), (step, planned, next_epoch)
     assert err.strip().splitlines()[-1] == (
         "phase5_big_run.py: error: the data path failed: --data-timeout 2: no training batch from the data path "
         f"for 2 s; stopped at step {step}; checkpoint {out / 'checkpoints' / f'step-{step:08d}.pt'}"
     )
-    assert saved_step(out) == step == steps_logged(out)
-    assert seconds < 2 + 8 * 2 + SHUTDOWN_GRACE + 15  # the steps before it, the deadline, closing the workers
+    assert step == steps_logged(out)
+    assert seconds < 2 + 30 + SHUTDOWN_GRACE + 15  # the steps before it, the deadline, closing the workers
 
 
 LISTED_THEN_FIFOS = (
