@@ -70,3 +70,21 @@ def test_accuracy_and_macro_f1_of_a_confusion_matrix() -> None:
     assert m == [[1, 1], [0, 2]]
     assert metrics.accuracy(m) == 0.75
     assert metrics.macro_f1(m) == pytest.approx((2 / 3 + 0.8) / 2)
+
+
+def test_the_loop_keeps_the_best_by_the_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """loop.end_epoch follows --metric_for_best_model (the issue's run: accuracy 1.0 each epoch)."""
+    from types import SimpleNamespace
+
+    from lrsched.recipes.finetune import loop
+
+    scores = iter([{"loss": 0.99, "accuracy": 1.0, "macro_f1": 1.0}, {"loss": 0.69, "accuracy": 1.0, "macro_f1": 1.0}])
+    monkeypatch.setattr(loop, "eval_tokens", lambda *a: None)
+    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: next(scores))
+    args = flags.parse([])
+    settings = SimpleNamespace(updates_per_epoch=10, splits=SimpleNamespace(validation=None), args=args)
+    run = SimpleNamespace(t=10, settings=settings, history=[], best=None, model=None)
+    loop.end_epoch(run)  # type: ignore[arg-type]
+    run.t = 20
+    loop.end_epoch(run)  # type: ignore[arg-type]
+    assert run.best is not None and run.best["step"] == 20 and run.best["loss"] == 0.69
