@@ -328,18 +328,12 @@ class ScheduledLR(LRScheduler):
         """The field's values at ``last_epoch``."""
         return self.field.values(self.last_epoch)
 
-    def _get_closed_form_lr(self) -> list[float | torch.Tensor]:
-        return self.get_lr()
-
     def step(self, epoch: int | None = None) -> None:
         """Advance ``t`` by one update (or to ``epoch``), taking in any cut made from outside first."""
-        if self._base_pending and hasattr(self, "_last_lr"):
+        if self._base_pending and hasattr(self, "_last_lr"):  # not the step torch's constructor takes
             self._base_pending = False
             _warn_if_no_group_at_base("lr", self.field.starts, self.schedule.base)
-        if not hasattr(self, "_last_lr"):  # torch's constructor: the values of the field's step are written
-            self.field.set_step(self.field.t + 1)
-        else:
-            self.field.set_step(self.field.t + 1 if epoch is None else epoch)
+        self.field.set_step(self.field.t + 1 if epoch is None else epoch)
         self._step_count = getattr(self, "_step_count", 0) + 1
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
