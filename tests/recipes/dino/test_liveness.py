@@ -73,9 +73,9 @@ def test_a_deadline_bounds_every_blocked_read_after_it_not_just_the_first(tmp_pa
 STOPPED_SLEEPER = """
 import time
 from lrsched.recipes.dino.liveness import deadline
-with deadline(2.0, lambda: "stalled"):
+with deadline(3.0, lambda: "stalled"):  # ticks every 0.75 s; a gap counts at most 1.5 s
     print("armed", flush=True)
-    time.sleep(1.5)
+    time.sleep(0.5)
 print("done", flush=True)
 """
 
@@ -87,7 +87,7 @@ def test_time_stopped_by_sigstop_is_not_counted_against_a_deadline() -> None:
     )
     assert proc.stdout is not None and proc.stdout.readline() == "armed\n"
     proc.send_signal(signal.SIGSTOP)
-    time.sleep(4)  # twice the deadline, stopped
+    time.sleep(6)  # twice the deadline, stopped: counted at most 0.5 + 1.5 s (and the load's delays)
     proc.send_signal(signal.SIGCONT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and out == "done\n", err
