@@ -143,6 +143,20 @@ def test_resume_continues_bitwise_adapters_included(tmp_path: Path) -> None:
         assert torch.equal(a, b), name
 
 
+def test_replan_on_resume_re_warms_without_a_jump(tmp_path: Path) -> None:
+    """2 epochs (auto: linear, 4e-5) resumed at update 3 with 4 epochs (auto: cosine, 5e-5) and --replan:
+    update 3 uses the old plan's LR, then a re-warm to the new peak, as plan.json lists."""
+    argv = ["--per_device_train_batch_size", "8", "--save_strategy", "steps", "--save_steps", "3"]
+    _, before = sft(tmp_path, [*argv, "--num_train_epochs", "2"], 24)  # 3 updates an epoch
+    longer = [*argv, "--num_train_epochs", "4", "--replan"]
+    after, log = sft(tmp_path, longer, 24, resume=str(tmp_path / "checkpoint-3"))
+    assert [t for t, _ in log.seen] == list(range(3, 12)) and log.seen[0][1] == before.seen[3][1]
+    kept = json.loads((tmp_path / "plan.json").read_text())
+    assert kept["replanned"].startswith("from step 3:") and after.plan.schedule.base == 5e-5
+    assert log.first_lrs() == pytest.approx(kept["lr"][3:12], rel=1e-12, abs=1e-18)
+    assert max(log.first_lrs()) == pytest.approx(5e-5, rel=1e-12)
+
+
 def test_the_example_script_runs_offline(tmp_path: Path) -> None:
     """examples/hf_lora_sft.py as a user runs it: the plan printed once, plan.json and the adapter written."""
     argv = [str(REPO / "examples" / "hf_lora_sft.py"), "--output_dir", str(tmp_path), *COMMON]
