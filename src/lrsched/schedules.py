@@ -346,7 +346,9 @@ def replan(current: AnySchedule, t0: int, target: Schedule) -> AnySchedule:
     1. ``target(t0) == v0`` (e.g. the same warm-up line, or a ``wsd`` plateau): ``target`` itself.
     2. A re-warm when ``target`` asks for a peak the run will not otherwise reach: a new peak
        (``target.base`` differs from ``current``'s), a finished run (``t0 >= current.total``,
-       at its end value), or a run still in warm-up. Linear from ``v0`` at ``t0`` to
+       at its end value) whose value warms up (``current`` or ``target`` has a warm-up), or a run
+       still in warm-up. A finished value without a warm-up (a weight decay rising from ``base``
+       to ``final``) has no peak to return to: it continues by 3. Linear from ``v0`` at ``t0`` to
        ``target.base`` at ``t1 = target.warmup`` if ``t0`` is before it, else at
        ``t1 = t0 + target.warmup``; then ``target``'s shape from the peak to its floor at
        ``target.total`` (a ``wsd`` decay shortened to the steps after ``t1`` if longer).
@@ -366,6 +368,7 @@ def replan(current: AnySchedule, t0: int, target: Schedule) -> AnySchedule:
     if target.total is not None and target.total <= t0:
         raise ScheduleError(f"total={target.total}: must be greater than the current step {t0}")
     finished = current.total is not None and t0 >= current.total and not _same(v0, _peak(current))
+    finished = finished and (current.warmup > 0 or target.warmup > 0)
     if finished or _warming(current, t0) or not _same(target.base, _peak(current)):
         return Replanned(current, t0, _rewarm(v0, t0, target))
     return Replanned(current, t0, _decay_from(v0, t0, target))

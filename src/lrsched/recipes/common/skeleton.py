@@ -49,6 +49,10 @@ from lrsched.recipes.common.runlock import check_not_in_use
 from lrsched.recipes.common.stopping import CLOSED_OUTPUT, Stopped, StopRequest, guarded_output
 
 
+class AlreadyFinished(Exception):
+    """A resume of a finished run that asks for nothing more (``settle`` raises it): said in one line, exit 0."""
+
+
 class RunSettings(Protocol):
     """What the skeleton reads of a program's ``Settings``: where the run goes and what it resumes."""
 
@@ -152,6 +156,10 @@ def _run(recipe: Recipe[S, R], args: argparse.Namespace, stop: StopRequest) -> i
             if world.is_main:
                 why = f"stopped by {stopped.signal_name} before the run started; nothing was written"
                 print(f"{recipe.prog}: {why}", file=sys.stderr, flush=True)
+            return 0
+        except AlreadyFinished as done:  # nothing to train: nothing written
+            if world.is_main:
+                print(f"{recipe.prog}: {done}", flush=True)
             return 0
         except (UsageError, ScheduleError) as err:
             return _refuse(recipe, world, err)

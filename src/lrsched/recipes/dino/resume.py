@@ -11,6 +11,7 @@ from lrsched.adoption import OnMismatch, adopt, describe, from_description
 from lrsched.errors import ScheduleError, ScheduleMismatch, UsageError
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.distributed import barrier
+from lrsched.recipes.common.skeleton import AlreadyFinished
 from lrsched.recipes.dino.flags import PROG, PROGRAM_ID, flag_strings, spelling
 from lrsched.recipes.dino.state import Schedules, Settings, State
 from lrsched.schedules import AnySchedule, Schedule
@@ -68,6 +69,17 @@ def check_resume(state: dict[str, Any], args: argparse.Namespace, schedules: Sch
             adopt(target, states[name], "replan")
         except ScheduleError as err:
             raise UsageError(f"--replan at step {step}: {name}: {_as_flags(str(err))}") from None
+
+
+def check_not_finished(state: dict[str, Any], schedules: Schedules) -> None:
+    """A finished run resumed with the plan it finished (``check_resume`` refuses any other without
+    --replan): ``AlreadyFinished``, one line and exit 0, before anything is written."""
+    step, total = int(state["step"]), schedules.lr.schedule.total
+    if total is not None and step >= total:
+        raise AlreadyFinished(
+            f"the run is finished (step {step} of {total}); nothing to do, nothing written "
+            "(--max-steps N --replan extends it)"
+        )
 
 
 LIBRARY_TO_FLAG = {"warmup=": "--warmup-steps ", "total=": "--max-steps ", "decay=": "decay steps "}

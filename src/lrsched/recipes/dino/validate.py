@@ -26,7 +26,7 @@ from lrsched.recipes.dino.data import Dataset, data_changes, load_dataset
 from lrsched.recipes.dino.files import DATA_INDEX, read_index
 from lrsched.recipes.dino.flags import DEFAULTS, LR_WARMUP, PROGRAM_ID, spelling
 from lrsched.recipes.dino.model import step_bytes_lower_bound
-from lrsched.recipes.dino.resume import check_channels, check_resume
+from lrsched.recipes.dino.resume import check_channels, check_not_finished, check_resume
 from lrsched.recipes.dino.state import Schedules, Settings
 from lrsched.recipes.dino.vit import PRESETS, Preset
 from lrsched.schedules import Schedule
@@ -107,6 +107,8 @@ def settle(args: argparse.Namespace, world: World) -> Settings:
     preset = resolve_preset(args)
     _check_inputs(args)
     state, path = _read_resume(args, schedules)
+    if state is not None:
+        check_not_finished(state, schedules)
     output = resolve_output(args, path)
     show_progress = sys.stderr.isatty() and world.is_main
     data = load_dataset(

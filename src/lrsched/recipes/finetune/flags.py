@@ -134,6 +134,13 @@ def _output_flags(parser: argparse.ArgumentParser) -> None:
         help="continue a run: same plan, LRs, data order and weights (latest: newest in --output_dir; "
         "default: a new run)",
     )
+    add_flag(
+        g,
+        "replan",
+        action="store_true",
+        help="with --resume_from_checkpoint, accept a new plan (e.g. more --num_epochs): the LR continues from "
+        "the checkpoint's without a jump (a finished run re-warms to the peak over --warmup_steps)",
+    )
     add_flag(g, "disable_tqdm", action="store_true", help="no progress bar")
     _best_model_flags(parser)
 

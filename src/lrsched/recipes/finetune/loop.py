@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from lrsched.adoption import OnMismatch
 from lrsched.recipes.common.checkpoint import (
     history_log,
     prune_checkpoints,
@@ -70,7 +71,8 @@ def build_state(
     """Model on the device, AdamW, ScheduledLR; restored from the checkpoint when resuming."""
     model = model.to(device)
     optimizer = M.adamw(model, settings.plan.schedule.base, settings.args.weight_decay)
-    scheduler = ScheduledLR(optimizer, settings.plan.schedule)
+    on_mismatch: OnMismatch = "replan" if settings.args.replan else "error"  # validate.check_resume allowed it
+    scheduler = ScheduledLR(optimizer, settings.plan.schedule, on_mismatch=on_mismatch)
     tokens = B.TokenCache(settings.tokenizer, settings.splits.train.texts, settings.args.max_seq_length)
     run = State(settings, world, device, model, model, optimizer, scheduler, identity, tokens)
     if settings.resume is not None:

@@ -124,6 +124,8 @@ def plan_text(run: State) -> str:
     ]
     if settings.resume is not None:
         lines.append(f"  resume  from step {settings.resume['step']} of {total}")
+    if run.scheduler.replanned is not None:
+        lines.append(f"  replan  {run.scheduler.replanned}")
     return "\n".join(lines)
 
 

@@ -19,15 +19,16 @@ import torch
 from torch import nn
 
 from lrsched.adoption import adopt, differences
-from lrsched.errors import ScheduleMismatch, UsageError
+from lrsched.errors import ScheduleError, ScheduleMismatch, UsageError
 from lrsched.flags import check_peak
 from lrsched.recipes.common.checkpoint import load_checkpoint, resolve_resume
 from lrsched.recipes.common.device import device_memory
 from lrsched.recipes.common.distributed import World
+from lrsched.recipes.common.skeleton import AlreadyFinished, in_flags
 from lrsched.recipes.finetune import data as D
 from lrsched.recipes.finetune import model as M
 from lrsched.recipes.finetune import plan as lr_plan
-from lrsched.recipes.finetune.flags import PROGRAM_ID, RESUME_FLAG
+from lrsched.recipes.finetune.flags import OUTPUT_FLAG, PROGRAM_ID, RESUME_FLAG
 from lrsched.recipes.finetune.state import Settings
 from lrsched.strategy import Plan, epoch_size
 
@@ -51,6 +52,10 @@ def settle(args: argparse.Namespace, world: World) -> Settings:
     output_dir = args.output_dir if args.output_dir is not None else default_output_dir()
     resume_path = resolve_resume(args.resume_from_checkpoint, output_dir, RESUME_FLAG)
     state = None if resume_path is None else load_checkpoint(resume_path, PROGRAM_ID, RESUME_FLAG)
+    if state is not None:
+        check_not_finished(state, plan)
+    elif args.replan:
+        raise UsageError("--replan: only with --resume_from_checkpoint (a new run has no plan to change)")
     return Settings(args, splits, model_dir, tokenizer, batches, upe, plan, output_dir, state, resume_path)
 
 
@@ -61,7 +66,8 @@ def load_checked_model(settings: Settings, world: World, device: torch.device) -
     model = M.load_model(settings.model_dir, settings.splits.label_names)
     identity = run_identity(settings.args, settings.splits, world, model)
     if settings.resume is not None:
-        check_resume(settings.resume, settings.plan, identity, f"{RESUME_FLAG} {settings.resume_path}")
+        flag = f"{RESUME_FLAG} {settings.resume_path}"
+        check_resume(settings.resume, settings.plan, identity, flag, settings.args.replan)
     check_sizes(settings, world, device, model)
     return model, identity
 
@@ -102,8 +108,9 @@ def run_identity(args: argparse.Namespace, splits: D.Splits, world: World, model
     return identity
 
 
-def check_resume(state: dict[str, Any], plan: Plan, identity: dict[str, Any], flag: str) -> None:
-    """Refuse a checkpoint of another model, another data order or another plan, listing differences."""
+def check_resume(state: dict[str, Any], plan: Plan, identity: dict[str, Any], flag: str, replan: bool = False) -> None:
+    """Refuse a checkpoint of another model, another data order or another plan (without ``replan``:
+    --replan), listing differences; with ``replan``, refuse a new plan only when it would need a jump."""
     saved = state["identity"]
     if saved.get("model") != identity["model"]:
         raise UsageError(f"{flag}: the checkpoint is of another model (parameter names or shapes differ from --model)")
@@ -111,13 +118,31 @@ def check_resume(state: dict[str, Any], plan: Plan, identity: dict[str, Any], fl
     if changed:
         raise UsageError(f"{flag}: the checkpoint is of another run ({'; '.join(changed)})")
     try:
-        adopt(plan.schedule, state["scheduler"])
+        adopt(plan.schedule, state["scheduler"], "replan" if replan else "error")
     except ScheduleMismatch as err:
         raise ScheduleMismatch(
             f"{flag}: the checkpoint's schedule differs ({'; '.join(err.changes)}); "
-            "resume with the flags it was started with",
+            "resume with the flags it was started with, or pass --replan to continue from its LR without a jump",
             err.changes,
         ) from None
+    except ScheduleError as err:
+        raise UsageError(f"--replan at step {state['step']}: {in_flags(str(err), OUTPUT_FLAG)}") from None
+
+
+def check_not_finished(state: dict[str, Any], plan: Plan) -> None:
+    """A finished run resumed with the plan it finished: ``AlreadyFinished`` (one line, exit 0, nothing
+    written). A changed plan is ``check_resume``'s to refuse or, with --replan, to extend."""
+    step, total = int(state["step"]), plan.schedule.total
+    if total is None or step < total:
+        return
+    try:
+        adopt(plan.schedule, state["scheduler"])
+    except ScheduleMismatch:
+        return
+    raise AlreadyFinished(
+        f"the run is finished (step {step} of {total}); nothing to do, nothing written "
+        "(--num_epochs N --replan extends it)"
+    )
 
 
 def _gb(n: float) -> str:
