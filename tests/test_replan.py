@@ -172,3 +172,14 @@ def test_replan_total_must_be_after_t0() -> None:
         replan(current, 60, Schedule("cosine", base=1.0, warmup=10, total=60))
     with pytest.raises(ScheduleError, match=r"^after="):
         Replanned(before=current, t0=60, after=Schedule("cosine", base=0.5, total=10))  # would jump
+
+
+def test_a_finished_value_without_a_warm_up_continues_to_its_new_end() -> None:
+    """phase5's weight decay (cosine 0.04 -> 0.4) and momentum (0.996 -> 1) have no peak to re-warm to:
+    extended after they finished, each holds or moves from its value to the new end, no jump."""
+    wd = Schedule("cosine", base=0.04, final=0.4, total=150)
+    r = replan(wd, 150, Schedule("cosine", base=0.04, final=0.4, total=300))
+    assert [r(t) for t in (149, 150, 225, 300)] == [wd(149), 0.4, 0.4, 0.4]
+    momentum = Schedule("cosine", base=0.996, final=1.0, total=150)
+    r = replan(momentum, 150, Schedule("cosine", base=0.996, final=0.999, total=300))
+    assert r(150) == 1.0 and r(300) == pytest.approx(0.999) and 0.999 < r(225) < 1.0
