@@ -113,7 +113,7 @@ def _add_plan_flags(parser: argparse.ArgumentParser, known: Sequence[Program]) -
 
 
 def _schedule_help(name: str, known: Sequence[Program]) -> str:
-    """The table's help for ``name`` with each program's default: ``floor ... (train.py: default 0)``."""
+    """The table's help for ``name`` with each program's default: ``floor ... (<program>: default 0)``."""
     said = [f"{p.name}: {p.defaults[name]}" for p in known if name in p.defaults]
     text = str(flags.FLAGS[name].get("help", ""))
     return f"{text} ({'; '.join(said)})" if said else text
