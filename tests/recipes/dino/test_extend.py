@@ -68,3 +68,16 @@ def test_a_finished_run_resumed_unchanged_says_it_is_finished(
     ], captured
     assert captured.err == ""
     assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == files
+
+
+def test_a_finished_run_whose_report_was_cut_short_redoes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Killed after the end's checkpoint, before curves.png: resuming is how the report gets whole."""
+    out = tmp_path / "run"
+    assert run(out, *FIRST) == 0
+    (out / "curves.png").unlink()
+    capsys.readouterr()
+    assert run(out, *FIRST, "--resume", "latest") == 0
+    assert "is finished" not in capsys.readouterr().out
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"

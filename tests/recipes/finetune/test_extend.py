@@ -82,3 +82,14 @@ def test_replan_without_a_checkpoint_is_refused(tmp_path: Path, capsys: pytest.C
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["train.py: error: --replan: only with --resume_from_checkpoint (a new run has no plan to change)"]
     assert not (tmp_path / "new").exists()
+
+
+def test_a_finished_run_whose_report_was_cut_short_redoes_it(
+    one_epoch: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Killed after the end's checkpoint, before curves.png: resuming is how the report gets whole."""
+    (one_epoch / "curves.png").unlink()
+    capsys.readouterr()
+    assert run_train(argv(one_epoch, "1", "--resume_from_checkpoint", "latest")) == 0
+    assert "is finished" not in capsys.readouterr().out
+    assert (one_epoch / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -71,15 +72,27 @@ def check_resume(state: dict[str, Any], args: argparse.Namespace, schedules: Sch
             raise UsageError(f"--replan at step {step}: {name}: {_as_flags(str(err))}") from None
 
 
-def check_not_finished(state: dict[str, Any], schedules: Schedules) -> None:
+def check_not_finished(state: dict[str, Any], schedules: Schedules, output: Path) -> None:
     """A finished run resumed with the plan it finished (``check_resume`` refuses any other without
-    --replan): ``AlreadyFinished``, one line and exit 0, before anything is written."""
+    --replan) into a folder holding its whole report: ``AlreadyFinished``, one line and exit 0, before
+    anything is written. A report cut short (no ``metrics.json`` saying finished at this step, or no
+    ``curves.png``) is redone by resuming, as before."""
     step, total = int(state["step"]), schedules.lr.schedule.total
-    if total is not None and step >= total:
+    if total is not None and step >= total and _report_written(output, step):
         raise AlreadyFinished(
             f"the run is finished (step {step} of {total}); nothing to do, nothing written "
             "(--max-steps N --replan extends it)"
         )
+
+
+def _report_written(output: Path, step: int) -> bool:
+    """Whether ``output`` holds the report of a run finished at ``step`` (metrics.json, then curves.png)."""
+    try:
+        metrics = json.loads((output / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    finished = isinstance(metrics, dict) and metrics.get("status") == "finished" and metrics.get("step") == step
+    return finished and (output / "curves.png").is_file()
 
 
 LIBRARY_TO_FLAG = {"warmup=": "--warmup-steps ", "total=": "--max-steps ", "decay=": "decay steps "}

@@ -107,9 +107,9 @@ def settle(args: argparse.Namespace, world: World) -> Settings:
     preset = resolve_preset(args)
     _check_inputs(args)
     state, path = _read_resume(args, schedules)
-    if state is not None:
-        check_not_finished(state, schedules)
     output = resolve_output(args, path)
+    if state is not None:
+        check_not_finished(state, schedules, output)
     show_progress = sys.stderr.isatty() and world.is_main
     data = load_dataset(
         args.data_dir, show_progress, args.follow_links, timeout=args.data_timeout, exclude=output

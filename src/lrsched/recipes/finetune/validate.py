@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,7 +54,7 @@ def settle(args: argparse.Namespace, world: World) -> Settings:
     resume_path = resolve_resume(args.resume_from_checkpoint, output_dir, RESUME_FLAG)
     state = None if resume_path is None else load_checkpoint(resume_path, PROGRAM_ID, RESUME_FLAG)
     if state is not None:
-        check_not_finished(state, plan)
+        check_not_finished(state, plan, output_dir)
     elif args.replan:
         raise UsageError("--replan: only with --resume_from_checkpoint (a new run has no plan to change)")
     return Settings(args, splits, model_dir, tokenizer, batches, upe, plan, output_dir, state, resume_path)
@@ -129,11 +130,12 @@ def check_resume(state: dict[str, Any], plan: Plan, identity: dict[str, Any], fl
         raise UsageError(f"--replan at step {state['step']}: {in_flags(str(err), OUTPUT_FLAG)}") from None
 
 
-def check_not_finished(state: dict[str, Any], plan: Plan) -> None:
-    """A finished run resumed with the plan it finished: ``AlreadyFinished`` (one line, exit 0, nothing
-    written). A changed plan is ``check_resume``'s to refuse or, with --replan, to extend."""
+def check_not_finished(state: dict[str, Any], plan: Plan, output_dir: Path) -> None:
+    """A finished run resumed with the plan it finished into a folder holding its whole report:
+    ``AlreadyFinished`` (one line, exit 0, nothing written). A report cut short is redone by resuming;
+    a changed plan is ``check_resume``'s to refuse or, with --replan, to extend."""
     step, total = int(state["step"]), plan.schedule.total
-    if total is None or step < total:
+    if total is None or step < total or not _report_written(output_dir):
         return
     try:
         adopt(plan.schedule, state["scheduler"])
@@ -143,6 +145,15 @@ def check_not_finished(state: dict[str, Any], plan: Plan) -> None:
         f"the run is finished (step {step} of {total}); nothing to do, nothing written "
         "(--num_epochs N --replan extends it)"
     )
+
+
+def _report_written(output_dir: Path) -> bool:
+    """Whether the end's report is whole: eval.json with ``ranks`` (only the end writes them), then curves.png."""
+    try:
+        report = json.loads((output_dir / "eval.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and report.get("ranks") is not None and (output_dir / "curves.png").is_file()
 
 
 def _gb(n: float) -> str:
