@@ -72,17 +72,22 @@ def check_resume(state: dict[str, Any], args: argparse.Namespace, schedules: Sch
             raise UsageError(f"--replan at step {step}: {name}: {_as_flags(str(err))}") from None
 
 
-def check_not_finished(state: dict[str, Any], schedules: Schedules, output: Path) -> None:
+def check_not_finished(state: dict[str, Any], schedules: Schedules, output: Path, path: Path | None) -> None:
     """A finished run resumed with the plan it finished (``check_resume`` refuses any other without
     --replan) into a folder holding its whole report: ``AlreadyFinished``, one line and exit 0, before
     anything is written. A report cut short (no ``metrics.json`` saying finished at this step, or no
-    ``curves.png``) is redone by resuming, as before."""
+    ``curves.png``) is redone by resuming, as before; so is a checkpoint that is not the folder's newest."""
     step, total = int(state["step"]), schedules.lr.schedule.total
-    if total is not None and step >= total and _report_written(output, step):
+    newest = path is not None and _same_file(ckpt.latest_checkpoint(output / "checkpoints"), path)
+    if total is not None and step >= total and newest and _report_written(output, step):
         raise AlreadyFinished(
             f"the run is finished (step {step} of {total}); nothing to do, nothing written "
             "(--max-steps N --replan extends it)"
         )
+
+
+def _same_file(a: Path | None, b: Path) -> bool:
+    return a is not None and a.resolve() == b.resolve()
 
 
 def _report_written(output: Path, step: int) -> bool:

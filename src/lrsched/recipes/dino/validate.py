@@ -109,7 +109,7 @@ def settle(args: argparse.Namespace, world: World) -> Settings:
     state, path = _read_resume(args, schedules)
     output = resolve_output(args, path)
     if state is not None:
-        check_not_finished(state, schedules, output)
+        check_not_finished(state, schedules, output, path)
     show_progress = sys.stderr.isatty() and world.is_main
     data = load_dataset(
         args.data_dir, show_progress, args.follow_links, timeout=args.data_timeout, exclude=output

@@ -22,7 +22,7 @@ from torch import nn
 from lrsched.adoption import adopt, differences
 from lrsched.errors import ScheduleError, ScheduleMismatch, UsageError
 from lrsched.flags import check_peak
-from lrsched.recipes.common.checkpoint import load_checkpoint, resolve_resume
+from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint, resolve_resume
 from lrsched.recipes.common.device import device_memory
 from lrsched.recipes.common.distributed import World
 from lrsched.recipes.common.skeleton import AlreadyFinished, in_flags
@@ -54,7 +54,7 @@ def settle(args: argparse.Namespace, world: World) -> Settings:
     resume_path = resolve_resume(args.resume_from_checkpoint, output_dir, RESUME_FLAG)
     state = None if resume_path is None else load_checkpoint(resume_path, PROGRAM_ID, RESUME_FLAG)
     if state is not None:
-        check_not_finished(state, plan, output_dir)
+        check_not_finished(state, plan, output_dir, resume_path)
     elif args.replan:
         raise UsageError("--replan: only with --resume_from_checkpoint (a new run has no plan to change)")
     return Settings(args, splits, model_dir, tokenizer, batches, upe, plan, output_dir, state, resume_path)
@@ -130,12 +130,14 @@ def check_resume(state: dict[str, Any], plan: Plan, identity: dict[str, Any], fl
         raise UsageError(f"--replan at step {state['step']}: {in_flags(str(err), OUTPUT_FLAG)}") from None
 
 
-def check_not_finished(state: dict[str, Any], plan: Plan, output_dir: Path) -> None:
+def check_not_finished(state: dict[str, Any], plan: Plan, output_dir: Path, path: Path | None) -> None:
     """A finished run resumed with the plan it finished into a folder holding its whole report:
     ``AlreadyFinished`` (one line, exit 0, nothing written). A report cut short is redone by resuming;
-    a changed plan is ``check_resume``'s to refuse or, with --replan, to extend."""
+    so is a checkpoint that is not the folder's newest; a changed plan is ``check_resume``'s to refuse
+    or, with --replan, to extend."""
     step, total = int(state["step"]), plan.schedule.total
-    if total is None or step < total or not _report_written(output_dir):
+    newest = path is not None and _same_file(latest_checkpoint(output_dir / "checkpoints"), path)
+    if total is None or step < total or not newest or not _report_written(output_dir):
         return
     try:
         adopt(plan.schedule, state["scheduler"])
@@ -145,6 +147,10 @@ def check_not_finished(state: dict[str, Any], plan: Plan, output_dir: Path) -> N
         f"the run is finished (step {step} of {total}); nothing to do, nothing written "
         "(--num_epochs N --replan extends it)"
     )
+
+
+def _same_file(a: Path | None, b: Path) -> bool:
+    return a is not None and a.resolve() == b.resolve()
 
 
 def _report_written(output_dir: Path) -> bool:
