@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""DINO-X pretraining (note 000): warm-up + cosine, or warm-up + constant without --max-steps.
+"""DINO-X pretraining: warm-up + cosine, or warm-up + constant without --max-steps.
 
 A thin entry point: the program lives in ``lrsched.recipes.dino`` (``main``). Run
 ``python phase5_big_run.py --help`` for the flags, or under ``torchrun`` for several processes.
