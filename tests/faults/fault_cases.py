@@ -282,6 +282,7 @@ def _train_cases() -> list[Case]:
         Case(p, "--resume_from_checkpoint", ("--resume_from_checkpoint", "{in}/junk.pt"), "loadable", "junk.pt"),
         Case(p, "--resume_from_checkpoint", ("--resume_from_checkpoint", "latest"), "a checkpoint exists", "latest"),
         Case(p, "--resume_from_checkpoint", ("--resume_from_checkpoint",), "needs a value", "--resume_from_checkpoint"),
+        Case(p, "--replan", ("--replan",), "only with --resume_from_checkpoint", "--replan"),
         Case(p, "--unknown_flag", ("--unknown_flag", "1"), "no such flag", "--unknown_flag"),
     ]
     return cases
