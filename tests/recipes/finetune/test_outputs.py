@@ -67,10 +67,16 @@ def test_last_shares_identical_files_with_best(one_epoch: Path) -> None:
 
 
 def test_resuming_a_finished_run_rewrites_last_without_touching_best(one_epoch: Path) -> None:
-    """A second report (latest, in place) writes last/ again: the links are cut first, never written through."""
+    """A second report (latest, in place) writes last/ again: the links are cut first, never written through.
+
+    The report is cut short first (no curves.png), as a kill after the last checkpoint leaves it: a finished
+    run with its whole report resumes to "nothing to do" and writes nothing.
+    """
     best_bytes = (one_epoch / "best" / "model.safetensors").read_bytes()
     best_inode = (one_epoch / "best" / "model.safetensors").stat().st_ino
+    (one_epoch / "curves.png").unlink()
     assert run_train([*ONE_EPOCH, *TINY, "--output_dir", str(one_epoch), "--resume_from_checkpoint", "latest"]) == 0
+    assert (one_epoch / "curves.png").is_file()  # the report was done again
     assert (one_epoch / "best" / "model.safetensors").stat().st_ino == best_inode
     assert (one_epoch / "best" / "model.safetensors").read_bytes() == best_bytes
     assert os.path.samefile(one_epoch / "best" / "model.safetensors", one_epoch / "last" / "model.safetensors")
