@@ -183,3 +183,11 @@ def test_a_finished_value_without_a_warm_up_continues_to_its_new_end() -> None:
     momentum = Schedule("cosine", base=0.996, final=1.0, total=150)
     r = replan(momentum, 150, Schedule("cosine", base=0.996, final=0.999, total=300))
     assert r(150) == 1.0 and r(300) == pytest.approx(0.999) and 0.999 < r(225) < 1.0
+    assert r.summary() == "from step 150: cosine from 1 to 0.999 by step 300, held after"
+
+
+def test_a_replan_that_holds_its_value_says_held() -> None:
+    """Extending a finished weight decay (0.4 at its end and at the new end) reads "held", not "cosine 0.4 to 0.4"."""
+    wd = Schedule("cosine", base=0.04, final=0.4, total=150)
+    r = replan(wd, 150, Schedule("cosine", base=0.04, final=0.4, total=300))
+    assert r.summary() == "from step 150: 0.4 held"

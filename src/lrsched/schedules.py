@@ -307,6 +307,8 @@ class Replanned:
             return f"from step {t0}: {v0:.4g} -> {a.base:.4g} linearly by step {t0 + a.warmup}, {rest} {end}"
         if a.total is None:
             return f"from step {t0}: {v0:.4g} held for ever"
+        if _same(v0, a.final):
+            return f"from step {t0}: {v0:.4g} held"
         if a.shape == "wsd" and a.decay is not None and a.decay < a.total:
             start = t0 + a.total - a.decay
             return f"from step {t0}: {v0:.4g} held until step {start}, then {a.decay_type} to {a.final:.4g} {end}"

@@ -49,7 +49,10 @@ def test_a_finished_run_extended_with_replan_continues_every_value(
     assert [float(r["weight_decay"]) for r in rows[6:]] == [pytest.approx(0.4)] * 6  # held at its end value
     assert [float(r["momentum"]) for r in rows[6:]] == [1.0] * 6  # held at 1
     assert [float(r["teacher_temp"]) for r in rows[3:]] == [pytest.approx(0.07)] * 9  # held after its warm-up
-    assert "resume from step 6 of 12, replanned at 6" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "resume from step 6 of 12, replanned at 6" in printed
+    assert "weight decay:     from step 6: 0.4 held" in printed  # what the run follows, not 0.04 -> 0.4
+    assert "teacher momentum: from step 6: 1 held" in printed
 
 
 def test_a_finished_run_resumed_unchanged_says_it_is_finished(

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from lrsched import flags as shared
+from lrsched.adoption import replan_note
 from lrsched.paths import PathKind
 from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common import skeleton
@@ -111,9 +112,12 @@ def plan_lines(run: State) -> list[str]:
     lines = ["learning rate:", *sch.lr.lines()]
     if run.lr.replanned is not None:
         lines.append(f"  note: --replan {run.lr.replanned}")
+    followed = run.followed()  # after --replan, what the run follows from here, not the new flags' schedule
+    wd_text = replan_note(followed["weight_decay"], run.t) or _cosine_text(wd.base, wd.final, total)
+    m_text = replan_note(followed["momentum"], run.t) or _cosine_text(m.base, m.final, total)
     lines += [
-        f"weight decay:     {_cosine_text(wd.base, wd.final, total)}",
-        f"teacher momentum: {_cosine_text(m.base, m.final, total)}",
+        f"weight decay:     {wd_text}",
+        f"teacher momentum: {m_text}",
         f"teacher temp:     {tt.start:g} -> {tt.base:g} over {tt.warmup} steps, then constant",
         f"last layer frozen for the first {sch.freeze_last_layer} steps",
     ]
