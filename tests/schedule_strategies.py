@@ -1,6 +1,8 @@
-"""Hypothesis strategies for schedules, shared by test_schedules.py, test_replan.py and test_adoption.py."""
+"""Hypothesis strategies and random cases for schedules, shared by the schedule tests."""
 
 from __future__ import annotations
+
+import random
 
 from hypothesis import assume, settings
 from hypothesis import strategies as st
@@ -65,3 +67,13 @@ def longer(s: Schedule, total: int, **changes: object) -> Schedule:
     kw.update(decay=decay, decay_type=s.decay_type)
     kw.update(changes)
     return Schedule(**kw)  # type: ignore[arg-type]
+
+
+def random_cases(n: int, seed: int) -> list[tuple[int, int]]:
+    """``n`` random (warm-up, total) pairs, small and large, with ``total > warm-up``."""
+    rng = random.Random(seed)
+    cases = []
+    for _ in range(n):
+        w = rng.choice([0, 1, 2, rng.randint(0, 50), rng.randint(0, 500)])
+        cases.append((w, w + rng.choice([1, 2, 3, rng.randint(1, 100), rng.randint(1, 2000)])))
+    return cases

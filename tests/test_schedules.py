@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from schedule_strategies import PROPS, schedules
+from schedule_strategies import PROPS, random_cases, schedules
 
 from lrsched.adoption import describe, from_description
 from lrsched.errors import ScheduleError
@@ -220,20 +220,10 @@ def test_cosine_restarts_is_floor_at_p_one(cycles: float) -> None:
 # --- oracles over many random (W, T) and shape parameters ---
 
 
-def _random_cases(n: int, seed: int) -> list[tuple[int, int]]:
-    """``n`` random (warm-up, total) pairs, small and large, with ``total > warm-up``."""
-    rng = random.Random(seed)
-    cases = []
-    for _ in range(n):
-        w = rng.choice([0, 1, 2, rng.randint(0, 50), rng.randint(0, 500)])
-        cases.append((w, w + rng.choice([1, 2, 3, rng.randint(1, 100), rng.randint(1, 2000)])))
-    return cases
-
-
 @pytest.mark.parametrize("shape", SHAPES)
 def test_matches_independent_formula_step_by_step(shape: str) -> None:
     rng = random.Random(len(shape))
-    for w, total in _random_cases(60, seed=len(shape)):
+    for w, total in random_cases(60, seed=len(shape)):
         base = rng.uniform(1e-6, 1e-2)
         floor = rng.choice([0.0, base * rng.uniform(0, 1)])
         params = random_parameters(shape, rng, w, total)
@@ -277,7 +267,7 @@ def test_matches_hf_transformers_schedules(shape: str) -> None:
     hf, torch = _hf_lambdas()
     base, rng = 3e-4, random.Random(7 + len(shape))
     param = torch.nn.Parameter(torch.zeros(1))
-    for w, total in _random_cases(40, seed=7 + len(shape)):
+    for w, total in random_cases(40, seed=7 + len(shape)):
         opt = torch.optim.SGD([param], lr=base)
         ours = Schedule(shape, base=base, final=0.0, warmup=w, total=total, **random_parameters(shape, rng, w, total))
         factor = HF_REFERENCES[shape](hf, opt, ours).lr_lambdas[0]

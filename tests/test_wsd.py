@@ -4,24 +4,13 @@ HF transformers' get_wsd_schedule with a floor."""
 from __future__ import annotations
 
 import math
-import random
 from fractions import Fraction
 
 import pytest
+from schedule_strategies import random_cases
 
 from lrsched.errors import ScheduleError
 from lrsched.schedules import DECAY_TYPES, Schedule
-
-
-def _random_cases(n: int, seed: int) -> list[tuple[int, int]]:
-    """``n`` random (warm-up, total) pairs, small and large, with ``total > warm-up``."""
-    rng = random.Random(seed)
-    cases = []
-    for _ in range(n):
-        w = rng.choice([0, 1, 2, rng.randint(0, 50), rng.randint(0, 500)])
-        cases.append((w, w + rng.choice([1, 2, 3, rng.randint(1, 100), rng.randint(1, 2000)])))
-    return cases
-
 
 # --- wsd: warmup-stable-decay ---
 
@@ -75,7 +64,7 @@ def test_wsd_matches_hf_get_wsd_schedule(kind: str, ratio: float) -> None:
     torch = pytest.importorskip("torch")
     base = 3e-4
     param = torch.nn.Parameter(torch.zeros(1))
-    for w, total in _random_cases(40, seed=11 + len(kind)):
+    for w, total in random_cases(40, seed=11 + len(kind)):
         decay = 1 + (total - w - 1) // 3
         opt = torch.optim.SGD([param], lr=base)
         ref = hf.get_wsd_schedule(
