@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from helpers import PYTHON, SRC, child_env
 
-from lrsched import cli, flags, programs
+from lrsched import cli, flags, hf_program, programs
 from lrsched.errors import UsageError
 from lrsched.programs import Program, Shown
 from lrsched.recipes.dino import plan as phase5
@@ -27,10 +27,10 @@ from lrsched.step_plan import StepDefaults, resolve_steps
 SHOW = "import sys; from lrsched.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-def test_both_programs_are_found_through_their_entry_points() -> None:
+def test_the_programs_are_found_through_their_entry_points() -> None:
     found = programs.installed()
-    assert [p.name for p in found] == ["phase5_big_run.py", "train.py"]
-    assert found == (phase5.PROGRAM, train.PROGRAM)
+    assert [p.name for p in found] == ["phase5_big_run.py", "train.py", "HF Trainer script"]
+    assert found == (phase5.PROGRAM, train.PROGRAM, hf_program.PROGRAM)
 
 
 # --- a third program plugs in --------------------------------------------------------------------

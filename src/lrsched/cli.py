@@ -76,10 +76,11 @@ def compare_names(text: str) -> list[str]:
     return list(dict.fromkeys(flags.strategy_name(name) for name in names))
 
 
-def _add_plan_flags(parser: argparse.ArgumentParser, known: Sequence[Program]) -> None:
-    """The flags of every program in ``known``, once each, the run size, and their other flags (hidden)."""
+def _add_plan_flags(parser: argparse.ArgumentParser, known: Sequence[Program], first: Program | None = None) -> None:
+    """The flags of every program in ``known``, once each (``first``'s definition first: see
+    ``programs.redefining``), the run size, and their other flags (hidden)."""
     added: set[str] = set()
-    for program in sorted(known, key=lambda p: not p.fallback):
+    for program in sorted(known, key=lambda p: (p is not first, not p.fallback)):
         why = "" if program.fallback else f" (any of them selects {program.name}'s plan)"
         group = parser.add_argument_group(f"{program.name} flags{why}")
         names = [n for n in program.schedule_flags if n not in added]
@@ -119,9 +120,9 @@ def _schedule_help(name: str, known: Sequence[Program]) -> str:
     return f"{text} ({'; '.join(said)})" if said else text
 
 
-def build_parser(known: Sequence[Program] | None = None) -> CommandParser:
+def build_parser(known: Sequence[Program] | None = None, first: Program | None = None) -> CommandParser:
     """The ``lrsched`` parser with its ``show`` and ``plot`` subcommands, for the ``known`` programs
-    (default: every installed one, ``programs.installed``)."""
+    (default: every installed one, ``programs.installed``); a flag two programs define is ``first``'s."""
     known = programs.installed() if known is None else known
     names = " or ".join(p.name for p in known) or "a program's"
     parser = CommandParser(
@@ -136,7 +137,7 @@ def build_parser(known: Sequence[Program] | None = None) -> CommandParser:
         help="print the plan, the LR at key steps and a terminal chart",
         description="Print the resolved plan (each value with its source), the LR at key steps and a chart.",
     )
-    _add_plan_flags(show, known)
+    _add_plan_flags(show, known, first)
     show.add_argument(
         "--json",
         action="store_true",
@@ -155,7 +156,7 @@ def build_parser(known: Sequence[Program] | None = None) -> CommandParser:
         help="draw the plan (or several strategies) to an image",
         description="Draw the resolved plan with matplotlib; --compare overlays strategies (--lr_strategy).",
     )
-    _add_plan_flags(plot, known)
+    _add_plan_flags(plot, known, first)
     plot.add_argument(
         "-o",
         "--output",
@@ -401,7 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"no program is installed in the entry-point group {programs.GROUP} "
                     "(each program declares itself there: docs/cli.md#programs-plug-in)"
                 )
-        parser = build_parser(known)
+        words = sys.argv[1:] if argv is None else list(argv)
+        parser = build_parser(known, programs.redefining(known, words))
         ns = parser.parse_args(argv)
         if ns.command is None:
             parser.print_help(sys.stderr)

@@ -47,7 +47,9 @@ class Program:
     command line can be pasted and noted as not used. ``dashed``: its messages spell flags
     ``--warmup-steps`` rather than ``--warmup_steps``. ``fallback``: it plans a command line that
     types no program's own flag. ``defaults``: its default for a schedule flag, as ``--help`` says it
-    (``"default 1e-6"``).
+    (``"default 1e-6"``). ``shared``: flags it reads that other programs take too and that never select
+    it (nor stop being another program's own flag): a program added beside others leaves their lines
+    where they were.
     """
 
     name: str
@@ -58,6 +60,7 @@ class Program:
     dashed: bool = False
     fallback: bool = False
     defaults: Mapping[str, str] = field(default_factory=dict)
+    shared: frozenset[str] = frozenset()
 
     def names(self) -> tuple[str, ...]:
         """Every flag it takes, in order: schedule flags, its own, the others."""
@@ -84,9 +87,23 @@ def installed() -> tuple[Program, ...]:
 
 
 def own_flags(program: Program, programs: Sequence[Program]) -> tuple[str, ...]:
-    """The flags of ``program`` that no other of ``programs`` takes: typing one selects it."""
-    others = {name for p in programs if p is not program for name in p.names()}
-    return tuple(n for n in program.names() if n not in others)
+    """The flags of ``program`` that no other of ``programs`` takes (``shared`` ones aside): typing one selects it."""
+    others = {name for p in programs if p is not program for name in p.names() if name not in p.shared}
+    return tuple(n for n in program.names() if n not in others and n not in program.shared)
+
+
+def redefining(programs: Sequence[Program], argv: Sequence[str]) -> Program | None:
+    """The program whose own flag ``argv`` types (token by token: ``--name`` or ``--name=...``) when its
+    ``flags`` define a schedule flag of another program its own way (HF's ``--warmup_steps 0.1``, a
+    ratio): the parser then takes that program's definition. ``None`` otherwise."""
+    for program in programs:
+        others = {n for p in programs if p is not program for n in p.schedule_flags}
+        if program.fallback or not others & set(program.flags):
+            continue
+        spellings = [s for n in own_flags(program, programs) for s in flags.spellings(n)]
+        if any(t == s or t.startswith(s + "=") for t in argv for s in spellings):
+            return program
+    return None
 
 
 def choose(
@@ -128,12 +145,15 @@ def _instead(name: str, program: Program) -> str:
 
 
 def _first_typed(programs: Sequence[Program], typed: set[str]) -> list[tuple[Program, str]]:
-    """Each program with an own flag typed, and the first such flag."""
+    """Each program with an own flag typed, and the first such flag; an own flag that another program
+    with an own flag typed shares (``Program.shared``) is that program's to read, not a second choice."""
+    typed_own = [(p, [n for n in own_flags(p, programs) if n in typed]) for p in programs]
+    candidates = [(p, names) for p, names in typed_own if names]
     found = []
-    for program in programs:
-        names = [n for n in own_flags(program, programs) if n in typed]
-        if names:
-            found.append((program, names[0]))
+    for program, names in candidates:
+        left = [n for n in names if not any(n in q.shared for q, _ in candidates if q is not program)]
+        if left:
+            found.append((program, left[0]))
     return found
 
 
