@@ -122,6 +122,8 @@ BAD = [
     ("max_steps", "-10"),
     ("max_steps", "1e3"),
     ("max_steps", "inf"),
+    ("max_steps", str(2**53 + 1)),
+    ("warmup_steps", str(2**53 + 1)),
     ("lr_strategy", "cosin"),
     ("lr_strategy", "banana"),
     ("lr_strategy", ""),
@@ -335,3 +337,11 @@ def test_flag_names_spell_each_keyword_as_its_flag() -> None:
     assert flag_names()["epochs"] == "--num_epochs" and flag_names()["strategy"] == "--lr_strategy"
     assert flag_names(dashed=True)["warmup_steps"] == "--warmup-steps"
     assert flag_names(epochs="--num_train_epochs")["epochs"] == "--num_train_epochs"
+
+
+def test_step_counts_are_bounded_at_parse_time_by_2_53(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every integer up to 2**53 is exact in a float64 schedule: more is refused by the parser, in words."""
+    assert parser_for().parse_args(["--max-steps", str(2**53)]).max_steps == 2**53
+    with pytest.raises(SystemExit):
+        parser_for().parse_args(["--max-steps", str(10**19)])
+    assert "10000000000000000000: must be in [1, 2**53]" in capsys.readouterr().err

@@ -519,3 +519,8 @@ def test_a_step_plan_takes_its_defaults_and_shape_source_from_the_caller() -> No
     s = plan.schedule
     assert (s.base, s.warmup, s.final, s.total) == (1e-3, 5, 0.0, 50)
     assert plan.source("shape") == "why" and plan.source("peak") == "default"
+
+
+def test_a_run_longer_than_2_53_steps_is_refused_naming_what_made_it() -> None:
+    with pytest.raises(UsageError, match=r"3 epochs x 9000000000000000 updates = 27,000,000,000,000,000 steps"):
+        resolve_finetune(epochs=Fraction(3), steps_per_epoch=9 * 10**15)

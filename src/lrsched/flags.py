@@ -21,7 +21,7 @@ from fractions import Fraction
 from typing import Any, NoReturn
 
 from lrsched.errors import ScheduleError, UsageError
-from lrsched.schedules import DECAY_TYPES
+from lrsched.schedules import DECAY_TYPES, MAX_STEPS
 from lrsched.strategy import STRATEGIES, Plan
 
 
@@ -92,7 +92,8 @@ class Checked:
     def rule(self) -> str:
         if math.isinf(self.high):
             return f"{'>' if self.low_open else '>='} {self.low:g}"
-        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{']' if self.high_closed else ')'}"
+        high = "2**53" if self.high == MAX_STEPS else f"{self.high:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {high}{']' if self.high_closed else ')'}"
 
 
 positive_float = Checked(number, 0, low_open=True)
@@ -102,6 +103,9 @@ unit_ratio = Checked(exact_decimal, 0, 1)
 decay_ratio = Checked(exact_decimal, 0, 1, low_open=True, high_closed=True)
 nonnegative_int = Checked(integer, 0)
 positive_int = Checked(integer, 1)
+step_count = Checked(integer, 0, MAX_STEPS, high_closed=True)
+"""A number of steps: every integer up to 2**53 is exact in a float64 schedule."""
+positive_step_count = Checked(integer, 1, MAX_STEPS, high_closed=True)
 
 
 def strategy_name(text: str) -> str:
@@ -116,9 +120,9 @@ def strategy_name(text: str) -> str:
 # each program states its own default in its help and applies it when it resolves its plan.
 FLAGS: dict[str, dict[str, Any]] = {
     "lr": dict(type=positive_float, metavar="LR", help="peak learning rate"),
-    "warmup_steps": dict(type=nonnegative_int, metavar="W", help="linear warm-up steps from 0 to the peak"),
+    "warmup_steps": dict(type=step_count, metavar="W", help="linear warm-up steps from 0 to the peak"),
     "min_lr": dict(type=nonnegative_float, metavar="LR", help="floor at the end of the decay"),
-    "max_steps": dict(type=positive_int, metavar="T", help="total optimizer updates"),
+    "max_steps": dict(type=positive_step_count, metavar="T", help="total optimizer updates"),
     "replan": dict(
         action="store_true",
         help="on resume, accept new schedule flags: decay from the current LR, or re-warm to a new peak, no jump",

@@ -16,7 +16,7 @@ from fractions import Fraction
 from typing import Any
 
 from lrsched.errors import UsageError as UsageError  # re-exported: raised by this module
-from lrsched.schedules import DEFAULT_DECAY_RATIO, SHAPES, DecayType, Schedule, Shape, decay_steps
+from lrsched.schedules import DEFAULT_DECAY_RATIO, MAX_STEPS, SHAPES, DecayType, Schedule, Shape, decay_steps
 
 FlagNames = Mapping[str, str]
 """How the caller's command line names each keyword of a policy, for the plan's sources and messages:
@@ -305,6 +305,8 @@ def _total(
         raise UsageError(f"{flag('steps_per_epoch')}: required (or {flag('max_steps')}) to size the run")
     if total < 1:
         raise UsageError(f"{flag('max_steps')} {total}: must be >= 1")
+    if total > MAX_STEPS:
+        raise UsageError(f"{sources['total']} = {total:,} steps: a run is at most 2**53 = {MAX_STEPS:,} steps")
     return total
 
 
