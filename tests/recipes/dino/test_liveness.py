@@ -11,6 +11,7 @@ import threading
 import time
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import SRC
@@ -110,6 +111,46 @@ def rescue(fifos: list[Path], after: float, done: threading.Event) -> None:
             with suppress(OSError):
                 os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO while no reader waits
         time.sleep(0.05)
+
+
+def _slow_scandir(monkeypatch: pytest.MonkeyPatch, seconds: float, only: str | None = None) -> None:
+    """``os.scandir`` that sleeps ``seconds`` before reading a folder (only those named ``only``, if given):
+    a folder on a stalled mount, or a slow one."""
+    real = os.scandir
+
+    def scandir(path: str) -> Any:
+        if only is None or os.path.basename(os.fspath(path)) == only:
+            time.sleep(seconds)
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_a_listing_that_makes_no_progress_stalls_at_its_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "data"
+    make_image_folder(root / "a", 2)
+    (root / "stuck").mkdir()
+    _slow_scandir(monkeypatch, 600.0, only="stuck")
+    started = time.monotonic()
+    with pytest.raises(
+        Stalled, match=r"^--data-timeout 1: listing --data-dir .* made no progress for 1 s \(2 images listed\)$"
+    ):
+        list_folder(root, timeout=1.0)
+    assert time.monotonic() - started < 1.0 + MARGIN
+
+
+def test_a_long_listing_that_keeps_moving_is_not_stalled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline bounds the time without progress, not the whole walk: 9 folders at 0.4 s each (3.6 s)
+    list under a 1 s deadline, as a million files on a slow mount list under the default 600 s."""
+    root = tmp_path / "data"
+    for name in "abcdefgh":
+        make_image_folder(root / name, 1, classes=0)
+    _slow_scandir(monkeypatch, 0.4)
+    started = time.monotonic()
+    assert len(list_folder(root, timeout=1.0)) == 8
+    assert time.monotonic() - started > 3.6
 
 
 def test_the_images_sampled_at_start_are_read_within_the_deadline(tmp_path: Path) -> None:

@@ -228,7 +228,7 @@ def open_folder(
         raise UsageError(f"--data-dir {root}: no such directory")
     split = _split_dirs(root)
     folders = split or (root,)
-    listings = tuple(list_folder(d, progress, follow_links, exclude) for d in folders)
+    listings = tuple(list_folder(d, progress, follow_links, exclude, timeout) for d in folders)
     first = listings[0]
     if len(first) == 0:
         raise UsageError(f"--data-dir {root}: no images ({', '.join(IMAGE_SUFFIXES)})")

@@ -13,13 +13,14 @@ import itertools
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lrsched.atomic import atomic_write
 from lrsched.errors import UsageError
+from lrsched.recipes.dino.liveness import deadline
 
 DATA_INDEX = "data_index.tsv"
 """The run's record of its data: the fingerprint, then one line per file (``label<TAB>path``)."""
@@ -139,14 +140,19 @@ def _identity(path: Path | None) -> tuple[int, int] | None:
 
 
 def _walk(
-    root: Path, follow_links: bool = False, skipped: Skipped | None = None, exclude: Path | None = None
+    root: Path,
+    follow_links: bool = False,
+    skipped: Skipped | None = None,
+    exclude: Path | None = None,
+    alive: Callable[[], None] | None = None,
 ) -> Iterator[str]:
     """Relative paths of image files under ``root`` in sorted depth-first order.
 
     Symbolic links are followed only when they resolve inside ``root`` (anywhere with
     ``follow_links``); a folder reached twice (a link loop) is listed once. Entries that cannot be
     stat'ed or listed are counted in ``skipped``; ``root`` itself must be listable. The folder
-    ``exclude`` (the run's own output folder, by device and inode) is never entered.
+    ``exclude`` (the run's own output folder, by device and inode) is never entered. ``alive`` is
+    called after each folder read and each entry looked at (a deadline's ``progress``).
     """
     skipped = skipped if skipped is not None else Skipped()
     base, seen = os.path.realpath(root), set[tuple[int, int]]()
@@ -164,6 +170,8 @@ def _walk(
         for entry in _entries(os.path.join(root, rel), seen, skipped):
             name = f"{rel}/{entry.name}" if rel else entry.name
             kind = _kind(entry, base, follow_links, skipped)
+            if alive is not None:
+                alive()
             if kind == "dir":
                 subdirs.append(name)
             elif kind == "file" and entry.name.lower().endswith(IMAGE_SUFFIXES):
@@ -171,25 +179,36 @@ def _walk(
         stack.extend(reversed(subdirs))
 
 
-def list_folder(root: Path, progress: bool = False, follow_links: bool = False, exclude: Path | None = None) -> Listing:
+def list_folder(
+    root: Path, progress: bool = False, follow_links: bool = False, exclude: Path | None = None, timeout: float = 0.0
+) -> Listing:
     """Every image file under ``root`` (sorted), but in ``exclude``; its class is its first sub-folder (none
     at top level). What the walk skipped (unreadable entries, links leading outside) is one warning line each.
+    A read of the folder that makes no progress for ``timeout`` seconds (0: no deadline) is ``Stalled``.
     """
     from tqdm import tqdm
 
     blob, offsets, label_ids = bytearray(), array.array("q", [0]), array.array("i")
     classes: list[str] = []
     digest, skipped = hashlib.sha256(), Skipped()
-    walk = _walk(root, follow_links, skipped, exclude)
-    for rel in tqdm(walk, desc=f"listing {root}", unit=" files", disable=not progress, mininterval=2):
-        cls = rel.split("/", 1)[0] if "/" in rel else ""
-        if cls and (not classes or classes[-1] != cls):
-            classes.append(cls)
-        encoded = rel.encode("utf-8", "surrogateescape")
-        blob += encoded
-        offsets.append(len(blob))
-        label_ids.append(len(classes) - 1 if cls else -1)
-        digest.update(encoded + b"\0")
+
+    def stalled() -> str:
+        return (
+            f"--data-timeout {timeout:g}: listing --data-dir {root} made no progress for {timeout:g} s "
+            f"({len(offsets) - 1} images listed)"
+        )
+
+    with deadline(timeout, stalled) as clock:
+        walk = _walk(root, follow_links, skipped, exclude, alive=clock.progress)
+        for rel in tqdm(walk, desc=f"listing {root}", unit=" files", disable=not progress, mininterval=2):
+            cls = rel.split("/", 1)[0] if "/" in rel else ""
+            if cls and (not classes or classes[-1] != cls):
+                classes.append(cls)
+            encoded = rel.encode("utf-8", "surrogateescape")
+            blob += encoded
+            offsets.append(len(blob))
+            label_ids.append(len(classes) - 1 if cls else -1)
+            digest.update(encoded + b"\0")
     for line in skipped.warnings(root):
         print(line, file=sys.stderr)
     return Listing(root, bytes(blob), offsets, tuple(classes), label_ids, digest.hexdigest())

@@ -1,8 +1,9 @@
 """Liveness of the data path: a deadline on every wait, and workers that never outlive their parent.
 
 The rule (docs/design.md, "Liveness"): a wait for data (a training batch, a k-NN batch, the images
-decoded at start) ends with ``Stalled`` once it has lasted ``--data-timeout`` seconds *of time the
-process could run*; the deadline bounds the whole wait, however many reads inside it block.
+decoded at start; for the folder's listing, each entry) ends with ``Stalled`` once it has lasted
+``--data-timeout`` seconds *of time the process could run*; the deadline bounds the whole wait,
+however many reads inside it block.
 
 ``deadline`` ticks every ``tick(seconds)`` seconds (SIGALRM) and counts the time between ticks,
 but at most ``MAX_TICKS_COUNTED`` ticks' worth for one gap: a gap longer than that means the
@@ -65,20 +66,25 @@ class RunnableClock:
         self.last = now
         return self.counted
 
+    def progress(self) -> None:
+        """The wait moved on (a long job, such as listing a folder, finished one more piece): count from 0."""
+        self.counted = 0.0
+
 
 @contextmanager
-def deadline(seconds: float, message: Callable[[], str]) -> Iterator[None]:
-    """Within: ``Stalled(message())`` at every tick once ``seconds`` of runnable time have passed.
+def deadline(seconds: float, message: Callable[[], str]) -> Iterator[RunnableClock]:
+    """Within: ``Stalled(message())`` at every tick once ``seconds`` of runnable time have passed
+    since the start or the last ``progress()`` of the clock it yields.
 
     No deadline for 0, off the main thread, or where the platform has no interval timer (SIGALRM
     interrupts a blocked read, so the wait cannot hide in one). Not nested: one wait at a time.
     """
+    interval = tick(seconds) if seconds > 0 else MAX_TICK
+    clock = RunnableClock(interval, time.monotonic())
     usable = seconds > 0 and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
     if not usable:
-        yield
+        yield clock
         return
-    interval = tick(seconds)
-    clock = RunnableClock(interval, time.monotonic())
 
     def on_tick(signum: int, frame: FrameType | None) -> None:
         if clock.advance(time.monotonic()) >= seconds:
@@ -87,7 +93,7 @@ def deadline(seconds: float, message: Callable[[], str]) -> Iterator[None]:
     previous = signal.signal(signal.SIGALRM, on_tick)
     signal.setitimer(signal.ITIMER_REAL, interval, interval)
     try:
-        yield
+        yield clock
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
