@@ -8,6 +8,7 @@ folder of prepared inputs (broken files, folders); ``{out}`` the output folder o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 PROGRAMS = ("phase5_big_run.py", "train.py", "lrsched show", "lrsched plot")
@@ -166,7 +167,10 @@ def _other_program_flags() -> dict[str, str]:
     """The programs' other flags, which ``lrsched show/plot`` accept: a switch takes no value, the rest need one."""
     from lrsched.programs import installed
 
-    tables = [{**dict.fromkeys(p.flags, 1), **p.other_flags} for p in installed()]
+    def values(keywords: Mapping[str, object]) -> int:
+        return 0 if keywords.get("action") in ("store_true", "store_false") else 1
+
+    tables = [{**{n: values(kw) for n, kw in p.flags.items()}, **p.other_flags} for p in installed()]
     names = {f"--{n.replace('_', '-')}": k for table in tables for n, k in table.items()}
     return {flag: "switch" if k == 0 else "value" for flag, k in names.items() if flag not in SHOW_FLAGS}
 

@@ -284,6 +284,7 @@ def kill_survivors(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow  # test_liveness.py kills a watched worker's parent in seconds
 def test_workers_blocked_in_a_read_die_with_a_main_process_killed_by_sigkill(images: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = start(images, out, "--workers", "2", "--data-timeout", "0", **{STALL_AT: "3"})
@@ -350,6 +351,7 @@ def test_a_resume_keeps_the_files_known_unreadable(tmp_path: Path) -> None:
     assert f"skipped 1 unreadable image(s), each replaced by the next readable one: {bad}" in stdout + err
 
 
+@pytest.mark.slow  # a run, a stop in its k-NN and a resume: about 20 s
 def test_an_evaluation_a_stop_cut_short_is_done_on_resume(images: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     first = start(images, out, "--eval-every", "4", "--max-steps", "6", **{STOP_AT: "4"})
@@ -362,6 +364,7 @@ def test_an_evaluation_a_stop_cut_short_is_done_on_resume(images: Path, tmp_path
     assert [p[0] for p in json.loads((out / "metrics.json").read_text())["knn_history"]] == [0, 4, 6]
 
 
+@pytest.mark.slow  # a run and a resume: about 20 s
 def test_an_output_folder_inside_the_data_folder_is_not_data_and_the_run_resumes(images: Path) -> None:
     out = images / "runs" / "first"
     status, err, _ = ended(start(images, out, "--max-steps", "6", **{STOP_AT: "3"}), 240)
@@ -371,6 +374,7 @@ def test_an_output_folder_inside_the_data_folder_is_not_data_and_the_run_resumes
     assert saved_step(out) == 6
 
 
+@pytest.mark.slow  # the fault table refuses --data-timeout 1e10 in-process
 def test_a_data_timeout_beyond_a_day_is_refused_at_parse_time(images: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     status, err, _ = ended(start(images, out, "--data-timeout", "1e10"), 120)
