@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -52,9 +53,11 @@ def test_the_monitor_waits_for_the_warmup_and_warns_once(
 ) -> None:
     monkeypatch.setattr(collapse, "ENTROPY_WINDOW", 3)
     fake = fake_run(warmup=5)
+    fired = []
     for t in range(1, 12):
         fake.t = t
-        collapse.watch(fake, {"teacher_entropy": math.log(64)})
+        fired.append(collapse.watch(fake, {"teacher_entropy": math.log(64)}))
+    assert fired == [""] * 8 + ["teacher_entropy", "", ""]
     lines = [line for line in capsys.readouterr().out.splitlines() if "collapse" in line]
     assert lines == [fake.metrics["collapse"]["text"]] and fake.metrics["collapse"]["step"] == 9
 
@@ -65,8 +68,8 @@ def test_the_monitor_reads_each_new_knn_point(capsys: pytest.CaptureFixture[str]
     collapse.watch(fake)
     assert "collapse" not in fake.metrics
     fake.metrics["knn_history"].append([200, 0.1])
-    collapse.watch(fake)
-    collapse.watch(fake)
+    assert collapse.watch(fake) == "knn_top1"
+    assert collapse.watch(fake) == ""
     assert fake.metrics["collapse"]["step"] == 200 and capsys.readouterr().out.count("collapse at step 200") == 1
 
 
@@ -74,7 +77,7 @@ def test_the_monitor_reads_each_new_knn_point(capsys: pytest.CaptureFixture[str]
 
 
 @needs_data
-def test_a_uniform_teacher_warns_once_in_console_metrics_and_curves(
+def test_a_uniform_teacher_warns_once_in_console_metrics_log_and_curves(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(collapse, "ENTROPY_WINDOW", 1)
@@ -85,6 +88,9 @@ def test_a_uniform_teacher_warns_once_in_console_metrics_and_curves(
     assert len(printed) == 1 and "collapse at step 3" in printed[0], printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["collapse"]["step"] == 3 and metrics["collapse"]["signal"] == "teacher_entropy"
+    with (out / "log.csv").open(newline="") as fh:
+        logged = {row["step"]: row["collapse"] for row in csv.DictReader(fh)}
+    assert logged == {"0": "", "1": "", "2": "teacher_entropy", "3": ""}  # a row is the update from its step
     fig = build_figure(out, metrics)
     assert fig is not None
     for ax in fig.axes:

@@ -13,8 +13,8 @@ Two signals (docs/phase5.md, "What a run writes"):
   (``1 / C`` for ``C`` classes).
 
 The first signal seen is printed once (with the step), recorded in ``run.metrics["collapse"]``
-(so in checkpoints: a resumed run does not warn again, and in ``metrics.json``) and marked on
-``curves.png``.
+(so in checkpoints: a resumed run does not warn again, and in ``metrics.json``), named in the
+``collapse`` column of the ``log.csv`` row written when it fires, and marked on ``curves.png``.
 """
 
 from __future__ import annotations
@@ -66,10 +66,13 @@ def warm_until(run: State) -> int:
     return max(sch.lr.schedule.warmup, sch.teacher_temp.warmup)
 
 
-def watch(run: State, row: dict[str, Any] | None = None) -> None:
-    """After a step (its log ``row``) or an evaluation: warn once if a collapse signal fires."""
+def watch(run: State, row: dict[str, Any] | None = None) -> str:
+    """After a step (its log ``row``) or an evaluation: warn once if a collapse signal fires.
+
+    Returns the name of the signal that fired now (``teacher_entropy`` or ``knn_top1``), else "".
+    """
     if "collapse" in run.metrics:
-        return
+        return ""
     found = None
     if row is not None and "teacher_entropy" in row:
         found = _entropy(run, float(row["teacher_entropy"]))
@@ -77,6 +80,8 @@ def watch(run: State, row: dict[str, Any] | None = None) -> None:
     if found is not None:
         run.metrics["collapse"] = found
         say(run.world, found["text"])
+        return str(found["signal"])
+    return ""
 
 
 def _entropy(run: State, entropy: float) -> dict[str, Any] | None:

@@ -55,6 +55,7 @@ LOG_COLUMNS = (
     "grad_norm",
     "last_layer_frozen",
     "data_wait_s",
+    "collapse",
 )
 
 
@@ -246,9 +247,9 @@ def train(run: State, stop: StopRequest) -> str:
     try:
         while total is None or run.t < total:
             row, stop_now = train_step(run, batches, stop)
+            row["collapse"] = watch(run, row)
             if run.log is not None:
                 run.log.write(row)
-            watch(run, row)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.3g}", img_s=f"{row['images_per_s']:.0f}")
             if stop_now:
