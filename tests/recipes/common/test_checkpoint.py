@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from lrsched.recipes.common import checkpoint as ckpt
+from lrsched.recipes.common.distributed import World
 from lrsched.recipes.common.runlog import RunLog, read_log
 
 
@@ -196,3 +197,58 @@ def test_the_abandoned_future_keeps_its_log_and_a_resume_from_it_reads_that_log(
     history = ckpt.history_log(from_there, tmp_path)
     RunLog(tmp_path, ["step", "loss"], resume_step=6, history=history).close()
     assert [r["step"] for r in read_log(log)] == ["0", "1", "2", "3", "4", "5"]
+
+
+# ---------------------------------------------------------------- the identity, the step, the schedules
+
+IDENTITY = {"seed": ckpt.Fixed(1, "--seed"), "batch": ckpt.Fixed(8, "--batch-size")}
+
+
+def test_an_unchanged_identity_passes_and_its_values_are_what_a_checkpoint_stores() -> None:
+    saved = ckpt.identity_values(IDENTITY)
+    assert saved == {"seed": 1, "batch": 8}
+    ckpt.refuse_identity_changes(saved, IDENTITY, "--resume c.pt")  # no error
+
+
+def test_a_changed_identity_is_one_line_naming_each_flag() -> None:
+    with pytest.raises(ckpt.UsageError) as err:
+        ckpt.refuse_identity_changes({"seed": 0, "batch": 8}, IDENTITY, "--resume c.pt")
+    assert str(err.value) == "--resume c.pt: these flags cannot change on resume: --seed 0 -> 1"
+
+
+def test_a_field_added_to_the_identity_counts_as_none_in_an_older_checkpoint() -> None:
+    extended = {**IDENTITY, "shards": ckpt.Fixed("a-{0..3}.tar", "--shards")}
+    assert ckpt.identity_changes({"seed": 1, "batch": 8}, extended) == ["--shards None -> 'a-{0..3}.tar'"]
+
+
+@pytest.mark.parametrize("step", [None, -1, "3", 2.0, True])
+def test_a_checkpoint_without_an_integer_step_is_refused(step: object) -> None:
+    with pytest.raises(ckpt.CheckpointError, match="no step"):
+        ckpt.saved_step({} if step is None else {"step": step}, "--resume c.pt")
+
+
+def test_schedules_are_read_with_the_one_step() -> None:
+    state = {"step": 3, "schedules": {"lr": {"schedule": {"s": 1}, "target": {"s": 2}}}}
+    assert ckpt.schedule_states(state, ("lr",), "c") == {"lr": {"step": 3, "schedule": {"s": 1}, "target": {"s": 2}}}
+
+
+def test_an_older_checkpoint_keeps_a_schedule_under_its_own_key_with_the_same_step() -> None:
+    older = {"step": 3, "scheduler": {"step": 3, "schedule": {"s": 1}, "cuts": [1.0]}}
+    assert ckpt.schedule_states(older, ("lr",), "c", {"lr": "scheduler"}) == {"lr": {"step": 3, "schedule": {"s": 1}}}
+    older["scheduler"]["step"] = 2
+    with pytest.raises(ckpt.CheckpointError, match="lr schedule is at step 2, its run at step 3"):
+        ckpt.schedule_states(older, ("lr",), "c", {"lr": "scheduler"})
+
+
+def test_a_missing_schedule_is_refused_in_one_line() -> None:
+    with pytest.raises(ckpt.CheckpointError, match="no momentum schedule"):
+        ckpt.schedule_states({"step": 0, "schedules": {}}, ("momentum",), "c")
+
+
+def test_save_step_checkpoint_names_the_file_by_its_step_and_prunes(tmp_path: Path) -> None:
+    world = World(rank=0, size=1, local_rank=0)
+    for step in (1, 2, 3):
+        path = ckpt.save_step_checkpoint({"step": step}, tmp_path, "prog", world, run_id="r", keep=2)
+    assert path == tmp_path / "step-00000003.pt"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000002.pt", "step-00000003.pt"]
+    assert ckpt.load_checkpoint(path, "prog")["run_id"] == "r"

@@ -24,6 +24,8 @@ import os
 import re
 import shutil
 import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,6 +33,7 @@ import torch
 
 from lrsched.atomic import atomic_write, fsync_dir
 from lrsched.errors import UsageError
+from lrsched.recipes.common.distributed import World
 
 CHECKPOINT_FORMAT = 2
 """2: adds ``run_id`` and the SHA-256 trailer. Format 1 files are refused with a line saying so."""
@@ -315,3 +318,96 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------- what both programs save and read back
+
+STEP_KEY = "step"
+"""The one key under which a checkpoint holds the run's step (updates done); nothing else in it counts steps."""
+SCHEDULES_KEY = "schedules"
+"""``{name: {"schedule": description, "target": description}}``: each schedule once, without a step."""
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """One value a resumed run must share with its checkpoint, and what the user types to set it
+    (``set_by``: a flag, or the flags and words that decide it), named in a refusal."""
+
+    value: Any
+    set_by: str
+
+
+Identity = Mapping[str, Fixed]
+"""What may not change on resume: named fields, each a ``Fixed``. A program extends its identity by
+adding a field; a checkpoint stores ``identity_values`` under ``"identity"``."""
+
+
+def identity_values(identity: Identity) -> dict[str, Any]:
+    """The values to store in a checkpoint (``{name: value}``)."""
+    return {name: fixed.value for name, fixed in identity.items()}
+
+
+def identity_changes(saved: Mapping[str, Any], identity: Identity) -> list[str]:
+    """``set_by saved -> now`` for each field whose value differs from the checkpoint's; a field the
+    checkpoint lacks (written before the field existed) counts as ``None``."""
+    return [
+        f"{fixed.set_by} {saved.get(name)!r} -> {fixed.value!r}"
+        for name, fixed in identity.items()
+        if saved.get(name) != fixed.value
+    ]
+
+
+def refuse_identity_changes(saved: Mapping[str, Any], identity: Identity, where: str) -> None:
+    """A ``UsageError`` in one line naming each changed field by its flag, when any changed."""
+    changes = identity_changes(saved, identity)
+    if changes:
+        raise UsageError(f"{where}: these flags cannot change on resume: {'; '.join(changes)}")
+
+
+def saved_step(state: Mapping[str, Any], where: str) -> int:
+    """The checkpoint's step (``STEP_KEY``): a non-negative integer, else ``CheckpointError``."""
+    step = state.get(STEP_KEY)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{where}: not a complete checkpoint (no step: {step!r})")
+    return step
+
+
+def schedule_states(
+    state: Mapping[str, Any], names: tuple[str, ...], where: str, older: Mapping[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each schedule's state in the one form ``lrsched.adoption.adopt`` (and ``ScheduledField``) reads:
+    ``{"step": the checkpoint's step, "schedule": ..., "target": ...}``.
+
+    A checkpoint written before the step was held once keeps a schedule under its own key
+    (``older``: name -> key) with a step of its own; it is read when that step is the checkpoint's,
+    else refused in one line (``CheckpointError``).
+    """
+    step = saved_step(state, where)
+    saved = dict(state.get(SCHEDULES_KEY) or {})
+    for name, key in (older or {}).items():
+        saved.setdefault(name, state.get(key))
+    states = {}
+    for name in names:
+        entry = saved.get(name)
+        if not isinstance(entry, Mapping) or "schedule" not in entry:
+            raise CheckpointError(f"{where}: not a complete checkpoint (no {name} schedule)")
+        if int(entry.get(STEP_KEY, step)) != step:
+            raise CheckpointError(
+                f"{where}: the checkpoint's {name} schedule is at step {entry[STEP_KEY]}, its run at "
+                f"step {step}: the checkpoint is damaged"
+            )
+        target = {"target": entry["target"]} if "target" in entry else {}
+        states[name] = {STEP_KEY: step, "schedule": entry["schedule"], **target}
+    return states
+
+
+def save_step_checkpoint(
+    payload: dict[str, Any], directory: Path, program: str, world: World, *, run_id: str | None, keep: int
+) -> Path:
+    """Rank 0 writes ``payload`` (holding ``STEP_KEY``) as ``directory/step-<step>.pt`` and keeps the
+    ``keep`` newest (0: all); the path. The caller writes a step once and has the ranks wait."""
+    path = step_path(directory, int(payload[STEP_KEY]))
+    if world.is_main:
+        save_checkpoint(payload, path, program, run_id=run_id)
+        prune_checkpoints(directory, keep)
+    return path
