@@ -12,8 +12,8 @@ from helpers import DINO_SMALL
 from PIL import Image
 
 from lrsched.errors import UsageError
+from lrsched.recipes.dino.checkpoint import check_channels
 from lrsched.recipes.dino.main import main
-from lrsched.recipes.dino.resume import check_channels
 
 
 def images(root: Path, n: int, channels: int, prefix: str, seed: int) -> Path:

@@ -5,6 +5,6 @@ centering), ``augment`` (multi-crop), ``files``, ``images`` and ``data`` (image 
 Fashion-MNIST), ``stream`` (the data workers), ``knn`` (weighted k-NN evaluation); the program:
 ``flags`` (command line), ``validate`` (every check), ``main`` (its parts of the run skeleton,
 the plan and first outputs), ``state`` (its records), ``loop`` (building the run, training),
-``resume`` (checkpoints), ``evaluation`` (k-NN), ``model`` (networks, optimizer groups, EMA),
-``curves`` (the figure).
+``checkpoint`` (saving, the identity a resume keeps, restoring), ``evaluation`` (k-NN), ``model``
+(networks, optimizer groups, EMA), ``curves`` (the figure).
 """

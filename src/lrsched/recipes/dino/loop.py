@@ -1,6 +1,6 @@
 """The DINO training loop: building the run, the updates, and the metrics.
 
-The records it works on are in ``state``, checkpoints in ``resume``, k-NN in ``evaluation``.
+The records it works on are in ``state``, checkpoints in ``checkpoint``, k-NN in ``evaluation``.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from lrsched.recipes.common.faults import FAIL_AT, INJECT_NAN, STOP_AT, DataFail
 from lrsched.recipes.common.runlog import say, write_json
 from lrsched.recipes.common.stopping import Stopped, StopRequest
 from lrsched.recipes.dino.augment import Crops, Geometry, Photometric
+from lrsched.recipes.dino.checkpoint import restore, save
 from lrsched.recipes.dino.collapse import watch
 from lrsched.recipes.dino.data import Sampler, mix
 from lrsched.recipes.dino.evaluation import evaluate, missed
 from lrsched.recipes.dino.loss import DINOLoss, koleo
 from lrsched.recipes.dino.model import build_networks, ema_update, param_groups, reference_group
-from lrsched.recipes.dino.resume import restore, save
 from lrsched.recipes.dino.state import TIMING_WINDOW, Settings, State
 from lrsched.recipes.dino.stream import Batch, train_loader
 from lrsched.torch_sched import ScheduledField

@@ -24,7 +24,7 @@ from lrsched.recipes.common.distributed import World
 from lrsched.recipes.common.rundir import Folder
 from lrsched.recipes.common.runlog import RunLog, write_json
 from lrsched.recipes.common.stopping import StopRequest
-from lrsched.recipes.dino import flags, loop, resume, validate
+from lrsched.recipes.dino import checkpoint, flags, loop, validate
 from lrsched.recipes.dino.curves import draw_curves
 from lrsched.recipes.dino.evaluation import baselines
 from lrsched.recipes.dino.files import DATA_INDEX, read_index_header, write_index
@@ -54,7 +54,7 @@ class Phase5(skeleton.Recipe[Settings, State]):
     prog = PROG
     folder = Folder(PROGRAM_ID, RUN_FILES, output_flag="--output-dir", resume_flag="--resume")
     path_flags = (
-        ("data_dir", "--data-dir", PathKind.FOLDER),
+        ("data_dir", "--data-dir", PathKind.EITHER),  # a folder, or WebDataset shards (recipes/dino/shards.py)
         ("output_dir", "--output-dir", PathKind.FOLDER),
         ("resume", "--resume", PathKind.FILE),
     )
@@ -79,7 +79,7 @@ class Phase5(skeleton.Recipe[Settings, State]):
         return loop.train(run, stop)
 
     def save(self, run: State, together: bool = True) -> Path | None:
-        return resume.save(run, together)
+        return checkpoint.save(run, together)
 
     def close(self, run: State, status: str) -> None:
         if run.log is not None:
@@ -140,7 +140,7 @@ def start_outputs(run: State) -> RunLog:
         moved = ckpt.set_aside_future(out / "checkpoints", run.t, run.settings.resume_path)
         if moved is not None:
             print(f"{PROG}: checkpoints after step {run.t} (an abandoned future) moved to {moved}")
-    write_json(out / "plan.json", resume.plan_json(run))
+    write_json(out / "plan.json", checkpoint.plan_json(run))
     write_json(out / "args.json", shared.args_json(run.settings.args))
     data = run.settings.data
     if read_index_header(out / DATA_INDEX) != data.fingerprint():

@@ -102,7 +102,7 @@ class State:
     seconds: float = 0.0
     waiting: float = 0.0
     run_id: str | None = None
-    saved_at: int | None = None
+    saved_step: int | None = None
     """The step of the last checkpoint this process wrote: a step is never saved twice."""
     lr_hash: str = ""
     """``h(t+1) = sha256(h(t) || lr(t))`` over the steps this process ran: equal on every rank."""

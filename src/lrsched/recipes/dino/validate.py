@@ -22,11 +22,12 @@ from lrsched.recipes.common import checkpoint as ckpt
 from lrsched.recipes.common.device import describe_device
 from lrsched.recipes.common.distributed import World, every_rank
 from lrsched.recipes.dino import plan as lr_plan
+from lrsched.recipes.dino.checkpoint import check_channels, check_not_finished, check_resume
 from lrsched.recipes.dino.data import Dataset, data_changes, load_dataset
 from lrsched.recipes.dino.files import DATA_INDEX, read_index
 from lrsched.recipes.dino.flags import DEFAULTS, LR_WARMUP, PROGRAM_ID, spelling
 from lrsched.recipes.dino.model import step_bytes_lower_bound
-from lrsched.recipes.dino.resume import check_channels, check_not_finished, check_resume
+from lrsched.recipes.dino.shards import is_shard_spec
 from lrsched.recipes.dino.state import Schedules, Settings
 from lrsched.recipes.dino.vit import PRESETS, Preset
 from lrsched.schedules import Schedule
@@ -161,7 +162,7 @@ def _check_inputs(args: argparse.Namespace) -> None:
         lo, hi = getattr(args, name)
         if lo > hi:
             raise UsageError(f"{spelling(name)} {lo:g} {hi:g}: the low end must not exceed the high end")
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+    if args.data_dir is not None and not Path(args.data_dir).is_dir() and not is_shard_spec(args.data_dir):
         raise UsageError(f"--data-dir {args.data_dir}: no such directory")
 
 

@@ -1,4 +1,7 @@
-"""phase5's checkpoints: what a resume may change, checking a checkpoint, restoring it, saving one, plan.json."""
+"""phase5's checkpoints: saving one, the identity a resume may not change, checking a checkpoint,
+restoring it, plan.json. train.py's ``recipes/finetune/checkpoint.py`` does the same jobs with the same
+helpers (``recipes/common/checkpoint.py``): the step under one key, each schedule once, the identity
+as named fields."""
 
 from __future__ import annotations
 
@@ -40,6 +43,21 @@ targets (``--replan``). Every other flag (devices, ``--bf16``, ``--workers``, ev
 may change; plan.json records what did (``changed_on_resume``).
 """
 CHANGEABLE_UNRECORDED = ("resume", "replan", "accept_data_change", "output_dir")
+OLDER_SCHEDULE_KEYS = {"lr": "lr_scheduler", "weight_decay": "wd_scheduler"}
+"""Where a checkpoint written before the run had one step counter keeps the lr and the weight decay."""
+
+
+def identity(args: argparse.Namespace) -> ckpt.Identity:
+    """What a resumed run must share with its checkpoint: each flag of ``FIXED_ON_RESUME`` as typed."""
+    now = flag_strings(args)
+    return {name: ckpt.Fixed(now[name], spelling(name)) for name in FIXED_ON_RESUME}
+
+
+def saved_identity(state: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's identity (``identity``; a checkpoint written before it had one: its ``flags``)."""
+    if "identity" in state:
+        return dict(state["identity"])
+    return {name: state["flags"].get(name) for name in FIXED_ON_RESUME}
 
 
 def check_resume(state: dict[str, Any], args: argparse.Namespace, schedules: Schedules, path: Path) -> None:
@@ -48,11 +66,8 @@ def check_resume(state: dict[str, Any], args: argparse.Namespace, schedules: Sch
     missing = [k for k in (*needed, "flags", "data", "metrics") if k not in state]
     if missing:
         raise ckpt.CheckpointError(f"--resume {path}: not a complete {PROG} checkpoint (missing {', '.join(missing)})")
-    saved, now = state["flags"], flag_strings(args)
-    fixed = [f"{spelling(k)} {saved.get(k)!r} -> {now[k]!r}" for k in FIXED_ON_RESUME if saved.get(k) != now[k]]
-    if fixed:
-        raise UsageError(f"--resume {path}: these flags cannot change on resume: {'; '.join(fixed)}")
-    step, states, changes = int(state["step"]), saved_states(state, path), []
+    ckpt.refuse_identity_changes(saved_identity(state), identity(args), f"--resume {path}")
+    step, states, changes = ckpt.saved_step(state, f"--resume {path}"), saved_states(state, path), []
     for name, target in schedules.targets().items():
         try:
             adopt(target, states[name])
@@ -77,7 +92,7 @@ def check_not_finished(state: dict[str, Any], schedules: Schedules, output: Path
     --replan) into a folder holding its whole report: ``AlreadyFinished``, one line and exit 0, before
     anything is written. A report cut short (no ``metrics.json`` saying finished at this step, or no
     ``curves.png``) is redone by resuming, as before; so is a checkpoint that is not the folder's newest."""
-    step, total = int(state["step"]), schedules.lr.schedule.total
+    step, total = ckpt.saved_step(state, f"--resume {path}"), schedules.lr.schedule.total
     newest = path is not None and _same_file(ckpt.latest_checkpoint(output / "checkpoints"), path)
     if total is not None and step >= total and newest and _report_written(output, step):
         raise AlreadyFinished(
@@ -115,30 +130,9 @@ SCHEDULED = ("lr", "weight_decay", "momentum", "teacher_temp")
 
 
 def saved_states(state: dict[str, Any], path: Path | str = "checkpoint") -> dict[str, dict[str, Any]]:
-    """Each schedule's saved state in the one form ``adopt`` reads: the checkpoint's one ``step``, and the
-    ``schedule`` followed and ``target`` asked for from ``schedules``.
-
-    A checkpoint written before the run had one step counter keeps the lr and the weight decay in
-    ``lr_scheduler`` and ``wd_scheduler``, each with its own step; it is read when every step is the
-    checkpoint's, else refused in one line (``CheckpointError``).
-    """
-    saved, step = dict(state["schedules"]), int(state["step"])
-    if "lr" not in saved:
-        saved.update({"lr": state.get("lr_scheduler"), "weight_decay": state.get("wd_scheduler")})
-    for name in SCHEDULED:
-        entry = saved.get(name)
-        if not isinstance(entry, dict) or "schedule" not in entry:
-            raise ckpt.CheckpointError(f"--resume {path}: not a complete {PROG} checkpoint (no {name} schedule)")
-        if int(entry.get("step", step)) != step:
-            raise ckpt.CheckpointError(
-                f"--resume {path}: the checkpoint's {name} schedule is at step {entry['step']}, its run at "
-                f"step {step}: the checkpoint is damaged"
-            )
-    return {name: {"step": step, "schedule": saved[name]["schedule"], **_target(saved[name])} for name in SCHEDULED}
-
-
-def _target(entry: dict[str, Any]) -> dict[str, Any]:
-    return {"target": entry["target"]} if "target" in entry else {}
+    """Each schedule's saved state in the one form ``adopt`` reads (``ckpt.schedule_states``), a checkpoint
+    written before the run had one step counter included (``OLDER_SCHEDULE_KEYS``)."""
+    return ckpt.schedule_states(state, SCHEDULED, f"--resume {path}", OLDER_SCHEDULE_KEYS)
 
 
 PATCH_WEIGHT = "backbone.patch_embed.weight"
@@ -171,7 +165,7 @@ def _channels(n: int) -> str:
 def restore(run: State, state: dict[str, Any]) -> None:
     """Load weights, optimizer, schedulers (replanning on --replan), centre, RNG and metrics
     (``validate.settle`` has checked the checkpoint against the flags and the data)."""
-    t0 = int(state["step"])
+    t0 = ckpt.saved_step(state, "checkpoint")
     run.student.load_state_dict(state["student"])
     run.teacher.load_state_dict(state["teacher"])
     run.optimizer.load_state_dict(state["optimizer"])
@@ -193,11 +187,11 @@ def checkpoint_state(run: State) -> dict[str, Any]:
     """What a resume needs; only tensors, dicts, lists, strings and numbers (``weights_only``)."""
     epoch, batch = run.sampler.position(run.t)
     return {
-        "step": run.t,
+        ckpt.STEP_KEY: run.t,
         "student": run.student.state_dict(),
         "teacher": run.teacher.state_dict(),
         "optimizer": run.optimizer.state_dict(),
-        "schedules": {name: _described(run, name, schedule) for name, schedule in run.followed().items()},
+        ckpt.SCHEDULES_KEY: {name: _described(run, name, schedule) for name, schedule in run.followed().items()},
         "center": run.loss.center.detach().cpu(),
         "data": {
             "fingerprint": run.settings.data.fingerprint(),
@@ -209,6 +203,7 @@ def checkpoint_state(run: State) -> dict[str, Any]:
         },
         "rng": ckpt.rng_state(),
         "plan": plan_json(run),
+        "identity": ckpt.identity_values(identity(run.settings.args)),
         "flags": flag_strings(run.settings.args),
         "metrics": run.metrics,
     }
@@ -224,10 +219,10 @@ def save(run: State, together: bool = True) -> Path:
     wait (``together``), except after a failure, when the other ranks may never come."""
     directory = run.settings.output_dir / "checkpoints"
     path = ckpt.step_path(directory, run.t)
-    if run.world.is_main and run.saved_at != run.t:
-        ckpt.save_checkpoint(checkpoint_state(run), path, PROGRAM_ID, run_id=run.run_id)
-        ckpt.prune_checkpoints(directory, run.settings.args.keep_checkpoints)
-    run.saved_at = run.t
+    if run.saved_step != run.t:
+        keep = run.settings.args.keep_checkpoints
+        ckpt.save_step_checkpoint(checkpoint_state(run), directory, PROGRAM_ID, run.world, run_id=run.run_id, keep=keep)
+    run.saved_step = run.t
     if together:
         barrier(run.world)
     return path
