@@ -36,6 +36,8 @@ class PathKind(enum.Enum):
 
     FILE = "a file"
     FOLDER = "a folder"
+    EITHER = "a file or a folder"
+    """Either kind, when readable (phase5's ``--data-dir``: a folder of images, or a shard or a list of shards)."""
 
 
 def check_path(value: str | os.PathLike[str], flag: str, kind: PathKind) -> Path:

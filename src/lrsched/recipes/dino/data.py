@@ -86,11 +86,16 @@ class FileSource(Source):
 
     def image(self, i: int) -> Any:
         """Image ``i`` decoded; ``UsageError`` when it cannot be (``stream.readable`` picks a replacement)."""
-        return read_image(self.listing.path(int(i if self.ids is None else self.ids[i])), self.mode)
+        return read_listed(self.listing, int(i if self.ids is None else self.ids[i]), self.mode)
 
     def name(self, i: int) -> str:
         """The path of image ``i`` as given to ``--data-dir``."""
         return str(self.listing.path(int(i if self.ids is None else self.ids[i])))
+
+
+def read_listed(listing: Listing, i: int, mode: str | None) -> Any:
+    """Image ``i`` of a listing: its file (``read_image``), or a shard set's member (``ShardListing.read``)."""
+    return listing.read(i, mode) if listing.reads_itself else read_image(listing.path(i), mode)
 
 
 # --- Fashion-MNIST (idx files) -----------------------------------------------------------
@@ -152,8 +157,10 @@ class Dataset:
         return self.train.channels
 
     def fingerprint(self) -> dict[str, Any]:
-        """What identifies the data of a run: checked on resume (``check_same_data``)."""
+        """What identifies the data of a run: checked on resume (``check_same_data``); a shard set adds its
+        layout, its number of shards and their digest (names and sizes: ``ShardListing.describe``)."""
         return {
+            **(self.listings[0].describe() if self.listings else {}),
             "name": self.name,
             "files": [len(x) for x in self.listings] or [len(self.train)],
             "digests": [x.digest for x in self.listings],
@@ -187,7 +194,7 @@ def _sample(listing: Listing) -> list[int]:
     return sorted({i * n // min(n, STATS_SAMPLE) for i in range(min(n, STATS_SAMPLE))})
 
 
-def _sampled_images(listing: Listing, timeout: float = 0.0) -> tuple[list[Any], int]:
+def _sampled_images(listing: Listing, timeout: float = 0.0, what: str = "--data-dir") -> tuple[list[Any], int]:
     """The ``STATS_SAMPLE`` images decoded and the channels: 3 if any has colour.
 
     Each must be readable (a ``UsageError`` otherwise), but for images over the size limits,
@@ -198,18 +205,18 @@ def _sampled_images(listing: Listing, timeout: float = 0.0) -> tuple[list[Any], 
 
     def stalled() -> str:
         return (
-            f"--data-timeout {timeout:g}: the {len(_sample(listing))} images sampled at start from --data-dir "
-            f"{listing.root} were not read within {timeout:g} s ({len(images)} were)"
+            f"--data-timeout {timeout:g}: the {len(_sample(listing))} images sampled at start from {what} "
+            f"were not read within {timeout:g} s ({len(images)} were)"
         )
 
     with deadline(timeout, stalled):
         for i in _sample(listing):
             try:
-                images.append(read_image(listing.path(i), None))
+                images.append(read_listed(listing, i, None))
             except ImageTooLarge as err:
                 print(f"warning: {err}", file=sys.stderr)
     if not images:
-        raise UsageError(f"--data-dir {listing.root}: every sampled image is over the size limits")
+        raise UsageError(f"{what}: every sampled image is over the size limits")
     channels = 1 if all(img.mode == "L" for img in images) else 3
     return [img.convert("RGB" if channels == 3 else "L") for img in images], channels
 
@@ -229,10 +236,20 @@ def open_folder(
     split = _split_dirs(root)
     folders = split or (root,)
     listings = tuple(list_folder(d, progress, follow_links, exclude, timeout) for d in folders)
-    first = listings[0]
-    if len(first) == 0:
+    if len(listings[0]) == 0:
         raise UsageError(f"--data-dir {root}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    sample, channels = _sampled_images(first, timeout)
+    return dataset_of(str(root), listings, timeout, "no class sub-folders (no labels)")
+
+
+def dataset_of(
+    name: str, listings: tuple[Listing, ...], timeout: float, unlabelled: str, what: str | None = None
+) -> Dataset:
+    """The run's ``Dataset`` from its listings (a folder's, or a shard set's): the start-up sample read (within
+    ``timeout``; ``what`` names the data in messages), the k-NN split (``open_folder``), the channel statistics;
+    ``unlabelled``: the note when there are no labels."""
+    first = listings[0]
+    split = len(listings) > 1
+    sample, channels = _sampled_images(first, timeout, what or f"--data-dir {first.root}")
     source = FileSource(first, None, channels)
     train: Source = source
     knn_train: Source | None = None
@@ -253,9 +270,9 @@ def open_folder(
     elif first.labelled:
         note = f"fewer than {HELD_OUT_EVERY} images: none held out to test on"
     else:
-        note = "no class sub-folders (no labels)"
+        note = unlabelled
     mean, std = _stats_of(sample, channels)
-    return Dataset(str(root), train, knn_train, knn_test, mean, std, listings, note)
+    return Dataset(name, train, knn_train, knn_test, mean, std, listings, note)
 
 
 def fashion_mnist() -> Dataset:
@@ -274,9 +291,14 @@ def load_dataset(
     timeout: float = 0.0,
     exclude: Path | None = None,
 ) -> Dataset:
-    """Fashion-MNIST (``data_dir`` None) or an image folder, streamed (``open_folder``)."""
+    """Fashion-MNIST (``data_dir`` None), WebDataset shards (``shards.open_shards``) or an image folder,
+    streamed (``open_folder``)."""
+    from lrsched.recipes.dino import shards
+
     if data_dir is None:
         return fashion_mnist()
+    if shards.is_shard_spec(data_dir):
+        return shards.open_shards(data_dir, progress, timeout=timeout, exclude=exclude)
     return open_folder(Path(data_dir), progress, follow_links, timeout=timeout, exclude=exclude)
 
 
@@ -285,6 +307,10 @@ def data_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     changes = []
     if saved.get("name") != now["name"]:
         changes.append(f"data {saved.get('name')} -> {now['name']}")
+    if saved.get("shards") != now.get("shards"):
+        changes.append(f"shards {saved.get('shards', 0)} -> {now.get('shards', 0)}")
+    elif saved.get("shards_digest") != now.get("shards_digest"):
+        changes.append(f"the same {now.get('shards')} shards in number, other names or sizes")
     count = "/".join(str(n) for n in now["files"])
     if saved.get("files") != now["files"]:
         changes.append(f"files {'/'.join(str(n) for n in saved.get('files', []))} -> {count}")

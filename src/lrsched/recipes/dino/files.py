@@ -52,6 +52,25 @@ class Listing:
     def labelled(self) -> bool:
         return len(self) > 0 and min(self.label_ids) >= 0
 
+    def read(self, i: int, mode: str | None) -> Any:
+        """Image ``i`` decoded, for a listing whose images are not files of their own (``reads_itself``);
+        a folder's files are read by ``images.read_image`` on ``path(i)``."""
+        raise NotImplementedError
+
+    @property
+    def reads_itself(self) -> bool:
+        """Whether image ``i`` is read by ``read`` (a shard set's member) rather than from ``path(i)``."""
+        return False
+
+    def describe(self) -> dict[str, Any]:
+        """What the data fingerprint adds for this kind of listing (a folder: nothing)."""
+        return {}
+
+
+def sample_digest(sha: Any, rel: str, label: int) -> None:
+    """Add one sample of a shard set to its digest: ``<shard>/<member>``, NUL, its label, NUL."""
+    sha.update(rel.encode("utf-8", "surrogateescape") + b"\0" + str(label).encode() + b"\0")
+
 
 # --- listing a folder ---------------------------------------------------------------------------
 
@@ -273,8 +292,9 @@ def read_index(path: Path) -> dict[str, Any] | None:
             lines = enumerate(f, start=1)
             header = _index_header(next(lines, (1, ""))[1])
             expected = zip(header["files"], header["digests"], strict=False) if header["digests"] else ()
+            free_labels = header.get("layout") is not None  # shards: labels from .cls members, in the digest
             for count, digest in expected:
-                _check_listing(lines, count, digest, prefixed=len(header["digests"]) > 1)
+                _check_listing(lines, count, digest, prefixed=len(header["digests"]) > 1, free_labels=free_labels)
             extra = next(lines, None)
             if extra is not None:
                 raise _BadIndex(f"line {extra[0]}: more files than the header's {header['files']}")
@@ -305,11 +325,22 @@ def _index_header(line: str) -> dict[str, Any]:
     return header
 
 
-def _check_listing(lines: Iterator[tuple[int, str]], count: int, digest: str, prefixed: bool) -> None:
-    """The next ``count`` lines: each parses, labels follow the class folders, and they hash to ``digest``."""
+def _check_listing(
+    lines: Iterator[tuple[int, str]], count: int, digest: str, prefixed: bool, free_labels: bool = False
+) -> None:
+    """The next ``count`` lines: each parses, labels follow the class folders, and they hash to ``digest``.
+
+    ``free_labels`` (a shard set): a label is any class id or -1, and the digest covers it (``sample_digest``).
+    """
     sha, last_class, label_now, n, seen = hashlib.sha256(), "", -1, 0, 0
     for n, line in itertools.islice(lines, count):
         label, rel = _index_line(n, line, prefixed)
+        if free_labels:
+            if label < -1:
+                raise _BadIndex(f"line {n}: label {label} is not a class")
+            sample_digest(sha, rel, label)
+            seen += 1
+            continue
         cls = rel.split("/", 1)[0] if "/" in rel else ""
         if cls and cls != last_class:
             last_class, label_now = cls, label_now + 1

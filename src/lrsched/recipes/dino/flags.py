@@ -201,8 +201,10 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
         d,
         "data_dir",
         type=Path,
-        help="a folder of images (class sub-folders give k-NN labels; "
-        "default: Fashion-MNIST from /usr/share/datasets/fashion-mnist)",
+        help="a folder of images (class sub-folders give k-NN labels), or WebDataset shards: a brace pattern "
+        "('d/train-{000000..000099}.tar'), a glob ('d/train-*.tar'), a folder of .tar files, one .tar, or a "
+        ".shards/.txt file listing shards one per line (key.cls members give k-NN labels) "
+        "(default: Fashion-MNIST from /usr/share/datasets/fashion-mnist)",
     )
     add(
         d,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ class ImageTooLarge(UsageError):
     """An image over the size limits (``check_size``): skipped with a warning wherever it is met."""
 
 
-def read_image(path: Path, mode: str | None) -> Any:
-    """The image at ``path`` in 8 bits, as ``mode`` (``L`` or ``RGB``; None: whichever it is).
+def read_image(path: Path, mode: str | None, content: bytes | None = None) -> Any:
+    """The image at ``path`` in 8 bits, as ``mode`` (``L`` or ``RGB``; None: whichever it is); with ``content``,
+    the image is those bytes (a member of a shard) and ``path`` only names it.
 
     Sizes are checked before anything is decoded (``check_size``); every Pillow mode is mapped to
     8-bit ``L`` or ``RGB`` by the rules of ``to_8bit`` or refused. Any failure is a ``UsageError``
@@ -34,7 +36,7 @@ def read_image(path: Path, mode: str | None) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(content) if content is not None else path) as img:
                 check_size(img.width, img.height, path)
                 img.load()
                 out = to_8bit(img, path)
