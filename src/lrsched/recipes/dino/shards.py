@@ -37,6 +37,8 @@ from lrsched.recipes.dino.liveness import deadline
 SHARD_SUFFIX = ".tar"
 INDEX_SUFFIXES = (".shards", ".txt")
 """A ``--data-dir`` file with one of these suffixes lists shards, one per line (relative to its folder)."""
+BLOCK = 512
+"""Bytes in a tar block (a header, and the end-of-archive marker: zero blocks)."""
 LAYOUT = "webdataset"
 """The ``layout`` of a shard set's fingerprint (a folder's has none)."""
 _IMAGE_EXTENSIONS = frozenset(s.lstrip(".") for s in IMAGE_SUFFIXES)
@@ -239,8 +241,9 @@ class _Builder:
 def _members(path: Path, size: int) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
     """The regular-file members of a shard whose data lies wholly inside its ``size`` bytes, in tar order.
 
-    Python's ``tarfile`` reads ustar, GNU and pax headers (long names included); it ends quietly at a
-    header cut short, so a member whose data would pass the end of the file ends the shard here too.
+    Python's ``tarfile`` reads ustar, GNU and pax headers (long names included). It ends quietly at a
+    header cut short or damaged, so the archive must end where ``tarfile`` stopped with a zero block (the
+    end-of-archive marker every tar writer puts), and a member's data must lie inside the file.
     """
     try:
         with tarfile.open(path, "r:") as tar:
@@ -249,6 +252,8 @@ def _members(path: Path, size: int) -> Iterator[tuple[tarfile.TarFile, tarfile.T
                     if info.offset_data + info.size > size:
                         raise tarfile.ReadError(f"cut short in {info.name}")
                     yield tar, info
+            if tar.fileobj is None or os.pread(tar.fileobj.fileno(), BLOCK, tar.offset) != bytes(BLOCK):
+                raise tarfile.ReadError(f"cut short or damaged at byte {tar.offset}: no end-of-archive block there")
     except tarfile.CompressionError as err:
         raise UsageError(f"--data-dir: shard {shown(path)}: not an uncompressed tar ({err})") from None
     except tarfile.ReadError as err:
