@@ -291,10 +291,10 @@ def test_a_shard_whose_read_blocks_stalls_the_listing_at_its_deadline(
     os.mkfifo(fifo)
     real = shards.tarfile.open
 
-    def blocked(path: object, mode: str) -> object:
-        if str(path).endswith("train-000001.tar"):
+    def blocked(**kwargs: object) -> object:
+        if str(getattr(kwargs["fileobj"], "name", "")).endswith("train-000001.tar"):
             open(fifo, "rb").close()  # blocks in the kernel: no writer ever comes
-        return real(path, mode)  # type: ignore[call-overload]
+        return real(**kwargs)  # type: ignore[call-overload]
 
     monkeypatch.setattr(shards.tarfile, "open", blocked)
     started = time.monotonic()

@@ -246,13 +246,13 @@ def _members(path: Path, size: int) -> Iterator[tuple[tarfile.TarFile, tarfile.T
     end-of-archive marker every tar writer puts), and a member's data must lie inside the file.
     """
     try:
-        with tarfile.open(path, "r:") as tar:
+        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
             for info in tar:
                 if info.isfile():
                     if info.offset_data + info.size > size:
                         raise tarfile.ReadError(f"cut short in {info.name}")
                     yield tar, info
-            if tar.fileobj is None or os.pread(tar.fileobj.fileno(), BLOCK, tar.offset) != bytes(BLOCK):
+            if os.pread(raw.fileno(), BLOCK, tar.offset) != bytes(BLOCK):
                 raise tarfile.ReadError(f"cut short or damaged at byte {tar.offset}: no end-of-archive block there")
     except tarfile.CompressionError as err:
         raise UsageError(f"--data-dir: shard {shown(path)}: not an uncompressed tar ({err})") from None
