@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 TORCH   ?= torch==2.13.0
 PYTEST_WORKERS ?= 2
 
-.PHONY: test test-slow demo demo-dino bench lint typecheck data clean
+.PHONY: test test-slow demo demo-dino demo-dino-shards bench lint typecheck data clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,14 @@ demo-dino: $(STAMP) data
 	rm -rf runs/demo-dino
 	@# --recipe cpu-demo: the CPU recipe's 15 flags (recipes/dino/flags.py RECIPES, docs/phase5.md)
 	OMP_NUM_THREADS=1 $(BIN)/python phase5_big_run.py --recipe cpu-demo --output-dir runs/demo-dino
+
+demo-dino-shards: $(STAMP) data
+	rm -rf runs/demo-dino-shards
+	@# The same recipe trained from WebDataset shards: Fashion-MNIST's 60,000 training images as PNGs,
+	@# written to 6 shards by make_shards, every 10th sample held out for k-NN (docs/phase5.md, Shards).
+	$(BIN)/python examples/fashion_mnist_folder.py runs/demo-dino-shards/images
+	$(BIN)/python -m lrsched.recipes.dino.make_shards runs/demo-dino-shards/images 'runs/demo-dino-shards/shards/train-%06d.tar'
+	OMP_NUM_THREADS=1 $(BIN)/python phase5_big_run.py --recipe cpu-demo --data-dir runs/demo-dino-shards/shards --output-dir runs/demo-dino-shards/run
 
 bench: $(STAMP) data
 	$(BIN)/python bench/overhead.py
