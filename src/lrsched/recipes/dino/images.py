@@ -36,7 +36,7 @@ def read_image(path: Path, mode: str | None, content: bytes | None = None) -> An
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below
-            with Image.open(io.BytesIO(content) if content is not None else path) as img:
+            with Image.open(stream if (stream := _bytes(content)) is not None else path) as img:
                 check_size(img.width, img.height, path)
                 img.load()
                 out = to_8bit(img, path)
@@ -45,8 +45,13 @@ def read_image(path: Path, mode: str | None, content: bytes | None = None) -> An
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"--data-dir: image {shown(path)} has more than {MAX_PIXELS:,} pixels; skipped") from None
     except (OSError, ValueError, SyntaxError) as err:
-        raise UsageError(f"--data-dir: cannot read image {shown(path)} ({err})") from None
+        reason = str(err).replace(f" {stream!r}", "")  # Pillow names an in-memory file by its repr
+        raise UsageError(f"--data-dir: cannot read image {shown(path)} ({reason})") from None
     return out if mode is None or out.mode == mode else out.convert(mode)
+
+
+def _bytes(content: bytes | None) -> io.BytesIO | None:
+    return io.BytesIO(content) if content is not None else None
 
 
 def check_size(width: int, height: int, path: Path) -> None:
