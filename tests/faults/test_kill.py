@@ -89,7 +89,7 @@ TRAIN_RUN = Program(
     ("--resume_from_checkpoint", "latest"),
     12,
     ("step", "epoch", "lr", "loss", "grad_norm"),
-    ("step", "model", "optimizer", "scheduler", "history", "best"),
+    ("step", "model", "optimizer", "schedules", "history", "best"),
 )
 
 

@@ -42,7 +42,7 @@ def test_more_epochs_with_replan_continue_without_a_jump(one_epoch: Path, capsys
     rows = read_log(one_epoch / "log.csv")
     assert [int(r["step"]) for r in rows] == list(range(6))
     followed = from_description(
-        load_checkpoint(one_epoch / "checkpoints" / "step-00000006.pt", "train.py")["scheduler"]["schedule"]
+        load_checkpoint(one_epoch / "checkpoints" / "step-00000006.pt", "train.py")["schedules"]["lr"]["schedule"]
     )
     assert float(rows[3]["lr"]) == before(3) == 0.0  # the finished run's LR at t0: no jump
     for r in rows:

@@ -50,7 +50,7 @@ def test_seed_command_trains_with_the_plans_lrs(tmp_path: Path, command: str, sh
     config = json.loads((out / "best" / "config.json").read_text())
     assert list(config["id2label"].values()) == ["negative", "neutral", "positive"]
     last = load_checkpoint(out / "checkpoints" / "step-00000004.pt", "train.py")
-    assert last["scheduler"]["step"] == 4
+    assert last["step"] == 4 and set(last["schedules"]) == {"lr"} and "step" not in last["schedules"]["lr"]
 
 
 def test_bf16_run(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_accumulation_counts_updates_and_the_schedule_ends_at_the_last_update(tm
     schedule = schedule_from_plan(plan)
     assert float(rows[-1]["lr"]) > 0 and schedule(4) == 0.0  # the last update is the last LR above the floor
     last = load_checkpoint(out / "checkpoints" / "step-00000004.pt", "train.py")
-    assert last["scheduler"]["step"] == 4
+    assert last["step"] == 4 and set(last["schedules"]) == {"lr"} and "step" not in last["schedules"]["lr"]
     assert all(g["lr"] == 0.0 for g in last["optimizer"]["param_groups"])  # the schedule has reached its end
     assert ev["labels"] == ["neg", "pos"] and ev["test"] is None
 
@@ -125,11 +125,14 @@ def test_resume_mid_epoch_gives_the_same_lrs_batches_and_weights(base_run: Path,
     ("extra", "message"),
     [
         (["--lr_strategy", "linear"], "schedule differs (shape: 'constant' -> 'linear'"),
-        (["--seed", "1"], "another run (seed: 42 -> 1)"),
-        (["--no_group_by_length"], "another run (group_by_length: 'tokens up to --max_seq_length 128' -> None)"),
+        (["--seed", "1"], "these flags cannot change on resume: --seed 42 -> 1"),
+        (
+            ["--no_group_by_length"],
+            "on resume: --no_group_by_length/--max_seq_length 'tokens up to --max_seq_length 128' -> None",
+        ),
         (
             ["--max_seq_length", "64"],
-            "group_by_length: 'tokens up to --max_seq_length 128' -> 'tokens up to --max_seq_length 64'",
+            "--max_seq_length 'tokens up to --max_seq_length 128' -> 'tokens up to --max_seq_length 64'",
         ),
     ],
 )

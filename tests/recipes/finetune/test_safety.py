@@ -87,13 +87,13 @@ def signal_when(
 
 def count_saves(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     saves: Counter[str] = Counter()
-    real = loop.save_checkpoint
+    real = ckpt.save_checkpoint
 
     def counting(state: dict[str, Any], path: Path, *args: Any, **kw: Any) -> Path:
         saves[path.name] += 1
         return real(state, path, *args, **kw)
 
-    monkeypatch.setattr(loop, "save_checkpoint", counting)
+    monkeypatch.setattr(ckpt, "save_checkpoint", counting)
     return saves
 
 

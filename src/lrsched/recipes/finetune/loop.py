@@ -1,7 +1,7 @@
 """The fine-tuning loop: updates, evaluation, checkpoints, the log and the report.
 
-The step ``t`` (optimizer updates done, ``ScheduledLR.last_epoch``) is the single source of
-truth: the LR, the epoch, the batches of the next update, the log row and the checkpoint
+The step ``t`` (optimizer updates done, ``State.t``) is the single source of truth: the LR
+(``State.follow_step``), the epoch, the batches of the next update, the log row and the checkpoint
 names all derive from it. Update ``t`` of epoch ``e = t // U`` uses batches
 ``[(t % U) * A, (t % U + 1) * A)`` of that epoch's order (a pure function of seed and epoch),
 so a resumed run continues exactly where the checkpoint was taken.
@@ -35,98 +35,45 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from lrsched.adoption import OnMismatch
-from lrsched.recipes.common.checkpoint import (
-    history_log,
-    prune_checkpoints,
-    rng_state,
-    save_checkpoint,
-    set_aside_future,
-    set_rng_state,
-    step_path,
-)
+from lrsched.recipes.common.checkpoint import Identity, history_log, set_aside_future
 from lrsched.recipes.common.device import autocast
-from lrsched.recipes.common.distributed import World, any_rank, barrier, every_rank, mean_across
+from lrsched.recipes.common.distributed import World, any_rank, barrier, mean_across
 from lrsched.recipes.common.faults import INJECT_NAN, NonFiniteLoss, hook_step
 from lrsched.recipes.common.runlog import RunLog, say
 from lrsched.recipes.common.stopping import StopRequest, stop_together
 from lrsched.recipes.finetune import batches as B
 from lrsched.recipes.finetune import model as M
+from lrsched.recipes.finetune.checkpoint import restore, save
 from lrsched.recipes.finetune.evaluation import eval_tokens, evaluate, rank_summary, write_eval
-from lrsched.recipes.finetune.flags import PROGRAM_ID
 from lrsched.recipes.finetune.metrics import is_better
 from lrsched.recipes.finetune.state import Settings, State
-from lrsched.torch_sched import ScheduledLR
+from lrsched.torch_sched import ScheduledField
 
 COLUMNS = ("step", "epoch", "lr", "loss", "grad_norm", "seconds")
 FINISHED = "finished"
 """How a run that reached the end of its plan ended (``train``'s answer)."""
 
 
-# ---------------------------------------------------------------- setup and checkpoints
+# ---------------------------------------------------------------- setup
 
 
-def build_state(
-    settings: Settings, world: World, device: torch.device, model: nn.Module, identity: dict[str, Any]
-) -> State:
-    """Model on the device, AdamW, ScheduledLR; restored from the checkpoint when resuming."""
+def build_state(settings: Settings, world: World, device: torch.device, model: nn.Module, identity: Identity) -> State:
+    """Model on the device, AdamW, the lr as a ``ScheduledField`` of the run's step; restored from the
+    checkpoint when resuming (``checkpoint.restore``)."""
     model = model.to(device)
     optimizer = M.adamw(model, settings.plan.schedule.base, settings.args.weight_decay)
-    on_mismatch: OnMismatch = "replan" if settings.args.replan else "error"  # validate.check_resume allowed it
-    scheduler = ScheduledLR(optimizer, settings.plan.schedule, on_mismatch=on_mismatch)
+    on_mismatch: OnMismatch = "replan" if settings.args.replan else "error"  # checkpoint.check_resume allowed it
+    lr = ScheduledField(optimizer, settings.plan.schedule, "lr", on_mismatch=on_mismatch)
     tokens = B.TokenCache(settings.tokenizer, settings.splits.train.texts, settings.args.max_seq_length)
-    run = State(settings, world, device, model, model, optimizer, scheduler, identity, tokens)
+    run = State(settings, world, device, model, model, optimizer, lr, identity, tokens)
     if settings.resume is not None:
-        ck = settings.resume
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        run.history, run.best = list(ck["history"]), ck["best"]
-        set_rng_state(ck["rng"][world.rank])
-        assert settings.resume_path is not None
-        if settings.resume_path.resolve().parent == (settings.output_dir / "checkpoints").resolve():
-            run.saved_step = run.t
+        restore(run, settings.resume)
     else:
         torch.manual_seed(settings.args.seed * 1000 + world.rank)  # dropout streams, one per rank
     if world.distributed:
         run.net = DistributedDataParallel(model)
     model.train()
     return run
-
-
-def all_rng_states(world: World) -> list[dict[str, Any]]:
-    """Every rank's RNG state (dropout), gathered so that rank 0 can save them."""
-    return every_rank(rng_state(), world)
-
-
-def save(run: State, together: bool = True) -> Path | None:
-    """A resumable checkpoint at the current step (rank 0 writes; every rank gives its RNG): its path,
-    or None with ``--save_strategy no``, or after a failure under torchrun (``together=False``: the
-    other ranks' RNG states cannot be gathered).
-
-    Not written again when this step's checkpoint is already on disk (an epoch end, then a stop)."""
-    path = step_path(run.settings.output_dir / "checkpoints", run.t)
-    if run.settings.args.save_strategy == "no" or (run.world.distributed and not together):
-        return None
-    if run.saved_step == run.t:
-        return path
-    rngs = all_rng_states(run.world)
-    if run.world.is_main:
-        payload = {
-            "step": run.t,
-            "model": run.model.state_dict(),
-            "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.scheduler.state_dict(),
-            "rng": rngs,
-            "history": run.history,
-            "best": run.best,
-            "identity": run.identity,
-            "plan": run.settings.plan.to_json(),
-        }
-        save_checkpoint(payload, path, PROGRAM_ID, run_id=run.run_id)
-        prune_checkpoints(path.parent, run.settings.args.save_total_limit)
-    run.saved_step = run.t
-    barrier(run.world)
-    return path
 
 
 def save_model(run: State, model: nn.Module, name: str, dedupe_with: str | None = None) -> None:
@@ -206,7 +153,8 @@ def update(run: State, group: list[list[int]]) -> tuple[float, float, float]:
     run.mid_step = True  # from the weights' change to the step's count: not a state to save
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    run.scheduler.step()
+    run.t += 1
+    run.follow_step()
     run.mid_step = False
     return lr, mean_loss, norm_value
 

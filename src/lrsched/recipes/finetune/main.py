@@ -23,7 +23,7 @@ from lrsched.recipes.common.distributed import World
 from lrsched.recipes.common.rundir import Folder
 from lrsched.recipes.common.runlog import write_json
 from lrsched.recipes.common.stopping import StopRequest
-from lrsched.recipes.finetune import flags, loop, validate
+from lrsched.recipes.finetune import checkpoint, flags, loop, validate
 from lrsched.recipes.finetune import plan as lr_plan
 from lrsched.recipes.finetune.flags import OUTPUT_FLAG, OVERWRITE_FLAG, PROG, PROGRAM_ID, RESUME_FLAG
 from lrsched.recipes.finetune.state import Settings, State
@@ -81,7 +81,7 @@ class TrainPy(skeleton.Recipe[Settings, State]):
         return loop.train(run, stop)
 
     def save(self, run: State, together: bool = True) -> Path | None:
-        return loop.save(run, together)
+        return checkpoint.save(run, together)
 
     def close(self, run: State, status: str) -> None:
         if run.log is not None:
@@ -124,8 +124,8 @@ def plan_text(run: State) -> str:
     ]
     if settings.resume is not None:
         lines.append(f"  resume  from step {settings.resume['step']} of {total}")
-    if run.scheduler.replanned is not None:
-        lines.append(f"  replan  {run.scheduler.replanned}")
+    if run.lr.replanned is not None:
+        lines.append(f"  replan  {run.lr.replanned}")
     return "\n".join(lines)
 
 

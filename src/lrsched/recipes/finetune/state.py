@@ -11,12 +11,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from lrsched.recipes.common.checkpoint import Identity
 from lrsched.recipes.common.distributed import World
 from lrsched.recipes.common.runlog import RunLog
 from lrsched.recipes.finetune import batches as B
 from lrsched.recipes.finetune import data as D
 from lrsched.strategy import Plan
-from lrsched.torch_sched import ScheduledLR
+from lrsched.torch_sched import ScheduledField
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class Settings:
 
 @dataclass
 class State:
-    """What the loop changes; the step ``t`` (``scheduler.last_epoch``) is the single source of truth."""
+    """What the loop changes; ``t`` (updates done) is the single source of truth: the lr is computed from it
+    (``follow_step``), as in phase5's ``State``."""
 
     settings: Settings
     world: World
@@ -51,13 +53,15 @@ class State:
     net: nn.Module
     """``model``, or its DistributedDataParallel wrapper under torchrun."""
     optimizer: torch.optim.Optimizer
-    scheduler: ScheduledLR
-    identity: dict[str, Any]
-    """What a resumed run must share with its checkpoint besides the plan (``main.run_identity``)."""
+    lr: ScheduledField
+    """Every param group's lr, the plan's value at step ``t``."""
+    identity: Identity
+    """What a resumed run must share with its checkpoint besides the plan (``checkpoint.identity``)."""
     tokens: B.TokenCache
     """The training texts' token ids, tokenized once; batches are padded from them."""
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
+    t: int = 0
     saved_step: int | None = None
     """The step whose checkpoint is on disk in this run's folder (not written twice)."""
     order: tuple[int, list[list[int]]] | None = None
@@ -69,8 +73,8 @@ class State:
     """Rank 0's log.csv, open from the start of training."""
     run_id: str | None = None
     mid_step: bool = False
-    """True while an update changes the weights, optimizer and scheduler: not a state to save."""
+    """True while an update changes the weights, optimizer and step: not a state to save."""
 
-    @property
-    def t(self) -> int:
-        return int(self.scheduler.last_epoch)
+    def follow_step(self) -> None:
+        """Set every param group's lr to its value at step ``t``."""
+        self.lr.set_step(self.t)

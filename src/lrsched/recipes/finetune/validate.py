@@ -2,7 +2,7 @@
 
 ``settle`` reads and splits the data, finds the model's folder and tokenizer, sizes the run (docs/design.md
 section 2), resolves the plan and reads the checkpoint to resume from; ``load_checked_model`` loads
-the model and refuses a checkpoint of another run (``check_resume``) or a batch that cannot fit
+the model and refuses a checkpoint of another run (``checkpoint.check_resume``) or a batch that cannot fit
 (``check_sizes``). A problem is a ``UsageError``: one line naming the flag and the rule.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,19 +18,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from lrsched.adoption import adopt, differences
-from lrsched.errors import ScheduleError, ScheduleMismatch, UsageError
+from lrsched.errors import UsageError
 from lrsched.flags import check_peak
-from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint, resolve_resume
+from lrsched.recipes.common.checkpoint import Identity, load_checkpoint, resolve_resume
 from lrsched.recipes.common.device import device_memory
 from lrsched.recipes.common.distributed import World
-from lrsched.recipes.common.skeleton import AlreadyFinished, in_flags
+from lrsched.recipes.finetune import checkpoint
 from lrsched.recipes.finetune import data as D
 from lrsched.recipes.finetune import model as M
 from lrsched.recipes.finetune import plan as lr_plan
-from lrsched.recipes.finetune.flags import OUTPUT_FLAG, PROGRAM_ID, RESUME_FLAG
+from lrsched.recipes.finetune.flags import PROGRAM_ID, RESUME_FLAG
 from lrsched.recipes.finetune.state import Settings
-from lrsched.strategy import Plan, epoch_size
+from lrsched.strategy import epoch_size
 
 
 def settle(args: argparse.Namespace, world: World) -> Settings:
@@ -54,21 +52,21 @@ def settle(args: argparse.Namespace, world: World) -> Settings:
     resume_path = resolve_resume(args.resume_from_checkpoint, output_dir, RESUME_FLAG)
     state = None if resume_path is None else load_checkpoint(resume_path, PROGRAM_ID, RESUME_FLAG)
     if state is not None:
-        check_not_finished(state, plan, output_dir, resume_path)
+        checkpoint.check_not_finished(state, plan, output_dir, resume_path)
     elif args.replan:
         raise UsageError("--replan: only with --resume_from_checkpoint (a new run has no plan to change)")
     return Settings(args, splits, model_dir, tokenizer, batches, upe, plan, output_dir, state, resume_path)
 
 
-def load_checked_model(settings: Settings, world: World, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+def load_checked_model(settings: Settings, world: World, device: torch.device) -> tuple[nn.Module, Identity]:
     """The model with its new classification head (seeded), and the run's identity, checked against
     the checkpoint when resuming; a batch that cannot fit in memory is refused."""
     torch.manual_seed(settings.args.seed)  # the new classification head
     model = M.load_model(settings.model_dir, settings.splits.label_names)
-    identity = run_identity(settings.args, settings.splits, world, model)
+    identity = checkpoint.identity(settings.args, settings.splits, world, model)
     if settings.resume is not None:
         flag = f"{RESUME_FLAG} {settings.resume_path}"
-        check_resume(settings.resume, settings.plan, identity, flag, settings.args.replan)
+        checkpoint.check_resume(settings.resume, settings.plan, identity, flag, settings.args.replan)
     check_sizes(settings, world, device, model)
     return model, identity
 
@@ -86,80 +84,6 @@ def data_flags(args: argparse.Namespace) -> D.DataFlags:
         seed=args.seed,
         max_chars=D.chars_for_tokens(args.max_seq_length),
     )
-
-
-def run_identity(args: argparse.Namespace, splits: D.Splits, world: World, model: torch.nn.Module) -> dict[str, Any]:
-    """What a resumed run must share with its checkpoint besides the plan (same data order).
-
-    A length-grouped order also depends on the texts' token counts, so on ``--max_seq_length``;
-    a plain permutation (``--no_group_by_length``, and every checkpoint of an older lrsched) has
-    no ``group_by_length`` entry."""
-    identity: dict[str, Any] = {
-        "model": M.fingerprint(model),
-        "labels": list(splits.label_names),
-        "train_size": len(splits.train),
-        "data": splits.source,
-        "seed": args.seed,
-        "per_device_train_batch_size": args.per_device_train_batch_size,
-        "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "world_size": world.size,
-    }
-    if not args.no_group_by_length:
-        identity["group_by_length"] = f"tokens up to --max_seq_length {args.max_seq_length}"
-    return identity
-
-
-def check_resume(state: dict[str, Any], plan: Plan, identity: dict[str, Any], flag: str, replan: bool = False) -> None:
-    """Refuse a checkpoint of another model, another data order or another plan (without ``replan``:
-    --replan), listing differences; with ``replan``, refuse a new plan only when it would need a jump."""
-    saved = state["identity"]
-    if saved.get("model") != identity["model"]:
-        raise UsageError(f"{flag}: the checkpoint is of another model (parameter names or shapes differ from --model)")
-    changed = differences(saved, identity)
-    if changed:
-        raise UsageError(f"{flag}: the checkpoint is of another run ({'; '.join(changed)})")
-    try:
-        adopt(plan.schedule, state["scheduler"], "replan" if replan else "error")
-    except ScheduleMismatch as err:
-        raise ScheduleMismatch(
-            f"{flag}: the checkpoint's schedule differs ({'; '.join(err.changes)}); "
-            "resume with the flags it was started with, or pass --replan to continue from its LR without a jump",
-            err.changes,
-        ) from None
-    except ScheduleError as err:
-        raise UsageError(f"--replan at step {state['step']}: {in_flags(str(err), OUTPUT_FLAG)}") from None
-
-
-def check_not_finished(state: dict[str, Any], plan: Plan, output_dir: Path, path: Path | None) -> None:
-    """A finished run resumed with the plan it finished into a folder holding its whole report:
-    ``AlreadyFinished`` (one line, exit 0, nothing written). A report cut short is redone by resuming;
-    so is a checkpoint that is not the folder's newest; a changed plan is ``check_resume``'s to refuse
-    or, with --replan, to extend."""
-    step, total = int(state["step"]), plan.schedule.total
-    newest = path is not None and _same_file(latest_checkpoint(output_dir / "checkpoints"), path)
-    if total is None or step < total or not newest or not _report_written(output_dir):
-        return
-    try:
-        adopt(plan.schedule, state["scheduler"])
-    except ScheduleMismatch:
-        return
-    raise AlreadyFinished(
-        f"the run is finished (step {step} of {total}); nothing to do, nothing written "
-        "(--num_epochs N --replan extends it)"
-    )
-
-
-def _same_file(a: Path | None, b: Path) -> bool:
-    return a is not None and a.resolve() == b.resolve()
-
-
-def _report_written(output_dir: Path) -> bool:
-    """Whether the end's report is whole: eval.json with ``ranks`` (only the end writes them), then curves.png."""
-    try:
-        report = json.loads((output_dir / "eval.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(report, dict) and report.get("ranks") is not None and (output_dir / "curves.png").is_file()
 
 
 def _gb(n: float) -> str:
