@@ -270,7 +270,7 @@ def test_torchrun_ranks_that_listed_different_shards_refuse_to_start(tmp_path: P
     out = tmp_path / "run"
     child = Path(__file__).parent.parent / "recipes" / "dino" / "per_rank_data_dir.py"
     cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(child), *map(str, seen), *SHARD_RUN]
-    cmd += ["--max-steps", "2", "--output-dir", str(out)]
+    cmd += ["--max-steps", "4", "--output-dir", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=600)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("phase5_big_run.py: error:")]
