@@ -258,3 +258,41 @@ def test_the_reference_checker_reads_sections_and_anchors() -> None:
         ("cli.md", "a-b", ""),
     ]
     assert slug("2. Steps") == "2-steps" and slug("The `lrsched` command") == "the-lrsched-command"
+
+
+# ---------------------------------------------------------------- the two programs are parallel houses
+
+PROGRAMS = ("dino", "finetune")
+SAME_JOBS = ("main", "flags", "validate", "plan", "state", "model", "data", "loop", "checkpoint", "evaluation")
+"""The modules both programs have, each doing the same job (docs/design.md section 9)."""
+
+
+def modules_of(program: str) -> set[str]:
+    return {p.stem for p in (SRC / PACKAGE / "recipes" / program).glob("*.py") if p.stem != "__init__"}
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_both_programs_have_a_module_for_each_job(program: str) -> None:
+    assert set(SAME_JOBS) <= modules_of(program), sorted(set(SAME_JOBS) - modules_of(program))
+
+
+def names_used(path: Path) -> set[str]:
+    """The names a module's code uses (variables, attributes, imported names), its strings and comments not."""
+    tree = ast.parse(path.read_text())
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    return names | {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+
+
+def test_checkpoints_go_through_the_common_helpers() -> None:
+    """Each program's ``checkpoint`` module imports ``recipes.common.checkpoint``, and no module of a
+    program writes a checkpoint itself (``save_checkpoint``) or counts a scheduler's steps (``ScheduledLR``)."""
+    for program in PROGRAMS:
+        assert "lrsched.recipes.common.checkpoint" in GRAPH[f"{PACKAGE}.recipes.{program}.checkpoint"]
+        for path in (SRC / PACKAGE / "recipes" / program).glob("*.py"):
+            assert not {"save_checkpoint", "ScheduledLR"} & names_used(path), path
+
+
+def test_the_name_finder_reads_code_not_words() -> None:
+    assert names_used(Path(__file__)) >= {"names_used", "walk", "ImportFrom"}
+    assert "ScheduledLR" not in names_used(SRC / PACKAGE / "recipes" / "finetune" / "checkpoint.py")
