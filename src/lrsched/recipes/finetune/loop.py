@@ -57,7 +57,7 @@ FINISHED = "finished"
 # ---------------------------------------------------------------- setup
 
 
-def build_state(settings: Settings, world: World, device: torch.device, model: nn.Module, identity: Identity) -> State:
+def build_run(settings: Settings, world: World, device: torch.device, model: nn.Module, identity: Identity) -> State:
     """Model on the device, AdamW, the lr as a ``ScheduledField`` of the run's step; restored from the
     checkpoint when resuming (``checkpoint.restore``)."""
     model = model.to(device)

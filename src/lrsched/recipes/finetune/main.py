@@ -1,7 +1,7 @@
 """train.py: fine-tune a pretrained transformer with lrsched's run-length strategy (docs/train.md).
 
 The run skeleton (``recipes/common/skeleton.py``) calls the parts below in order -- parse, settle
-(``validate``), build (``validate.load_checked_model``, ``loop.build_state``), start, train
+(``validate``), build (``validate.load_checked_model``, ``loop.build_run``), start, train
 (``loop.train``), report -- and owns the exit statuses, signals and failures (the table:
 docs/design.md, "Exit statuses and what is proved").
 """
@@ -69,7 +69,7 @@ class TrainPy(skeleton.Recipe[Settings, State]):
 
     def build(self, settings: Settings, world: World, device: torch.device) -> State:
         model, identity = validate.load_checked_model(settings, world, device)
-        return loop.build_state(settings, world, device, model, identity)
+        return loop.build_run(settings, world, device, model, identity)
 
     def start(self, run: State) -> None:
         if run.world.is_main:
