@@ -96,7 +96,15 @@ def _break(shard: Path, how: str, member: str = "000022.jpg") -> None:
             f.write(b"no longer an image" * 8)
 
 
-@pytest.mark.parametrize("how", ["vanishes", "is cut short", "holds an unreadable image"])
+SLOW_HERE = pytest.mark.slow  # 15-50 s each at load 7; the fast counterpart is named beside each
+BREAKS = [
+    pytest.param("vanishes", marks=SLOW_HERE),  # fast: test_shards.py's shard gone, resized or holding a bad image
+    pytest.param("is cut short", marks=SLOW_HERE),
+    "holds an unreadable image",
+]
+
+
+@pytest.mark.parametrize("how", BREAKS)
 def test_a_shard_that_breaks_mid_run_is_replaced_counted_once_per_sample_and_named(
     shards: Path, tmp_path: Path, how: str
 ) -> None:
@@ -116,6 +124,7 @@ def test_a_shard_that_breaks_mid_run_is_replaced_counted_once_per_sample_and_nam
     assert "Traceback" not in err
 
 
+@SLOW_HERE  # fast: test_data_path's images deleted mid-run (the same limit, 100 in a row)
 def test_a_large_shard_that_vanishes_stops_the_run_saved_exit_4(tmp_path: Path) -> None:
     """The 120 samples of a vanished shard come in a row: past 100 in a row the data went away, as for a folder."""
     data, out = tmp_path / "big", tmp_path / "run"
@@ -132,7 +141,7 @@ def test_a_large_shard_that_vanishes_stops_the_run_saved_exit_4(tmp_path: Path) 
     assert str(metrics(out)["status"]).startswith(f"failed at step {step}")
 
 
-@pytest.mark.parametrize("workers", ["0", "1"])
+@pytest.mark.parametrize("workers", ["0", pytest.param("1", marks=SLOW_HERE)])
 def test_a_shard_whose_read_blocks_ends_the_run_at_its_deadline_saved(
     shards: Path, tmp_path: Path, workers: str
 ) -> None:
@@ -168,6 +177,7 @@ def test_a_folder_mixing_images_and_shards_is_one_line_exit_2_nothing_written(sh
     assert not out.exists()
 
 
+@SLOW_HERE  # fast: test_shards.py's added, removed or resized shard and index tests
 def test_a_changed_shard_set_is_refused_on_resume_unless_accepted_and_its_index_never_rebuilt_silently(
     shards: Path, tmp_path: Path
 ) -> None:
@@ -195,6 +205,7 @@ def test_a_changed_shard_set_is_refused_on_resume_unless_accepted_and_its_index_
     assert len((out / "data_index.tsv").read_text().splitlines()) == 1 + 70  # rewritten once accepted
 
 
+@SLOW_HERE  # fast: test_data_path's test_a_resume_keeps_the_files_known_unreadable (the same code)
 def test_a_resume_keeps_the_samples_known_unreadable(tmp_path: Path) -> None:
     """A resume reads the start-up sample again (each must be readable), so the bad one lies outside it."""
     from lrsched.recipes.dino.data import _sample
