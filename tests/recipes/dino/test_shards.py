@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from lrsched.recipes.dino.data import Sampler, data_changes, load_dataset
 from lrsched.recipes.dino.files import read_index, write_index
 from lrsched.recipes.dino.liveness import Stalled
 from lrsched.recipes.dino.stream import readable, train_loader
+from lrsched.recipes.dino.tar_members import Member
 
 PER_SHARD = 10
 
@@ -186,7 +188,7 @@ def test_a_cls_that_is_not_a_class_is_refused_naming_the_member(tmp_path: Path) 
 def test_a_shard_cut_short_at_start_is_refused_naming_it(shard_dir: Path) -> None:
     shard = shard_dir / "train-000001.tar"
     os.truncate(shard, shard.stat().st_size // 2)
-    with pytest.raises(UsageError, match=r"shard .*train-000001\.tar: not a readable tar \(cut short"):
+    with pytest.raises(UsageError, match=r"shard .*train-000001\.tar: not a readable uncompressed tar \(cut short"):
         load_dataset(shard_dir)
 
 
@@ -289,14 +291,15 @@ def test_a_shard_whose_read_blocks_stalls_the_listing_at_its_deadline(
 ) -> None:
     fifo = tmp_path / "never-written"
     os.mkfifo(fifo)
-    real = shards.tarfile.open
+    real, shards_read = shards.members, []
 
-    def blocked(**kwargs: object) -> object:
-        if str(getattr(kwargs["fileobj"], "name", "")).endswith("train-000001.tar"):
+    def blocked(fd: int, size: int, alive: Callable[[], None]) -> list[Member]:
+        shards_read.append(fd)
+        if len(shards_read) == 2:  # the second shard
             open(fifo, "rb").close()  # blocks in the kernel: no writer ever comes
-        return real(**kwargs)  # type: ignore[call-overload]
+        return real(fd, size, alive)
 
-    monkeypatch.setattr(shards.tarfile, "open", blocked)
+    monkeypatch.setattr(shards, "members", blocked)
     started = time.monotonic()
     with pytest.raises(Stalled) as err:
         load_dataset(shard_dir, timeout=1)

@@ -24,7 +24,7 @@ import os
 import re
 import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +33,11 @@ from lrsched.errors import UsageError
 from lrsched.recipes.dino.files import IMAGE_SUFFIXES, Listing, sample_digest, shown
 from lrsched.recipes.dino.images import read_image
 from lrsched.recipes.dino.liveness import deadline
+from lrsched.recipes.dino.tar_members import Member, members
 
 SHARD_SUFFIX = ".tar"
 INDEX_SUFFIXES = (".shards", ".txt")
 """A ``--data-dir`` file with one of these suffixes lists shards, one per line (relative to its folder)."""
-BLOCK = 512
-"""Bytes in a tar block (a header, and the end-of-archive marker: zero blocks)."""
 LAYOUT = "webdataset"
 """The ``layout`` of a shard set's fingerprint (a folder's has none)."""
 _IMAGE_EXTENSIONS = frozenset(s.lstrip(".") for s in IMAGE_SUFFIXES)
@@ -238,52 +237,38 @@ class _Builder:
         return len(self.offsets) - 1
 
 
-def _members(path: Path, size: int) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
-    """The regular-file members of a shard whose data lies wholly inside its ``size`` bytes, in tar order.
-
-    Python's ``tarfile`` reads ustar, GNU and pax headers (long names included). It ends quietly at a
-    header cut short or damaged, so the archive must end where ``tarfile`` stopped with a zero block (the
-    end-of-archive marker every tar writer puts), and a member's data must lie inside the file.
-    """
-    try:
-        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
-            for info in tar:
-                if info.isfile():
-                    if info.offset_data + info.size > size:
-                        raise tarfile.ReadError(f"cut short in {info.name}")
-                    yield tar, info
-            if os.pread(raw.fileno(), BLOCK, tar.offset) != bytes(BLOCK):
-                raise tarfile.ReadError(f"cut short or damaged at byte {tar.offset}: no end-of-archive block there")
-    except tarfile.CompressionError as err:
-        raise UsageError(f"--data-dir: shard {shown(path)}: not an uncompressed tar ({err})") from None
-    except tarfile.ReadError as err:
-        raise UsageError(f"--data-dir: shard {shown(path)}: not a readable tar ({err})") from None
-
-
-def _label(tar: tarfile.TarFile, info: tarfile.TarInfo, shard: Path) -> int:
+def _label(fd: int, member: Member, shard: Path) -> int:
     """The class a ``.cls`` member holds: a decimal integer, 0 or more."""
-    handle = tar.extractfile(info)
-    text = handle.read(64).decode("ascii", "replace").strip() if handle is not None else ""
+    text = os.pread(fd, min(member.size, 64), member.offset).decode("ascii", "replace").strip()
     if not re.fullmatch(r"[0-9]+", text):
-        raise UsageError(f"--data-dir: shard {shown(shard)}: {info.name} holds {text[:20]!r}, not a class (0, 1, ...)")
+        raise UsageError(
+            f"--data-dir: shard {shown(shard)}: {member.name} holds {text[:20]!r}, not a class (0, 1, ...)"
+        )
     return int(text)
 
 
-def _list_one(builder: _Builder, shard: Path, shard_name: str, size: int, alive: Any) -> None:
-    """Add one shard's samples: consecutive members sharing a key make one sample (WebDataset's grouping)."""
-    sample: _Sample | None = None
-    for tar, info in _members(shard, size):
-        alive()
-        key, ext = split_name(info.name)
-        if sample is None or key != sample.key:
-            builder.add(shard_name, sample)
-            sample = _Sample(key)
-        last = ext.rpartition(".")[2].lower()
-        if sample.image is None and last in _IMAGE_EXTENSIONS:
-            sample.image = (info.name, info.offset_data, info.size)
-        elif ext.lower() == "cls":
-            sample.label = _label(tar, info, shard)
-    builder.add(shard_name, sample)
+def _list_one(builder: _Builder, shard: Path, shard_name: str, size: int, alive: Callable[[], None]) -> None:
+    """Add one shard's samples: consecutive members sharing a key make one sample (WebDataset's grouping).
+
+    The headers are read by ``tar_members.members``; a shard cut short or damaged is a ``UsageError``.
+    """
+    with open(shard, "rb") as raw:
+        try:
+            found = members(raw.fileno(), size, alive)
+        except (tarfile.ReadError, tarfile.CompressionError) as err:
+            raise UsageError(f"--data-dir: shard {shown(shard)}: not a readable uncompressed tar ({err})") from None
+        sample: _Sample | None = None
+        for member in found:
+            key, ext = split_name(member.name)
+            if sample is None or key != sample.key:
+                builder.add(shard_name, sample)
+                sample = _Sample(key)
+            last = ext.rpartition(".")[2].lower()
+            if sample.image is None and last in _IMAGE_EXTENSIONS:
+                sample.image = (member.name, member.offset, member.size)
+            elif ext.lower() == "cls":
+                sample.label = _label(raw.fileno(), member, shard)
+        builder.add(shard_name, sample)
 
 
 def _root_of(paths: list[Path]) -> Path:
@@ -298,8 +283,8 @@ def _root_of(paths: list[Path]) -> Path:
 def list_shards(paths: list[Path], progress: bool = False, timeout: float = 0.0) -> ShardListing:
     """Every sample of ``paths`` (in that order, each shard in tar order), with its member's offset and size.
 
-    Read once, sequentially (headers, and ``.cls`` members). A shard read that makes no progress for
-    ``timeout`` seconds (0: none) is ``Stalled``. A shard that is not an uncompressed tar, or is cut short,
+    Read once, in order (the headers, and the ``.cls`` members' bytes). A shard read that makes no progress
+    for ``timeout`` seconds (0: none) is ``Stalled``. A shard that is not an uncompressed tar, or is cut short,
     is a ``UsageError``; samples without an image member are left out with one warning line.
     """
     from tqdm import tqdm
