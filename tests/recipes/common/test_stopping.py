@@ -7,6 +7,7 @@ import errno
 import io
 import os
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -90,3 +91,35 @@ def test_other_write_errors_are_not_swallowed() -> None:
 
     with pytest.raises(OSError, match="No space"):
         GuardedOutput(Failing(), lambda: None).write("x")
+
+
+TEARDOWN_CHILD = """
+import os, signal, sys, time
+from lrsched.recipes.common.stopping import StopRequest
+
+
+class SignalledInTheTeardown:
+    '''Collected when CPython tears the modules down: after the exit functions, after it reset the
+    signals that had a Python handler to their default action.'''
+
+    def __del__(self, kill=os.kill, pid=os.getpid(), sig=signal.{sig}, sleep=time.sleep):
+        kill(pid, sig)
+        sleep(0.2)  # a signal with its default action ends the process here
+
+
+with StopRequest() as stop:
+    stop.quiet_from_now_on(3)
+in_the_teardown = SignalledInTheTeardown()
+sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_in_the_interpreters_teardown_leaves_the_exit_status(sig: signal.Signals) -> None:
+    """Once the status is known, a signal during the interpreter's own finalization does not kill the
+    process (phase5 died of SIGINT, status -2, when a Ctrl-C came after CPython reset the handlers)."""
+    code = TEARDOWN_CHILD.replace("{sig}", sig.name)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert done.stderr == ""

@@ -19,11 +19,15 @@ would ("stopped by a closed output"): the state is saved, the report written, ex
 
 Once the program has its exit status (``StopRequest.quiet_from_now_on``), a further signal (a second Ctrl-C
 while torch and the workers shut down) ends the process at once with that status, without a
-traceback.
+traceback. From the interpreter's exit functions on, the three signals are ignored
+(``ignore_stop_signals``): Python's finalization gives every signal that has a Python handler back its
+default action and then tears down the modules (torch's take up to seconds), so a Ctrl-C there would
+otherwise kill the process (status -2) instead of letting it end with its status.
 """
 
 from __future__ import annotations
 
+import atexit
 import errno
 import os
 import signal
@@ -111,7 +115,8 @@ class StopRequest:
     def quiet_from_now_on(self, status: int) -> None:
         """The program has its exit status: a stop signal from now on (a second Ctrl-C while the process
         shuts down) flushes what is printed and ends the process with ``status``, without a traceback.
-        These handlers stay when the request is uninstalled."""
+        These handlers stay when the request is uninstalled; at interpreter exit the signals are ignored
+        (``ignore_stop_signals``), so that the end of the shutdown cannot be killed by one either."""
 
         def leave(signum: int, frame: FrameType | None) -> None:
             for stream in (sys.stdout, sys.stderr):
@@ -122,6 +127,8 @@ class StopRequest:
         for sig in STOP_SIGNALS:
             signal.signal(sig, leave)
         self._previous.clear()
+        atexit.unregister(ignore_stop_signals)  # registered once however often the status is set
+        atexit.register(ignore_stop_signals)
 
     def __enter__(self) -> StopRequest:
         for sig in STOP_SIGNALS:
@@ -132,6 +139,18 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+def ignore_stop_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP ignored (``quiet_from_now_on`` runs this among the exit functions).
+
+    After the exit functions, CPython's finalization resets every signal with a Python handler to its
+    default action (``SIG_DFL``: for these three, death by the signal), then collects and tears down the
+    modules, where no Python handler can run any more. A signal it leaves ignored stays ignored, so
+    the process still ends with the status the program chose. The status is known and the program's own
+    work is done by then; what is left is the library's cleanup."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def stop_together(stop: StopRequest, world: World, device: torch.device) -> None:
