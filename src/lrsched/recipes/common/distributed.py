@@ -39,6 +39,11 @@ def init_world(device_type: str) -> World:
 
 
 def close_world(world: World) -> None:
+    """Leave the process group (the skeleton calls it on every path out of a run, in a ``finally``).
+
+    While Python is whole: a gloo group left to the interpreter's teardown sometimes aborts the rank
+    (SIGABRT, torch 2.13). Local, with no barrier: a rank that failed leaves at once, and the other
+    ranks' pending collectives fail instead of waiting for it."""
     if world.distributed and dist.is_initialized():
         dist.destroy_process_group()
 
