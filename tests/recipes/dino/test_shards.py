@@ -105,6 +105,11 @@ def test_names_that_give_no_shards_are_refused_in_one_line(shard_dir: Path) -> N
         shards.shard_paths(str(shard_dir / "none-*.tar"))
     with pytest.raises(UsageError, match=r"shard .*train-000003\.tar: no such file"):
         shards.shard_paths(str(shard_dir / "train-{000000..000003}.tar"))
+    missing = shard_dir / "gone.tar"
+    assert shards.is_shard_spec(missing)
+    with pytest.raises(UsageError) as err:
+        load_dataset(missing)
+    assert str(err.value) == f"--data-dir {missing}: no such file"
 
 
 def test_a_folder_mixing_images_and_tars_is_refused(shard_dir: Path) -> None:

@@ -70,13 +70,13 @@ def expand_braces(pattern: str) -> list[str]:
 
 def is_shard_spec(spec: str | os.PathLike[str]) -> bool:
     """Whether ``--data-dir`` names shards: a brace pattern or a glob (when no such path exists), a ``.tar`` or
-    shard-list file, or a folder with ``.tar`` files at its top level."""
+    shard-list file (existing or not: ``shard_paths`` says it is missing), or a folder with ``.tar`` files at
+    its top level."""
     text = os.fspath(spec)
     if os.path.isdir(text):
         return bool(_top_level_tars(Path(text)))
-    if os.path.exists(text):
-        return text.endswith(SHARD_SUFFIX) or text.endswith(INDEX_SUFFIXES)
-    return _BRACE.search(text) is not None or glob.has_magic(text)
+    named = text.endswith(SHARD_SUFFIX) or text.endswith(INDEX_SUFFIXES)
+    return named or (not os.path.exists(text) and (_BRACE.search(text) is not None or glob.has_magic(text)))
 
 
 def _top_level_tars(folder: Path) -> list[str]:
@@ -97,17 +97,17 @@ def shard_paths(spec: str | os.PathLike[str], exclude: Path | None = None) -> li
         paths = [Path(text) / n for n in names]
     elif os.path.isfile(text) and text.endswith(INDEX_SUFFIXES):
         paths = _listed_in(Path(text))
-    elif os.path.exists(text):
-        paths = [Path(text)]
-    elif _BRACE.search(text) is not None:
+    elif not os.path.exists(text) and _BRACE.search(text) is not None:
         paths = [Path(p) for p in expand_braces(text)]
-    else:
+    elif not os.path.exists(text) and glob.has_magic(text):
         paths = [Path(p) for p in sorted(glob.glob(text))]
+    else:
+        paths = [Path(text)]
     if not paths:
         raise UsageError(f"--data-dir {text}: names no {SHARD_SUFFIX} shards")
     for path in paths:
         if not path.is_file():
-            raise UsageError(f"--data-dir {text}: shard {shown(path)}: no such file")
+            raise UsageError(f"--data-dir {text}: {'' if str(path) == text else f'shard {shown(path)}: '}no such file")
     return paths
 
 

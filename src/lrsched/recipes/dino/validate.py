@@ -163,7 +163,10 @@ def _check_inputs(args: argparse.Namespace) -> None:
         if lo > hi:
             raise UsageError(f"{spelling(name)} {lo:g} {hi:g}: the low end must not exceed the high end")
     if args.data_dir is not None and not Path(args.data_dir).is_dir() and not is_shard_spec(args.data_dir):
-        raise UsageError(f"--data-dir {args.data_dir}: no such directory")
+        found = "is a file, not a folder (nor a .tar shard or a .shards/.txt list of shards)"
+        raise UsageError(
+            f"--data-dir {args.data_dir}: {found if Path(args.data_dir).exists() else 'no such directory'}"
+        )
 
 
 def _read_resume(args: argparse.Namespace, schedules: Schedules) -> tuple[dict[str, Any] | None, Path | None]:
