@@ -86,9 +86,29 @@ def lora(model: LlamaForCausalLM, r: int) -> PeftModel:
     return get_peft_model(model, config)  # type: ignore[return-value]
 
 
+def leave_process_group() -> None:
+    """Under ``torchrun``: leave the process group while Python is whole (parsing the config joined it).
+
+    A gloo group still alive at interpreter exit is torn down with the interpreter, and torch 2.13
+    then sometimes kills a rank with SIGABRT ("terminate called without an active exception") after
+    the work is done. Local: it waits for no other rank, so a rank that failed leaves at once, and the
+    others' pending collectives fail instead of waiting for it."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> StrategySFTTrainer:
     parser = HfArgumentParser((ScriptArguments, StrategySFTConfig))  # lrsched (2/3): was SFTConfig
     script, config = parser.parse_args_into_dataclasses(argv)
+    try:
+        trainer = train(script, config)
+        trainer.accelerator.wait_for_everyone()  # every rank is done with the group before one leaves it
+    finally:
+        leave_process_group()
+    return trainer
+
+
+def train(script: ScriptArguments, config: StrategySFTConfig) -> StrategySFTTrainer:
     texts = code_lines(script.examples)
     tokenizer = char_tokenizer(texts)
     model = lora(tiny_causal_lm(len(tokenizer)), script.lora_r)
