@@ -329,3 +329,16 @@ def test_planned_sizes_match_the_tar_module(tmp_path: Path) -> None:
         for size in range(1100):
             tar.addfile(header(f"{size:06d}.bin", size), io.BytesIO(b"x" * size))
     assert path.stat().st_size == shard_bytes(sum(member_bytes(size) for size in range(1100)))
+
+
+def test_too_little_free_space_is_said_before_writing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import collections
+
+    src = folder(tmp_path / "src")
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(make_shards.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 50_000, 50_000))
+    line = refused([str(src), str(tmp_path / "new/s-%06d.tar")], capsys, status=1)
+    assert "MB needed in" in line and "0.1 MB free" in line and line.endswith("nothing written\n")
+    assert not (tmp_path / "new").exists()
