@@ -37,7 +37,7 @@ class PathKind(enum.Enum):
     FILE = "a file"
     FOLDER = "a folder"
     EITHER = "a file or a folder"
-    """Either kind, when readable (phase5's ``--data-dir``: a folder of images, or a shard or a list of shards)."""
+    """Either kind, when readable (a flag that takes a folder or a file, the program says which it wants)."""
 
 
 def check_path(value: str | os.PathLike[str], flag: str, kind: PathKind) -> Path:

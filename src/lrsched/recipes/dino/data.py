@@ -10,6 +10,7 @@ pure function of ``(seed, epoch)``, computed once per epoch (``Sampler``).
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 import sys
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from lrsched.errors import UsageError
 from lrsched.recipes.dino.files import IMAGE_SUFFIXES, Listing, list_folder
 from lrsched.recipes.dino.images import ImageTooLarge, read_image
 from lrsched.recipes.dino.liveness import deadline
+from lrsched.recipes.dino.shards import is_shard_spec, list_shards, shard_paths
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 INSTALL_HINT = "apt-get install dataset-fashion-mnist"
@@ -275,6 +277,20 @@ def dataset_of(
     return Dataset(name, train, knn_train, knn_test, mean, std, listings, note)
 
 
+def open_shards(
+    spec: str | os.PathLike[str], progress: bool = False, *, timeout: float = 0.0, exclude: Path | None = None
+) -> Dataset:
+    """WebDataset shards (``recipes/dino/shards.py``) as the run's ``Dataset``: listed once (``list_shards``),
+    then as a flat folder is (the start-up sample, the channel statistics); labelled by ``.cls`` members,
+    every 10th sample held out for k-NN testing as in a folder of class sub-folders. Without a ``.cls`` in
+    every sample there is no k-NN."""
+    text = os.fspath(spec)
+    listing = list_shards(shard_paths(text, exclude), progress, timeout)
+    if len(listing) == 0:
+        raise UsageError(f"--data-dir {text}: the shards hold no images ({', '.join(IMAGE_SUFFIXES)})")
+    return dataset_of(text, (listing,), timeout, "not every sample has a .cls member (no labels)", f"--data-dir {text}")
+
+
 def fashion_mnist() -> Dataset:
     """Fashion-MNIST: 60k training images, k-NN on them and the 10k test images."""
     train, test = load_fashion_mnist()
@@ -291,14 +307,12 @@ def load_dataset(
     timeout: float = 0.0,
     exclude: Path | None = None,
 ) -> Dataset:
-    """Fashion-MNIST (``data_dir`` None), WebDataset shards (``shards.open_shards``) or an image folder,
+    """Fashion-MNIST (``data_dir`` None), WebDataset shards (``open_shards``) or an image folder,
     streamed (``open_folder``)."""
-    from lrsched.recipes.dino import shards
-
     if data_dir is None:
         return fashion_mnist()
-    if shards.is_shard_spec(data_dir):
-        return shards.open_shards(data_dir, progress, timeout=timeout, exclude=exclude)
+    if is_shard_spec(data_dir):
+        return open_shards(data_dir, progress, timeout=timeout, exclude=exclude)
     return open_folder(Path(data_dir), progress, follow_links, timeout=timeout, exclude=exclude)
 
 

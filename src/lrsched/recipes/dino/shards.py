@@ -329,18 +329,3 @@ def list_shards(paths: list[Path], progress: bool = False, timeout: float = 0.0)
         builder.sizes,
         shards_sha.hexdigest(),
     )
-
-
-def open_shards(
-    spec: str | os.PathLike[str], progress: bool = False, *, timeout: float = 0.0, exclude: Path | None = None
-) -> Any:
-    """A shard set as the run's ``Dataset``: listed once (``list_shards``), then as a flat folder is (the
-    start-up sample, the channel statistics); labelled by ``.cls`` members, every 10th sample held out for k-NN
-    testing as in a folder of class sub-folders. Without a ``.cls`` in every sample there is no k-NN."""
-    from lrsched.recipes.dino.data import dataset_of
-
-    text = os.fspath(spec)
-    listing = list_shards(shard_paths(text, exclude), progress, timeout)
-    if len(listing) == 0:
-        raise UsageError(f"--data-dir {text}: the shards hold no images ({', '.join(IMAGE_SUFFIXES)})")
-    return dataset_of(text, (listing,), timeout, "not every sample has a .cls member (no labels)", f"--data-dir {text}")
