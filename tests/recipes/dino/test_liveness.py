@@ -115,11 +115,12 @@ def rescue(fifos: list[Path], after: float, done: threading.Event) -> None:
 
 def _slow_scandir(monkeypatch: pytest.MonkeyPatch, seconds: float, only: str | None = None) -> None:
     """``os.scandir`` that sleeps ``seconds`` before reading a folder (only those named ``only``, if given):
-    a folder on a stalled mount, or a slow one."""
+    a folder on a stalled mount, or a slow one. A folder given as a descriptor (``shutil.rmtree`` removing
+    ``tmp_path`` at teardown) is read at once."""
     real = os.scandir
 
-    def scandir(path: str) -> Any:
-        if only is None or os.path.basename(os.fspath(path)) == only:
+    def scandir(path: str | int) -> Any:
+        if not isinstance(path, int) and (only is None or os.path.basename(os.fspath(path)) == only):
             time.sleep(seconds)
         return real(path)
 
