@@ -170,18 +170,23 @@ def test_the_example_script_runs_offline(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_example_under_torchrun_with_two_processes(tmp_path: Path) -> None:
-    """2 CPU processes (gloo): exit 0, the plan printed once, 32 lines a process at batch 16: 2 updates an epoch."""
+    """2 CPU processes (gloo): exit 0, the plan printed once; 70 lines at batch 16 are 5 batches, 3 a process
+    (the last padded), so 3 updates an epoch: the plan ``lrsched show --processes 2 --train_examples 70``
+    previews, field for field."""
     from test_hf import _free_port
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
     cmd += [str(REPO / "examples" / "hf_lora_sft.py"), "--output_dir", str(tmp_path), *COMMON]
-    cmd += ["--num_train_epochs", "2", "--per_device_train_batch_size", "16"]
+    size = ["--num_train_epochs", "2", "--per_device_train_batch_size", "16"]
+    cmd += [*size, "--examples", "70"]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("plan for HF Trainer") == 1 and "(2 epochs x 2 updates)" in done.stdout
+    assert done.stdout.count("plan for HF Trainer") == 1 and "(2 epochs x 3 updates)" in done.stdout
     assert "the batches of each of 2 process(es)" in done.stdout
     kept = json.loads((tmp_path / "plan.json").read_text())  # written by the main process
-    assert kept["run"]["processes"] == 2 and kept["plan"]["total_steps"] == 4
+    assert kept["run"]["processes"] == 2 and kept["plan"]["total_steps"] == 6
+    preview = show(*size, "--processes", "2", "--train_examples", "70")
+    assert without_words(preview["plan"]) == without_words(kept["plan"])
 
 
 def _env() -> dict[str, str]:
