@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from helpers import DINO_ENTRY, TRAIN_ENTRY, start_program
+from helpers import DINO_ENTRY, TRAIN_ENTRY, start_program, wait_for
 from helpers import DINO_SMALL as SMALL
 
 from lrsched.recipes.common.checkpoint import load_checkpoint
@@ -66,6 +66,13 @@ def log_rows(out: Path) -> int:
     if not path.exists():
         return 0
     return max(0, len(path.read_text().splitlines()) - 1)
+
+
+def wait_rows(proc: subprocess.Popen[str], out: Path, rows: int) -> None:
+    """Wait (at most 240 s) until log.csv has ``rows`` rows; the process killed and the test failed else."""
+    if not wait_for(proc, lambda: log_rows(out) >= rows, 240, poll=0.1):
+        proc.kill()
+        raise AssertionError(f"no {rows} rows (exit {proc.poll()}): {proc.communicate()[1]}")
 
 
 def step_files(out: Path) -> list[Path]:

@@ -18,7 +18,8 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from helpers import DINO_ENTRY, PYTHON, child_env, read_rows, start_program, wait_for
+from fault_helpers import log_rows, wait_rows
+from helpers import DINO_ENTRY, PYTHON, child_env, start_program, wait_for
 from recipes.dino.dino_helpers import make_image_folder
 
 from lrsched.recipes.common.checkpoint import latest_checkpoint, load_checkpoint
@@ -45,17 +46,6 @@ def images(tmp_path: Path) -> Path:
 def start(images: Path, out: Path, *extra: str, **env: str) -> subprocess.Popen[str]:
     cmd = [PYTHON, str(DINO_ENTRY), *FOLDER_RUN, "--data-dir", str(images), "--output-dir", str(out), *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(**env))
-
-
-def steps_logged(out: Path) -> int:
-    path = out / "log.csv"
-    return len(read_rows(path)) if path.exists() else 0
-
-
-def wait_rows(proc: subprocess.Popen[str], out: Path, rows: int) -> None:
-    if not wait_for(proc, lambda: steps_logged(out) >= rows, 240, poll=0.1):
-        proc.kill()
-        raise AssertionError(f"no {rows} rows (exit {proc.poll()}): {proc.communicate()[1]}")
 
 
 def ended(proc: subprocess.Popen[str], within: float) -> tuple[int, str, float]:
@@ -87,7 +77,7 @@ def test_images_deleted_mid_run_stop_it_saved_in_one_line_within_30_s(images: Pa
     lines = err.strip().splitlines()
     assert "the data went away" in lines[-1] and "stopped at step" in lines[-1] and "Traceback" not in err
     step = saved_step(out)
-    assert step == steps_logged(out) >= 3
+    assert step == log_rows(out) >= 3
     assert json.loads((out / "metrics.json").read_text())["status"].startswith(f"failed at step {step}")
 
 
@@ -182,7 +172,7 @@ def test_reads_that_block_end_the_run_at_its_deadline_saved_at_any_worker_count(
     files_of = batch_files(images)
     proc = start(images, out, "--workers", str(workers), "--data-timeout", "2", "--max-steps", "400")
     wait_rows(proc, out, 2)
-    planned = steps_logged(out) + 8  # in this epoch, past what the workers fetched ahead
+    planned = log_rows(out) + 8  # in this epoch, past what the workers fetched ahead
     assert planned < 22
     stalled_files = files_of(planned)[:stalled]
     become_fifos(stalled_files)
@@ -195,7 +185,7 @@ def test_reads_that_block_end_the_run_at_its_deadline_saved_at_any_worker_count(
         "phase5_big_run.py: error: the data path failed: --data-timeout 2: no training batch from the data path "
         f"for 2 s; stopped at step {step}; checkpoint {out / 'checkpoints' / f'step-{step:08d}.pt'}"
     )
-    assert step == steps_logged(out)
+    assert step == log_rows(out)
     assert seconds < 2 + 30 + SHUTDOWN_GRACE + 15  # the steps before it, the deadline, closing the workers
 
 
@@ -247,7 +237,7 @@ def test_a_run_stopped_and_continued_longer_than_its_deadline_is_not_blamed_on_t
         time.sleep(0.7)
     status, err, _ = ended(proc, 240)
     assert status == 0, err
-    assert steps_logged(out) == 80
+    assert log_rows(out) == 80
 
 
 def children(pid: int) -> list[int]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fault_helpers import log_rows, wait_rows
 from helpers import DINO_ENTRY, PYTHON, child_env, read_rows, wait_for
 from recipes.dino.test_shards import make_shards
 
@@ -37,17 +38,6 @@ TORCHRUN = Path(PYTHON).with_name("torchrun")
 def start(data: Path | str, out: Path, *extra: str, **env: str) -> subprocess.Popen[str]:
     cmd = [PYTHON, str(DINO_ENTRY), *SHARD_RUN, "--data-dir", str(data), "--output-dir", str(out), *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(**env))
-
-
-def steps_logged(out: Path) -> int:
-    path = out / "log.csv"
-    return len(read_rows(path)) if path.exists() else 0
-
-
-def wait_rows(proc: subprocess.Popen[str], out: Path, rows: int) -> None:
-    if not wait_for(proc, lambda: steps_logged(out) >= rows, 240, poll=0.1):
-        proc.kill()
-        raise AssertionError(f"no {rows} rows (exit {proc.poll()}): {proc.communicate()[1]}")
 
 
 def ended(proc: subprocess.Popen[str], within: float) -> tuple[int, str, str]:
@@ -137,7 +127,7 @@ def test_a_large_shard_that_vanishes_stops_the_run_saved_exit_4(tmp_path: Path) 
     last = err.strip().splitlines()[-1]
     assert "the data went away" in last and "stopped at step" in last and "Traceback" not in err
     step = saved_step(out)
-    assert step == steps_logged(out) >= 2
+    assert step == log_rows(out) >= 2
     assert str(metrics(out)["status"]).startswith(f"failed at step {step}")
 
 

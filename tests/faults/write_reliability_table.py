@@ -35,6 +35,7 @@ CATEGORIES = {
     "test_closed_output": "a closed pipe or terminal is a stop; Ctrl-C again is quiet (both programs)",
     "test_unusable_paths": "every path flag: a name over 255 bytes, a folder one cannot enter, a file on the way",
     "test_whole_log": "phase5: resumed from an abandoned checkpoint, the log is its own past",
+    "test_shards_faults": "phase5 on shards: a shard gone, cut short or with a bad image; a stall; a changed set",
 }
 
 INTRO = """# Reliability: crashes, hostile input and bad flags lose nothing
